@@ -1,0 +1,163 @@
+//! Write wasmtrigger filters and actions in Rust.
+//!
+//! A wasmtrigger module is a WebAssembly component built for `wasm32-wasip2`.
+//! This crate holds the bindings generated from the project's WIT contract and
+//! a few helpers, so a module is a type implementing [`Filter`] or [`Action`]
+//! plus one export macro.
+//!
+//! # A filter
+//!
+//! ```no_run
+//! use wasmtrigger_guest::{Event, Filter, export_filter, info};
+//!
+//! struct OnlyWatched;
+//!
+//! impl Filter for OnlyWatched {
+//!     fn filter(event: Event) -> Result<bool, String> {
+//!         let data = event.json()?;
+//!         let name = data["metadata"]["name"].as_str().unwrap_or_default();
+//!         info!("looking at {name}");
+//!         Ok(name.starts_with("watched-"))
+//!     }
+//! }
+//!
+//! export_filter!(OnlyWatched);
+//! ```
+//!
+//! # An action
+//!
+//! ```no_run
+//! use wasmtrigger_guest::{Action, Event, export_action, kv};
+//!
+//! struct Count;
+//!
+//! impl Action for Count {
+//!     fn run(_event: Event, _params: String) -> Result<String, String> {
+//!         let runs = kv::increment("runs", 1).map_err(|e| e.to_string())?;
+//!         Ok(runs.to_string())
+//!     }
+//! }
+//!
+//! export_action!(Count);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` from a crate
+//! whose `[lib]` has `crate-type = ["cdylib"]`; the `.wasm` file in
+//! `target/wasm32-wasip2/release/` is the module.
+
+#[doc(hidden)]
+pub mod bindings {
+    //! Generated code. The action world holds every import; the filter world
+    //! reuses its types so that one `Event` type serves both.
+    pub mod action {
+        wit_bindgen::generate!({
+            world: "action",
+            path: "wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_action",
+            default_bindings_module: "::wasmtrigger_guest::bindings::action",
+        });
+    }
+    pub mod filter {
+        wit_bindgen::generate!({
+            world: "filter",
+            path: "wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_filter",
+            default_bindings_module: "::wasmtrigger_guest::bindings::filter",
+            with: {
+                "wasmtrigger:plugin/types@0.1.0": super::action::wasmtrigger::plugin::types,
+                "wasmtrigger:plugin/log@0.1.0": super::action::wasmtrigger::plugin::log,
+                "wasmtrigger:plugin/kv@0.1.0": super::action::wasmtrigger::plugin::kv,
+            },
+        });
+    }
+}
+
+use bindings::action::wasmtrigger::plugin as wit;
+
+/// One event delivered to a trigger; `data` is JSON text.
+pub use wit::types::Event;
+/// Why a host capability call failed (denied, not found, invalid, failed).
+pub use wit::types::Error as HostError;
+
+/// Implemented by a filter: return `Ok(true)` to pass the event to the action.
+pub use bindings::filter::Guest as Filter;
+
+/// Implemented by an action: do the work and return the run's output.
+pub use bindings::action::Guest as Action;
+
+/// Reusable parts of the JSON layer, re-exported so modules need no extra dependency.
+pub use serde_json;
+
+impl Event {
+    /// Parses `data` into a JSON value; the error text names the event.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_str(&self.data)
+            .map_err(|e| format!("event {} has invalid JSON data: {e}", self.id))
+    }
+
+    /// Parses `data` into any deserializable type.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.data)
+            .map_err(|e| format!("event {} data does not have the expected shape: {e}", self.id))
+    }
+}
+
+/// Parses an action's `params` text into any deserializable type.
+pub fn params_as<T: serde::de::DeserializeOwned>(params: &str) -> Result<T, String> {
+    serde_json::from_str(params).map_err(|e| format!("invalid params: {e}"))
+}
+
+/// Logging into the host log; prefer the `trace!` .. `error!` macros.
+pub mod log {
+    pub use super::wit::log::{Level, log};
+}
+
+/// Per-trigger key/value state that persists across runs and restarts.
+///
+/// Each call is atomic on its own; use [`kv::compare_and_swap`] or
+/// [`kv::increment`] to update a value derived from its previous one.
+pub mod kv {
+    pub use super::wit::kv::{compare_and_swap, delete, get, increment, list_keys, set};
+}
+
+/// Exports a type implementing [`Filter`] as this module's filter.
+#[macro_export]
+macro_rules! export_filter {
+    ($ty:ident) => {
+        $crate::bindings::filter::__export_filter!($ty);
+    };
+}
+
+/// Exports a type implementing [`Action`] as this module's action.
+#[macro_export]
+macro_rules! export_action {
+    ($ty:ident) => {
+        $crate::bindings::action::__export_action!($ty);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log {
+    ($level:ident, $($arg:tt)+) => {
+        $crate::log::log($crate::log::Level::$level, &::std::format!($($arg)+))
+    };
+}
+
+/// Logs a formatted message at trace level.
+#[macro_export]
+macro_rules! trace { ($($arg:tt)+) => { $crate::__log!(Trace, $($arg)+) }; }
+/// Logs a formatted message at debug level.
+#[macro_export]
+macro_rules! debug { ($($arg:tt)+) => { $crate::__log!(Debug, $($arg)+) }; }
+/// Logs a formatted message at info level.
+#[macro_export]
+macro_rules! info { ($($arg:tt)+) => { $crate::__log!(Info, $($arg)+) }; }
+/// Logs a formatted message at warn level.
+#[macro_export]
+macro_rules! warn { ($($arg:tt)+) => { $crate::__log!(Warn, $($arg)+) }; }
+/// Logs a formatted message at error level.
+#[macro_export]
+macro_rules! error { ($($arg:tt)+) => { $crate::__log!(Error, $($arg)+) }; }
