@@ -1,0 +1,65 @@
+//! `kv`: the trigger's own key/value namespace in the state store.
+
+use crate::runtime::bindings::wasmtrigger::plugin::kv::Host;
+use crate::runtime::bindings::WitError;
+use crate::runtime::HostState;
+use crate::state::{KvNamespace, StateError};
+
+impl HostState {
+    /// Runs a blocking store call off the async executor. The returned future
+    /// owns what it needs: `HostState` itself is not `Sync`.
+    fn with_kv<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, WitError>> + Send + 'static {
+        let ns = self.caps.kv.clone();
+        let (trigger, module) = (self.caps.trigger.clone(), self.caps.module.clone());
+        async move {
+            let Some(ns) = ns else {
+                return Err(WitError::Failed("kv is not available in this context".into()));
+            };
+            let result = tokio::task::spawn_blocking(move || call(&ns))
+                .await
+                .map_err(|e| WitError::Failed(format!("kv call did not complete: {e}")))?;
+            result.map_err(|e| match e {
+                StateError::Invalid(why) => WitError::Invalid(why),
+                other => {
+                    tracing::error!(%trigger, %module, error = %other, "kv store failure");
+                    WitError::Failed(other.to_string())
+                }
+            })
+        }
+    }
+}
+
+impl Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<String>, WitError> {
+        self.with_kv(move |kv| kv.get(&key)).await
+    }
+
+    async fn set(&mut self, key: String, value: String) -> Result<(), WitError> {
+        self.with_kv(move |kv| kv.set(&key, &value)).await
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, WitError> {
+        self.with_kv(move |kv| kv.delete(&key)).await
+    }
+
+    async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
+        self.with_kv(move |kv| kv.list_keys(&prefix)).await
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        new: Option<String>,
+    ) -> Result<bool, WitError> {
+        self.with_kv(move |kv| kv.compare_and_swap(&key, expected.as_deref(), new.as_deref()))
+            .await
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
+        self.with_kv(move |kv| kv.increment(&key, delta)).await
+    }
+}

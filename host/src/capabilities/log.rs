@@ -1,0 +1,34 @@
+//! `log`: guest log messages go to the host log, tagged with trigger and module.
+
+use crate::runtime::bindings::wasmtrigger::plugin::log::{Host, Level};
+use crate::runtime::HostState;
+
+/// Longest message kept; guests cannot flood the log with one call.
+const MAX_MESSAGE: usize = 16 * 1024;
+
+impl Host for HostState {
+    async fn log(&mut self, level: Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("… [truncated]");
+        }
+        let (trigger, module) = (&*self.caps.trigger, &*self.caps.module);
+        macro_rules! emit {
+            ($lvl:ident) => {
+                tracing::$lvl!(target: "wasmtrigger::guest", trigger, module, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(trace),
+            Level::Debug => emit!(debug),
+            Level::Info => emit!(info),
+            Level::Warn => emit!(warn),
+            Level::Error => emit!(error),
+        }
+    }
+}

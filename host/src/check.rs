@@ -1,0 +1,45 @@
+//! `wasmtrigger check`: validate a config and compile every module it uses.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{load_partial, Config, ConfigError, EngineOverrides};
+use crate::runtime::{load_for_config, LoadedModule, Runtime, RuntimeError, RuntimeSettings};
+
+/// Everything `check` found.
+pub struct CheckReport {
+    /// The valid part of the config, if the files could be read.
+    pub config: Option<Config>,
+    /// Modules that compiled.
+    pub modules: Vec<Arc<LoadedModule>>,
+    /// Every problem, located.
+    pub problems: Vec<ConfigError>,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Validates the config and compiles the modules of its valid triggers.
+pub async fn check(
+    path: &Path,
+    modules_dir: Option<&Path>,
+    overrides: &EngineOverrides,
+) -> Result<CheckReport, RuntimeError> {
+    let (config, mut problems) = load_partial(path, modules_dir, overrides);
+    let mut modules = Vec::new();
+    if let Some(config) = &config {
+        let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
+        let (loaded, module_problems) = load_for_config(&runtime, config).await;
+        modules = loaded;
+        problems.extend(module_problems);
+    }
+    Ok(CheckReport {
+        config,
+        modules,
+        problems,
+    })
+}

@@ -1,0 +1,602 @@
+//! Reading trigger files and turning them into a validated [`Config`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::schema::{
+    ActionSpec, EngineSpec, FilterSpec, OverlapSpec, RetrySpec, ScheduleSpec, TriggerSpec,
+};
+use super::*;
+
+/// Source types this build knows, for error messages.
+const SOURCE_TYPES: &[&str] = &["schedule"];
+
+/// Loads a config file, or every `.yaml`/`.yml`/`.json` file directly in a
+/// directory, applies the overrides and validates it all. Module names resolve
+/// against `modules_dir`, or against the config's own directory when absent.
+pub fn load(
+    path: &Path,
+    modules_dir: Option<&Path>,
+    overrides: &EngineOverrides,
+) -> Result<Config, ConfigErrors> {
+    match load_partial(path, modules_dir, overrides) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Like [`load`], but returns the valid part of the config along with every
+/// problem found, so that `check` can go on to compile the valid triggers' modules.
+pub fn load_partial(
+    path: &Path,
+    modules_dir: Option<&Path>,
+    overrides: &EngineOverrides,
+) -> (Option<Config>, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let files = match config_files(path) {
+        Ok(files) => files,
+        Err(e) => return (None, vec![e]),
+    };
+    let modules_dir = modules_dir.map(Path::to_path_buf).unwrap_or_else(|| {
+        if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+    });
+
+    let mut documents = Vec::new();
+    for file in &files {
+        match read_document(file) {
+            Ok(doc) => documents.push((file.clone(), doc)),
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let engine = engine_settings(&documents, overrides, &mut errors);
+    let mut ctx = Loader {
+        engine: &engine,
+        modules_dir: &modules_dir,
+        errors: &mut errors,
+    };
+    let mut triggers: Vec<TriggerConfig> = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for (file, doc) in &documents {
+        let Some(list) = doc.get("triggers") else { continue };
+        let Some(list) = list.as_array() else {
+            ctx.error(file, None, Some("triggers"), "expected a list of triggers".into());
+            continue;
+        };
+        for (index, raw) in list.iter().enumerate() {
+            if let Some(trigger) = ctx.trigger(file, index, raw) {
+                if let Some(first) = seen.get(&trigger.name) {
+                    let message = format!(
+                        "duplicate trigger name; `{}` is already defined in {}",
+                        trigger.name,
+                        first.display()
+                    );
+                    ctx.error(file, Some(&trigger.name), Some("name"), message);
+                    continue;
+                }
+                seen.insert(trigger.name.clone(), file.clone());
+                triggers.push(trigger);
+            }
+        }
+    }
+    if errors.is_empty() && triggers.is_empty() {
+        errors.push(ConfigError {
+            file: path.to_path_buf(),
+            trigger: None,
+            field: Some("triggers".into()),
+            message: "no triggers defined; expected at least one entry under `triggers:`".into(),
+        });
+    }
+    (Some(Config { engine, triggers, modules_dir, files }), errors)
+}
+
+/// The files a config path stands for.
+fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let fail = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        trigger: None,
+        field: None,
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read config: {e}")))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| fail(format!("cannot list directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            // Hidden entries include Kubernetes volume internals like `..data`.
+            let visible = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'));
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            visible && matches!(ext, "yaml" | "yml" | "json") && p.is_file()
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(fail("no .yaml, .yml or .json files in this directory".into()));
+    }
+    Ok(files)
+}
+
+/// Parses one file into a JSON object (an empty file is an empty document).
+fn read_document(file: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let fail = |field: Option<String>, message: String| ConfigError {
+        file: file.to_path_buf(),
+        trigger: None,
+        field,
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+    let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
+    let value: Value = if text.trim().is_empty() {
+        Value::Null
+    } else if is_json {
+        serde_json::from_str(&text).map_err(|e| fail(None, format!("invalid JSON: {e}")))?
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|e| fail(None, format!("invalid YAML: {e}")))?
+    };
+    let map = match value {
+        Value::Null => Map::new(),
+        Value::Object(map) => map,
+        _ => {
+            return Err(fail(
+                None,
+                "expected a mapping with `engine:` and/or `triggers:` at the top level".into(),
+            ));
+        }
+    };
+    if let Some(key) = map.keys().find(|k| !matches!(k.as_str(), "engine" | "triggers")) {
+        return Err(fail(
+            Some(key.clone()),
+            format!("unknown top-level field `{key}`, expected `engine` or `triggers`"),
+        ));
+    }
+    Ok(map)
+}
+
+/// Merges defaults, the (single) `engine:` section and the overrides.
+fn engine_settings(
+    documents: &[(PathBuf, Map<String, Value>)],
+    overrides: &EngineOverrides,
+    errors: &mut Vec<ConfigError>,
+) -> EngineSettings {
+    let mut settings = EngineSettings::default();
+    let mut with_engine = documents.iter().filter(|(_, d)| d.contains_key("engine"));
+    let first = with_engine.next();
+    if let Some((file, _)) = with_engine.next() {
+        errors.push(ConfigError {
+            file: file.clone(),
+            trigger: None,
+            field: Some("engine".into()),
+            message: format!(
+                "`engine:` is already set in {}; set it in one file only",
+                first.map(|(f, _)| f.display().to_string()).unwrap_or_default()
+            ),
+        });
+    }
+    let mut located = |file: &Path, field: &str, message: String| {
+        errors.push(ConfigError {
+            file: file.to_path_buf(),
+            trigger: None,
+            field: Some(field.to_string()),
+            message,
+        })
+    };
+    if let Some((file, doc)) = first {
+        match parse::<EngineSpec>(doc["engine"].clone()) {
+            Err((field, message)) => located(file, &prefixed("engine", &field), message),
+            Ok(spec) => {
+                if let Some(v) = spec.workers {
+                    settings.workers = v;
+                }
+                if let Some(v) = spec.queue_size {
+                    settings.queue_size = v;
+                }
+                if let Some(v) = spec.per_worker_qps {
+                    settings.per_worker_qps = v;
+                }
+                if let Some(v) = spec.timeout {
+                    settings.timeout = v.0;
+                }
+                if let Some(v) = spec.memory {
+                    settings.memory = v.0;
+                }
+                if let Some(v) = spec.shutdown_grace {
+                    settings.shutdown_grace = v.0;
+                }
+                if let Some(v) = spec.stdio_limit {
+                    settings.stdio_limit = v.0;
+                }
+                if let Some(r) = &spec.retry {
+                    settings.retry = merge_retry(settings.retry, r);
+                }
+            }
+        }
+    }
+    if let Some(v) = overrides.workers {
+        settings.workers = v;
+    }
+    if let Some(v) = overrides.queue_size {
+        settings.queue_size = v;
+    }
+    if let Some(v) = overrides.per_worker_qps {
+        settings.per_worker_qps = v;
+    }
+    if let Some(v) = overrides.timeout {
+        settings.timeout = v;
+    }
+    if let Some(v) = overrides.max_retry {
+        settings.retry.max = v;
+    }
+    if let Some(v) = overrides.retry_delay {
+        settings.retry.delay = v;
+    }
+    let file = first.map(|(f, _)| f.clone()).unwrap_or_default();
+    let checks: [(bool, &str, String); 6] = [
+        (
+            (1..=1024).contains(&settings.workers),
+            "engine.workers",
+            format!("{} workers: expected 1 to 1024", settings.workers),
+        ),
+        (
+            settings.queue_size >= 1,
+            "engine.queueSize",
+            "expected a queue size of at least 1".into(),
+        ),
+        (
+            settings.per_worker_qps.is_finite() && settings.per_worker_qps >= 0.0,
+            "engine.perWorkerQps",
+            format!("{}: expected 0 (unlimited) or a positive number", settings.per_worker_qps),
+        ),
+        (
+            !settings.timeout.is_zero(),
+            "engine.timeout",
+            "expected a timeout above zero".into(),
+        ),
+        (
+            (1 << 20..=MAX_MEMORY_LIMIT).contains(&settings.memory),
+            "engine.memory",
+            memory_message(settings.memory),
+        ),
+        (
+            settings.retry.delay <= settings.retry.max_delay,
+            "engine.retry.delay",
+            "the retry delay must not exceed retry.maxDelay".into(),
+        ),
+    ];
+    for (ok, field, message) in checks {
+        if !ok {
+            located(&file, field, message);
+        }
+    }
+    settings
+}
+
+fn memory_message(bytes: u64) -> String {
+    format!(
+        "{bytes} bytes: expected a memory limit between 1Mi and {}Gi",
+        MAX_MEMORY_LIMIT >> 30
+    )
+}
+
+fn merge_retry(base: RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
+    RetryPolicy {
+        max: spec.max.unwrap_or(base.max),
+        delay: spec.delay.map(|d| d.0).unwrap_or(base.delay),
+        max_delay: spec.max_delay.map(|d| d.0).unwrap_or(base.max_delay),
+    }
+}
+
+/// Deserializes a value, returning the failing field's dotted path on error.
+fn parse<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        let message = e.inner().to_string();
+        // serde reports an unknown field at its parent; point at the field itself.
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            path = prefixed(&path, name);
+        }
+        (path, message)
+    })
+}
+
+fn prefixed(prefix: &str, field: &str) -> String {
+    match (prefix.is_empty(), field.is_empty()) {
+        (true, _) => field.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{field}"),
+    }
+}
+
+/// State shared while reading the triggers of all files.
+struct Loader<'a> {
+    engine: &'a EngineSettings,
+    modules_dir: &'a Path,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Loader<'_> {
+    fn error(&mut self, file: &Path, trigger: Option<&str>, field: Option<&str>, message: String) {
+        self.errors.push(ConfigError {
+            file: file.to_path_buf(),
+            trigger: trigger.map(str::to_string),
+            field: field.map(str::to_string),
+            message,
+        });
+    }
+
+    /// Reads one trigger; records its problems and returns it only when it is valid.
+    fn trigger(&mut self, file: &Path, index: usize, raw: &Value) -> Option<TriggerConfig> {
+        let label = raw
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("triggers[{index}]"));
+        let before = self.errors.len();
+        let Some(obj) = raw.as_object() else {
+            self.error(file, Some(&label), None, "expected a mapping".into());
+            return None;
+        };
+        let mut obj = obj.clone();
+        let source = obj.remove("source");
+        let spec = match parse::<TriggerSpec>(Value::Object(obj)) {
+            Ok(spec) => Some(spec),
+            Err((field, message)) => {
+                self.error(file, Some(&label), Some(&field), message);
+                None
+            }
+        };
+        let source = match source {
+            None => {
+                self.error(file, Some(&label), Some("source"), "missing field `source`".into());
+                None
+            }
+            Some(raw) => self.source(file, &label, raw),
+        };
+        let spec = spec?;
+        if let Err(message) = check_name(&spec.name) {
+            self.error(file, Some(&label), Some("name"), message);
+        }
+        let filter = spec
+            .filter
+            .as_ref()
+            .and_then(|f| self.filter(file, &label, f));
+        let action = self.action(file, &label, &spec.action);
+        let source = source?;
+        let action = action?;
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(TriggerConfig {
+            name: spec.name,
+            description: spec.description,
+            file: file.to_path_buf(),
+            source,
+            filter,
+            action,
+        })
+    }
+
+    fn source(&mut self, file: &Path, label: &str, raw: Value) -> Option<SourceConfig> {
+        let Value::Object(mut obj) = raw else {
+            self.error(file, Some(label), Some("source"), "expected a mapping with a `type`".into());
+            return None;
+        };
+        let kind = match obj.remove("type") {
+            Some(Value::String(kind)) => kind,
+            _ => {
+                let message = format!("missing `type`; expected one of: {}", SOURCE_TYPES.join(", "));
+                self.error(file, Some(label), Some("source.type"), message);
+                return None;
+            }
+        };
+        match kind.as_str() {
+            "schedule" => match parse::<ScheduleSpec>(Value::Object(obj)) {
+                Ok(spec) => self.schedule(file, label, spec).map(SourceConfig::Schedule),
+                Err((field, message)) => {
+                    self.error(file, Some(label), Some(&prefixed("source", &field)), message);
+                    None
+                }
+            },
+            other => {
+                let message = format!(
+                    "unknown source type `{other}`, expected one of: {}",
+                    SOURCE_TYPES.join(", ")
+                );
+                self.error(file, Some(label), Some("source.type"), message);
+                None
+            }
+        }
+    }
+
+    fn schedule(&mut self, file: &Path, label: &str, spec: ScheduleSpec) -> Option<ScheduleConfig> {
+        let chosen: Vec<&str> = [
+            ("cron", spec.cron.is_some()),
+            ("every", spec.every.is_some()),
+            ("at", spec.at.is_some()),
+            ("now", spec.now == Some(true)),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect();
+        if chosen.len() != 1 {
+            let message = if chosen.is_empty() {
+                "a schedule needs exactly one of `cron`, `every`, `at` or `now: true`".to_string()
+            } else {
+                format!("a schedule takes exactly one of `cron`, `every`, `at` or `now`, found {}", chosen.join(" and "))
+            };
+            self.error(file, Some(label), Some("source"), message);
+            return None;
+        }
+        let mut misplaced = |field: &str, belongs: &str| {
+            let message = format!("`{field}` only applies to `{belongs}` schedules");
+            self.error(file, Some(label), Some(&format!("source.{field}")), message);
+        };
+        if spec.timezone.is_some() && spec.cron.is_none() {
+            misplaced("timezone", "cron");
+        }
+        if spec.immediately.is_some() && spec.every.is_none() {
+            misplaced("immediately", "every");
+        }
+        let mode = if let Some(text) = &spec.cron {
+            match CronSchedule::parse(text) {
+                Ok(schedule) => ScheduleMode::Cron {
+                    schedule,
+                    timezone: spec.timezone.map(|t| t.0).unwrap_or(chrono_tz::UTC),
+                },
+                Err(message) => {
+                    self.error(file, Some(label), Some("source.cron"), message);
+                    return None;
+                }
+            }
+        } else if let Some(period) = spec.every {
+            if period.0 < std::time::Duration::from_millis(1) {
+                self.error(file, Some(label), Some("source.every"), "expected a period of at least 1ms".into());
+                return None;
+            }
+            ScheduleMode::Every {
+                period: period.0,
+                immediately: spec.immediately.unwrap_or(false),
+            }
+        } else if let Some(at) = spec.at {
+            ScheduleMode::At(at.0)
+        } else {
+            ScheduleMode::Now
+        };
+        if let (ScheduleMode::At(at), Some(until)) = (&mode, spec.until)
+            && until.0 <= *at
+        {
+            self.error(file, Some(label), Some("source.until"), "`until` is not after `at`; the schedule would never fire".into());
+            return None;
+        }
+        Some(ScheduleConfig {
+            mode,
+            until: spec.until.map(|t| t.0),
+            overlap: match spec.overlap.unwrap_or(OverlapSpec::Skip) {
+                OverlapSpec::Skip => Overlap::Skip,
+                OverlapSpec::Coalesce => Overlap::Coalesce,
+            },
+        })
+    }
+
+    fn filter(&mut self, file: &Path, label: &str, spec: &FilterSpec) -> Option<FilterConfig> {
+        match (&spec.module, &spec.cel) {
+            (Some(_), Some(_)) | (None, None) => {
+                let message = "a filter takes exactly one of `module` or `cel`".to_string();
+                self.error(file, Some(label), Some("filter"), message);
+                None
+            }
+            (None, Some(expr)) => {
+                if spec.timeout.is_some() || spec.memory.is_some() {
+                    let message = "`timeout` and `memory` apply to filter modules, not to `cel`".to_string();
+                    self.error(file, Some(label), Some("filter"), message);
+                }
+                match CelFilter::compile(expr) {
+                    Ok(cel) => Some(FilterConfig::Cel(cel)),
+                    Err(message) => {
+                        self.error(file, Some(label), Some("filter.cel"), message);
+                        None
+                    }
+                }
+            }
+            (Some(module), None) => self
+                .module_use(file, label, "filter", module, spec.timeout, spec.memory)
+                .map(FilterConfig::Module),
+        }
+    }
+
+    fn action(&mut self, file: &Path, label: &str, spec: &ActionSpec) -> Option<ActionConfig> {
+        let module = self.module_use(file, label, "action", &spec.module, spec.timeout, spec.memory);
+        let params = match &spec.params {
+            None | Some(Value::Null) => "{}".to_string(),
+            Some(v) => v.to_string(),
+        };
+        let retry = match &spec.retry {
+            None => self.engine.retry,
+            Some(r) => merge_retry(self.engine.retry, r),
+        };
+        if retry.delay > retry.max_delay {
+            let message = format!(
+                "retry delay {:?} exceeds maxDelay {:?}",
+                retry.delay, retry.max_delay
+            );
+            self.error(file, Some(label), Some("action.retry.delay"), message);
+            return None;
+        }
+        Some(ActionConfig { module: module?, params, retry })
+    }
+
+    fn module_use(
+        &mut self,
+        file: &Path,
+        label: &str,
+        section: &str,
+        name: &str,
+        timeout: Option<values::DurationValue>,
+        memory: Option<values::ByteSize>,
+    ) -> Option<ModuleUse> {
+        let field = format!("{section}.module");
+        if name.trim().is_empty() {
+            self.error(file, Some(label), Some(&field), "expected a module file name like counter.wasm".into());
+            return None;
+        }
+        let limits = Limits {
+            timeout: timeout.map(|t| t.0).unwrap_or(self.engine.timeout),
+            memory: memory.map(|m| m.0).unwrap_or(self.engine.memory),
+        };
+        if limits.timeout.is_zero() {
+            self.error(file, Some(label), Some(&format!("{section}.timeout")), "expected a timeout above zero".into());
+        }
+        if !(1 << 20..=MAX_MEMORY_LIMIT).contains(&limits.memory) {
+            self.error(file, Some(label), Some(&format!("{section}.memory")), memory_message(limits.memory));
+        }
+        let path = self.modules_dir.join(name);
+        if !path.is_file() {
+            let message = format!(
+                "module `{name}` not found at {} (modules are resolved against {})",
+                path.display(),
+                self.modules_dir.display()
+            );
+            self.error(file, Some(label), Some(&field), message);
+            return None;
+        }
+        Some(ModuleUse { name: name.to_string(), path, limits })
+    }
+}
+
+/// Trigger names appear in URLs, metrics and storage keys: keep them simple.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid trigger name `{name}`: expected 1-63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+        ))
+    }
+}

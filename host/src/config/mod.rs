@@ -1,0 +1,261 @@
+//! Trigger configuration: the schema operators write, and loading it from a
+//! file or a directory into validated, ready-to-run settings.
+//!
+//! Every problem is reported with the file, the trigger and the field it
+//! belongs to, and loading goes on past the first problem so that `check`
+//! can list them all at once.
+
+mod load;
+mod schema;
+pub mod values;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cel::CelFilter;
+use crate::sources::cron_expr::CronSchedule;
+
+pub use load::{load, load_partial};
+
+/// Largest per-invocation memory limit a trigger may ask for.
+pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
+
+/// A fully validated configuration, ready for the engine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Engine-wide settings after flags, env vars and the file were merged.
+    pub engine: EngineSettings,
+    /// Triggers in file order.
+    pub triggers: Vec<TriggerConfig>,
+    /// Where module names are resolved.
+    pub modules_dir: PathBuf,
+    /// The files the config was read from.
+    pub files: Vec<PathBuf>,
+}
+
+/// Engine-wide settings; each has a config field, a CLI flag and an env var.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSettings {
+    /// Worker tasks executing runs.
+    pub workers: usize,
+    /// Capacity of the dispatch queue.
+    pub queue_size: usize,
+    /// Executions per second per worker; 0 means unlimited.
+    pub per_worker_qps: f64,
+    /// Default wall-clock limit for one module invocation.
+    pub timeout: Duration,
+    /// Default linear-memory limit for one module invocation, in bytes.
+    pub memory: u64,
+    /// Default retry policy for actions.
+    pub retry: RetryPolicy,
+    /// How long in-flight runs may take to finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// Bytes a guest may write to stdout+stderr in one invocation.
+    pub stdio_limit: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            workers: 4,
+            queue_size: 100,
+            per_worker_qps: 0.0,
+            timeout: Duration::from_secs(10),
+            memory: 128 << 20,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(30),
+            stdio_limit: 256 << 10,
+        }
+    }
+}
+
+/// Engine settings given on the command line or in the environment; they win over the file.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOverrides {
+    pub workers: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub per_worker_qps: Option<f64>,
+    pub timeout: Option<Duration>,
+    pub max_retry: Option<u32>,
+    pub retry_delay: Option<Duration>,
+}
+
+/// Exponential backoff with jitter: attempt n waits `delay * 2^(n-1)`, at most `max_delay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 = no retry).
+    pub max: u32,
+    /// Wait before the first retry.
+    pub delay: Duration,
+    /// Upper bound for any single wait.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max: 3,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Bounds on one module invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Linear-memory limit in bytes.
+    pub memory: u64,
+}
+
+/// One trigger: where events come from, how they are filtered, what runs.
+#[derive(Clone, Debug)]
+pub struct TriggerConfig {
+    /// Unique name; used in logs, run records, kv namespaces and URLs.
+    pub name: String,
+    /// Optional human description.
+    pub description: Option<String>,
+    /// File the trigger was defined in.
+    pub file: PathBuf,
+    /// Event source.
+    pub source: SourceConfig,
+    /// Optional filter; without one every event reaches the action.
+    pub filter: Option<FilterConfig>,
+    /// The action.
+    pub action: ActionConfig,
+}
+
+/// An event source of one trigger.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// `type: schedule`.
+    Schedule(ScheduleConfig),
+}
+
+impl SourceConfig {
+    /// The source type as written in config and in events' `source` field.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::Schedule(_) => "schedule",
+        }
+    }
+}
+
+/// A schedule source.
+#[derive(Clone, Debug)]
+pub struct ScheduleConfig {
+    /// When it fires.
+    pub mode: ScheduleMode,
+    /// After this instant the schedule stops.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// What to do with a tick while the previous run is unfinished.
+    pub overlap: Overlap,
+}
+
+/// The firing rule of a schedule.
+#[derive(Clone, Debug)]
+pub enum ScheduleMode {
+    /// A crontab expression evaluated in a time zone.
+    Cron {
+        /// The parsed expression.
+        schedule: CronSchedule,
+        /// Zone the expression is evaluated in (UTC by default).
+        timezone: chrono_tz::Tz,
+    },
+    /// A fixed period.
+    Every {
+        /// Time between ticks.
+        period: Duration,
+        /// Fire once at start instead of after the first period.
+        immediately: bool,
+    },
+    /// Once at an instant.
+    At(chrono::DateTime<chrono::Utc>),
+    /// Once when the engine starts.
+    Now,
+}
+
+/// Overlap policy of a schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlap {
+    /// Drop ticks that come while a run of the trigger is unfinished (counted and logged).
+    Skip,
+    /// Remember one such tick and fire it as soon as the unfinished run ends.
+    Coalesce,
+}
+
+/// A trigger's filter.
+#[derive(Clone, Debug)]
+pub enum FilterConfig {
+    /// An inline CEL predicate.
+    Cel(CelFilter),
+    /// A filter module.
+    Module(ModuleUse),
+}
+
+/// A module referenced by a trigger, with the limits it runs under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleUse {
+    /// The name as written in the config, e.g. `counter.wasm`.
+    pub name: String,
+    /// Resolved file path.
+    pub path: PathBuf,
+    /// Limits for each invocation.
+    pub limits: Limits,
+}
+
+/// A trigger's action.
+#[derive(Clone, Debug)]
+pub struct ActionConfig {
+    /// The action module.
+    pub module: ModuleUse,
+    /// `params` as JSON text (`{}` when absent).
+    pub params: String,
+    /// Retry policy for failed attempts.
+    pub retry: RetryPolicy,
+}
+
+/// One problem in a config, located as precisely as possible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// The trigger's name (or `triggers[i]` when it has none).
+    pub trigger: Option<String>,
+    /// Dotted path of the field, e.g. `action.timeout`.
+    pub field: Option<String>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(t) = &self.trigger {
+            write!(f, ": trigger `{t}`")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found while loading a config.
+#[derive(Clone, Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! The raw shape of a trigger file, as serde reads it. Every struct rejects
+//! unknown fields; validation that spans fields happens in `load`.
+
+use serde::Deserialize;
+
+use super::values::{ByteSize, DurationValue, TimeZone, Timestamp};
+
+/// The `engine:` section: all optional, each also a CLI flag and env var.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EngineSpec {
+    pub workers: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub per_worker_qps: Option<f64>,
+    pub timeout: Option<DurationValue>,
+    pub memory: Option<ByteSize>,
+    pub retry: Option<RetrySpec>,
+    pub shutdown_grace: Option<DurationValue>,
+    pub stdio_limit: Option<ByteSize>,
+}
+
+/// `retry:` at engine or action level.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetrySpec {
+    pub max: Option<u32>,
+    pub delay: Option<DurationValue>,
+    pub max_delay: Option<DurationValue>,
+}
+
+/// One entry of `triggers:`; its `source` is taken out first and read by its `type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub filter: Option<FilterSpec>,
+    pub action: ActionSpec,
+}
+
+/// `source: {type: schedule, ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    pub cron: Option<String>,
+    pub timezone: Option<TimeZone>,
+    pub every: Option<DurationValue>,
+    pub immediately: Option<bool>,
+    pub at: Option<Timestamp>,
+    pub now: Option<bool>,
+    pub until: Option<Timestamp>,
+    pub overlap: Option<OverlapSpec>,
+}
+
+/// What a schedule does with a tick while its previous run is unfinished.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlapSpec {
+    Skip,
+    Coalesce,
+}
+
+/// `filter:` — exactly one of `module` or `cel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterSpec {
+    pub module: Option<String>,
+    pub cel: Option<String>,
+    pub timeout: Option<DurationValue>,
+    pub memory: Option<ByteSize>,
+}
+
+/// `action:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActionSpec {
+    pub module: String,
+    #[serde(default)]
+    pub params: Option<serde_json::Value>,
+    pub timeout: Option<DurationValue>,
+    pub memory: Option<ByteSize>,
+    pub retry: Option<RetrySpec>,
+}

@@ -1,0 +1,255 @@
+//! Dispatch: a bounded queue between sources and a pool of workers, with a
+//! per-worker rate limit, retries with backoff, and an orderly stop.
+//!
+//! Sources never wait on a full queue: [`Submitter::submit`] answers at once,
+//! and a refused event is counted and logged (a webhook turns it into a 429).
+
+mod backoff;
+mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EngineSettings;
+use crate::event::Event;
+use crate::runs::{Attempt, RunRecorder};
+use crate::runtime::{ModuleRegistry, Runtime};
+use crate::trigger::Trigger;
+
+pub use backoff::{backoff, RateLimiter};
+
+/// Counters kept by the dispatcher (exported as metrics by a later layer).
+#[derive(Debug, Default)]
+pub struct DispatchStats {
+    /// Events accepted into the queue.
+    pub accepted: AtomicU64,
+    /// Events refused because the queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Schedule ticks skipped because the previous run was unfinished.
+    pub ticks_skipped: AtomicU64,
+    /// Runs that ended filtered.
+    pub filtered: AtomicU64,
+    /// Runs that ended succeeded.
+    pub succeeded: AtomicU64,
+    /// Runs that ended failed.
+    pub failed: AtomicU64,
+    /// Retry attempts scheduled.
+    pub retries: AtomicU64,
+}
+
+/// A point-in-time copy of [`DispatchStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    pub accepted: u64,
+    pub dropped_queue_full: u64,
+    pub ticks_skipped: u64,
+    pub filtered: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub retries: u64,
+}
+
+impl DispatchStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            accepted: get(&self.accepted),
+            dropped_queue_full: get(&self.dropped_queue_full),
+            ticks_skipped: get(&self.ticks_skipped),
+            filtered: get(&self.filtered),
+            succeeded: get(&self.succeeded),
+            failed: get(&self.failed),
+            retries: get(&self.retries),
+        }
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// An event on its way through one trigger, with its history so far.
+pub struct Job {
+    pub(crate) trigger: Arc<Trigger>,
+    pub(crate) event: Event,
+    pub(crate) accepted: (Instant, String),
+    pub(crate) started: Option<(Instant, String)>,
+    pub(crate) filter: Option<String>,
+    pub(crate) filter_passed: bool,
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) module: Option<String>,
+}
+
+/// Why an event was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is full; try again later.
+    #[error("the dispatch queue is full")]
+    QueueFull,
+    /// The engine is stopping.
+    #[error("the engine is stopping")]
+    Stopping,
+}
+
+/// The handle sources use to hand events to the dispatcher.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<DispatchStats>,
+}
+
+impl Submitter {
+    /// Offers an event for a trigger without waiting.
+    pub fn submit(&self, trigger: &Arc<Trigger>, event: Event) -> Result<(), SubmitError> {
+        let event_id = event.id.clone();
+        trigger.accepted();
+        let job = Job {
+            trigger: trigger.clone(),
+            event,
+            accepted: (Instant::now(), crate::event::now_rfc3339()),
+            started: None,
+            filter: None,
+            filter_passed: false,
+            attempts: Vec::new(),
+            module: None,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                bump(&self.stats.accepted);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                trigger.not_accepted();
+                bump(&self.stats.dropped_queue_full);
+                tracing::warn!(
+                    trigger = %trigger.name,
+                    event_id,
+                    capacity = self.tx.max_capacity(),
+                    "dispatch queue full: event not accepted"
+                );
+                Err(SubmitError::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                trigger.not_accepted();
+                Err(SubmitError::Stopping)
+            }
+        }
+    }
+
+    /// A submitter on a bare channel, for unit tests of sources.
+    #[cfg(test)]
+    pub(crate) fn for_tests(tx: mpsc::Sender<Job>) -> Self {
+        Submitter { tx, stats: Arc::default() }
+    }
+
+    /// Counters shared with the dispatcher.
+    pub fn stats(&self) -> &Arc<DispatchStats> {
+        &self.stats
+    }
+
+    /// Events waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// The queue and its workers.
+pub struct Dispatcher {
+    submitter: Option<Submitter>,
+    workers: Vec<JoinHandle<()>>,
+    /// Cancelled when the engine starts stopping: pending retries give up.
+    stopping: CancellationToken,
+    /// Cancelled when the grace period is over: in-flight runs are abandoned.
+    abort: CancellationToken,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    recorder: RunRecorder,
+    stats: Arc<DispatchStats>,
+}
+
+impl Dispatcher {
+    /// Starts `settings.workers` workers on a queue of `settings.queue_size`.
+    pub fn start(
+        settings: &EngineSettings,
+        runtime: Arc<Runtime>,
+        registry: Arc<ModuleRegistry>,
+        recorder: RunRecorder,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(settings.queue_size);
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(DispatchStats::default());
+        let stopping = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let ctx = Arc::new(worker::WorkerContext {
+            runtime,
+            registry,
+            recorder: recorder.clone(),
+            stats: stats.clone(),
+            requeue: tx.downgrade(),
+            stopping: stopping.clone(),
+            abort: abort.clone(),
+        });
+        let workers = (0..settings.workers)
+            .map(|id| {
+                let (ctx, rx) = (ctx.clone(), rx.clone());
+                let limiter = RateLimiter::new(settings.per_worker_qps);
+                tokio::spawn(worker::run(id, ctx, rx, limiter))
+            })
+            .collect();
+        Dispatcher {
+            submitter: Some(Submitter { tx, stats: stats.clone() }),
+            workers,
+            stopping,
+            abort,
+            rx,
+            recorder,
+            stats,
+        }
+    }
+
+    /// A handle for sources.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter
+            .clone()
+            .expect("the submitter exists until the dispatcher stops")
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<DispatchStats> {
+        &self.stats
+    }
+
+    /// Stops after the sources have stopped: queued and running events get up
+    /// to `grace` to finish; whatever is left is recorded as failed.
+    pub async fn stop(mut self, grace: Duration) {
+        self.stopping.cancel();
+        drop(self.submitter.take());
+        let mut workers = std::mem::take(&mut self.workers);
+        let finished = tokio::time::timeout(grace, async {
+            for w in workers.iter_mut() {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                grace = %humantime::format_duration(grace),
+                "grace period over: abandoning unfinished runs"
+            );
+            self.abort.cancel();
+            for w in workers {
+                let _ = w.await;
+            }
+            let mut rx = self.rx.lock().await;
+            while let Ok(job) = rx.try_recv() {
+                worker::abandon(&self.recorder, &self.stats, job, "engine stopped before the run started");
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! A worker: takes a job, runs the filter once and the action (retrying with
+//! backoff on failure), and writes exactly one run record per event.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use super::{backoff, bump, DispatchStats, Job, RateLimiter};
+use crate::config::FilterConfig;
+use crate::event::now_rfc3339;
+use crate::runs::{cap_text, Attempt, RunRecord, RunRecorder, RunStatus, MAX_OUTPUT_BYTES};
+use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
+
+/// What every worker shares.
+pub(super) struct WorkerContext {
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<ModuleRegistry>,
+    pub recorder: RunRecorder,
+    pub stats: Arc<DispatchStats>,
+    /// Weak, so that the queue closes once sources and the dispatcher let go.
+    pub requeue: mpsc::WeakSender<Job>,
+    pub stopping: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+/// The worker loop: ends when the queue is closed and empty, or on abort.
+pub(super) async fn run(
+    id: usize,
+    ctx: Arc<WorkerContext>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    mut limiter: RateLimiter,
+) {
+    loop {
+        let job = tokio::select! {
+            job = async { rx.lock().await.recv().await } => job,
+            _ = ctx.abort.cancelled() => None,
+        };
+        let Some(job) = job else { break };
+        tokio::select! {
+            _ = limiter.acquire() => {}
+            _ = ctx.abort.cancelled() => {
+                abandon(&ctx.recorder, &ctx.stats, job, "engine stopped before the run started");
+                break;
+            }
+        }
+        // The job moves into `process`; keep what is needed to record an abandoned run.
+        let (trigger, event) = (job.trigger.clone(), job.event.clone());
+        let accepted = job.accepted.clone();
+        tokio::select! {
+            _ = process(&ctx, job) => {}
+            _ = ctx.abort.cancelled() => {
+                let job = Job {
+                    trigger,
+                    event,
+                    accepted,
+                    started: None,
+                    filter: None,
+                    filter_passed: false,
+                    attempts: Vec::new(),
+                    module: None,
+                };
+                abandon(&ctx.recorder, &ctx.stats, job, "engine stopped before the run finished");
+                break;
+            }
+        }
+    }
+    tracing::debug!(worker = id, "worker stopped");
+}
+
+/// Runs one step of a job: the filter (first time only) and one action attempt.
+async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
+    if job.started.is_none() {
+        job.started = Some((Instant::now(), now_rfc3339()));
+    }
+    let trigger = job.trigger.clone();
+    if !job.filter_passed {
+        let outcome = match &trigger.config.filter {
+            None => Ok(true),
+            Some(FilterConfig::Cel(cel)) => {
+                job.filter = Some("cel".into());
+                let started = (Instant::now(), now_rfc3339());
+                cel.evaluate(&job.event).map_err(|message| {
+                    (started, InvokeError::new(FailureKind::Host, format!("filter: {message}")))
+                })
+            }
+            Some(FilterConfig::Module(used)) => {
+                let started = (Instant::now(), now_rfc3339());
+                match ctx.registry.get(&used.name) {
+                    None => Err((started, not_loaded(&used.name))),
+                    Some(module) => {
+                        job.filter = Some(module.label());
+                        let inv = Invocation {
+                            trigger: trigger.name.clone(),
+                            limits: used.limits,
+                            kv: Some(trigger.kv.clone()),
+                        };
+                        ctx.runtime
+                            .call_filter(&module, &inv, &job.event)
+                            .await
+                            .map_err(|e| (started, e))
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(true) => job.filter_passed = true,
+            Ok(false) => return finish(ctx, job, RunStatus::Filtered, None, None),
+            Err((started, error)) => {
+                job.attempts.push(attempt(1, started, Some(&error)));
+                return finish(ctx, job, RunStatus::Failed, None, Some(error));
+            }
+        }
+    }
+
+    let action = &trigger.config.action;
+    let number = job.attempts.len() as u32 + 1;
+    let started = (Instant::now(), now_rfc3339());
+    let result = match ctx.registry.get(&action.module.name) {
+        None => Err(not_loaded(&action.module.name)),
+        Some(module) => {
+            job.module = Some(module.label());
+            let inv = Invocation {
+                trigger: trigger.name.clone(),
+                limits: action.module.limits,
+                kv: Some(trigger.kv.clone()),
+            };
+            ctx.runtime
+                .call_action(&module, &inv, &job.event, &action.params)
+                .await
+        }
+    };
+    match result {
+        Ok(output) => {
+            job.attempts.push(attempt(number, started, None));
+            finish(ctx, job, RunStatus::Succeeded, Some(output), None)
+        }
+        Err(error) => {
+            job.attempts.push(attempt(number, started, Some(&error)));
+            let retries_used = number - 1;
+            if retries_used < action.retry.max && !ctx.stopping.is_cancelled() {
+                schedule_retry(ctx, job, number, error);
+            } else {
+                finish(ctx, job, RunStatus::Failed, None, Some(error));
+            }
+        }
+    }
+}
+
+/// Puts the job back on the queue after its backoff, off the worker.
+fn schedule_retry(ctx: &Arc<WorkerContext>, job: Job, failed_attempt: u32, error: InvokeError) {
+    let delay = backoff(&job.trigger.config.action.retry, failed_attempt, fastrand::f64());
+    bump(&ctx.stats.retries);
+    tracing::info!(
+        trigger = %job.trigger.name,
+        event_id = %job.event.id,
+        attempt = failed_attempt,
+        retry_in_ms = delay.as_millis() as u64,
+        error = %error,
+        "action failed; will retry"
+    );
+    let ctx = ctx.clone();
+    let Some(tx) = ctx.requeue.upgrade() else {
+        return finish(&ctx, job, RunStatus::Failed, None, Some(error));
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {
+                if let Err(mpsc::error::SendError(job)) = tx.send(job).await {
+                    finish(&ctx, job, RunStatus::Failed, None, Some(error));
+                }
+            }
+            _ = ctx.stopping.cancelled() => {
+                drop(tx);
+                let error = InvokeError::new(error.kind, format!("{} (engine stopped before the next retry)", error.message));
+                finish(&ctx, job, RunStatus::Failed, None, Some(error));
+            }
+        }
+    });
+}
+
+fn not_loaded(name: &str) -> InvokeError {
+    InvokeError::new(
+        FailureKind::ModuleUnavailable,
+        format!("module `{name}` is not loaded"),
+    )
+}
+
+fn attempt(number: u32, started: (Instant, String), error: Option<&InvokeError>) -> Attempt {
+    Attempt {
+        number,
+        started_at: started.1,
+        duration_ms: started.0.elapsed().as_millis() as u64,
+        error: error.map(|e| e.message.clone()),
+        reason: error.map(|e| e.kind),
+    }
+}
+
+/// Writes the run record, updates counters and releases the trigger's slot.
+fn finish(
+    ctx: &WorkerContext,
+    job: Job,
+    status: RunStatus,
+    output: Option<String>,
+    error: Option<InvokeError>,
+) {
+    let counter = match status {
+        RunStatus::Filtered => &ctx.stats.filtered,
+        RunStatus::Succeeded => &ctx.stats.succeeded,
+        RunStatus::Failed => &ctx.stats.failed,
+    };
+    bump(counter);
+    let (started_instant, started_at) = job
+        .started
+        .clone()
+        .unwrap_or_else(|| (Instant::now(), now_rfc3339()));
+    let record = RunRecord {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        event_id: job.event.id.clone(),
+        trigger: job.trigger.name.to_string(),
+        source: job.event.source.clone(),
+        kind: job.event.kind.clone(),
+        status,
+        attempts: job.attempts,
+        accepted_at: job.accepted.1,
+        started_at,
+        finished_at: now_rfc3339(),
+        queued_ms: started_instant.saturating_duration_since(job.accepted.0).as_millis() as u64,
+        duration_ms: started_instant.elapsed().as_millis() as u64,
+        filter: job.filter,
+        module: job.module,
+        output: output.map(|o| cap_text(o, MAX_OUTPUT_BYTES)),
+        reason: error.as_ref().map(|e| e.kind),
+        error: error.map(|e| e.message),
+    };
+    ctx.recorder.record(&record);
+    job.trigger.completed();
+}
+
+/// Records a job the engine gave up on while stopping.
+pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, job: Job, why: &str) {
+    bump(&stats.failed);
+    let now = now_rfc3339();
+    let record = RunRecord {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        event_id: job.event.id.clone(),
+        trigger: job.trigger.name.to_string(),
+        source: job.event.source.clone(),
+        kind: job.event.kind.clone(),
+        status: RunStatus::Failed,
+        attempts: job.attempts,
+        accepted_at: job.accepted.1,
+        started_at: job.started.map(|s| s.1).unwrap_or_else(|| now.clone()),
+        finished_at: now,
+        queued_ms: job.accepted.0.elapsed().as_millis() as u64,
+        duration_ms: 0,
+        filter: job.filter,
+        module: job.module,
+        output: None,
+        error: Some(why.to_string()),
+        reason: Some(FailureKind::Host),
+    };
+    recorder.record(&record);
+    job.trigger.completed();
+}

@@ -1,0 +1,363 @@
+//! The `wasmtrigger` command line: parses arguments and calls the library.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use wasmtrigger::config::{self, values, EngineOverrides, Limits};
+use wasmtrigger::engine::{Engine, EngineError, EngineOptions};
+use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
+use wasmtrigger::logging::{self, LogFormat};
+use wasmtrigger::runs::LogSink;
+use wasmtrigger::runtime::{Runtime, RuntimeSettings, World};
+
+/// Event automation with WebAssembly filters and actions.
+#[derive(Parser)]
+#[command(name = "wasmtrigger", version, about, long_about = None)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+    /// Log level or tracing filter, e.g. `info` or `wasmtrigger::guest=debug,info`.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Validate a config and compile every module it uses; exit 0 only if all is well.
+    Check(ConfigArgs),
+    /// Run one filter or action once, offline, and print its result.
+    Invoke(InvokeArgs),
+    /// List the modules in a directory with their version, world and imports.
+    Modules(ModulesArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Trigger config: a YAML/JSON file, or a directory of them.
+    #[arg(long, env = "CONFIG")]
+    config: PathBuf,
+    /// Directory module names are resolved in (default: the config's directory).
+    #[arg(long, env = "MODULES")]
+    modules: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Engine settings; each overrides the config file's `engine:` section.
+#[derive(Args)]
+struct EngineArgs {
+    /// Worker tasks executing runs [config: engine.workers; default 4].
+    #[arg(long, env = "WORKERS")]
+    workers: Option<usize>,
+    /// Capacity of the dispatch queue [config: engine.queueSize; default 100].
+    #[arg(long, env = "QUEUE_SIZE")]
+    queue_size: Option<usize>,
+    /// Executions per second per worker, 0 = unlimited [config: engine.perWorkerQps; default 0].
+    #[arg(long, env = "PER_WORKER_QPS")]
+    per_worker_qps: Option<f64>,
+    /// Default time limit per module call, e.g. 10s [config: engine.timeout; default 10s].
+    #[arg(long, env = "TIMEOUT", value_parser = duration)]
+    timeout: Option<Duration>,
+    /// Retries after a failed action attempt [config: engine.retry.max; default 3].
+    #[arg(long, env = "MAX_RETRY")]
+    max_retry: Option<u32>,
+    /// First retry wait, doubled each retry, e.g. 1s [config: engine.retry.delay; default 1s].
+    #[arg(long, env = "RETRY_DELAY", value_parser = duration)]
+    retry_delay: Option<Duration>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Directory for persistent state (kv).
+    #[arg(long, env = "STATE_DIR", default_value = ".wasmtrigger")]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct InvokeArgs {
+    /// The module (.wasm component) to run.
+    module: PathBuf,
+    /// Event file: a full event record or any JSON (used as `data`); `-` reads stdin.
+    #[arg(long)]
+    event: String,
+    /// Params for an action, as JSON.
+    #[arg(long)]
+    params: Option<String>,
+    /// World to use if the module implements both.
+    #[arg(long, value_enum)]
+    world: Option<WorldArg>,
+    /// Time limit.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    timeout: Duration,
+    /// Memory limit, e.g. 128Mi.
+    #[arg(long, default_value = "128Mi", value_parser = byte_size)]
+    memory: u64,
+    /// Keep kv state in this directory (default: in memory for this call).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorldArg {
+    Filter,
+    Action,
+}
+
+#[derive(Args)]
+struct ModulesArgs {
+    /// Directory to scan for .wasm files.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: OutputArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputArg {
+    Table,
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    values::parse_duration(text)
+}
+
+fn byte_size(text: &str) -> Result<u64, String> {
+    values::parse_byte_size(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    if let Err(e) = logging::init(format, &cli.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Check(args) => check(args).await,
+            Command::Invoke(args) => invoke(args).await,
+            Command::Modules(args) => modules(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(args: &EngineArgs) -> EngineOverrides {
+    EngineOverrides {
+        workers: args.workers,
+        queue_size: args.queue_size,
+        per_worker_qps: args.per_worker_qps,
+        timeout: args.timeout,
+        max_retry: args.max_retry,
+        retry_delay: args.retry_delay,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.config;
+    let config = match config::load(&c.config, c.modules.as_deref(), &overrides(&c.engine)) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("error: the config has {} problem(s); not starting", errors.0.len());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let options = EngineOptions {
+        state_dir: args.state_dir.clone(),
+    };
+    let engine = match Engine::start(config, options, vec![Arc::new(LogSink)]).await {
+        Ok(engine) => engine,
+        Err(EngineError::Modules(errors)) => {
+            eprintln!("{errors}");
+            eprintln!("error: {} module problem(s); not starting", errors.0.len());
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e).context("cannot start the engine"),
+    };
+    wait_for_stop_signal().await?;
+    engine.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let report = wasmtrigger::check::check(&args.config, args.modules.as_deref(), &overrides(&args.engine))
+        .await
+        .context("cannot start the wasm runtime")?;
+    for problem in &report.problems {
+        println!("error: {problem}");
+    }
+    let triggers = report.config.as_ref().map(|c| c.triggers.len()).unwrap_or(0);
+    for m in &report.modules {
+        let worlds: Vec<_> = m.worlds().iter().map(|w| w.name()).collect();
+        println!("module {} ({}, {} bytes)", m.label(), worlds.join("+"), m.size);
+    }
+    if report.ok() {
+        println!("ok: {triggers} trigger(s), {} module(s)", report.modules.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s) found", report.problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let event = if args.event == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read the event from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.event)
+            .with_context(|| format!("cannot read the event file {}", args.event))?
+    };
+    let request = InvokeRequest {
+        module: args.module,
+        event,
+        params: args.params,
+        world: args.world.map(|w| match w {
+            WorldArg::Filter => World::Filter,
+            WorldArg::Action => World::Action,
+        }),
+        limits: Limits {
+            timeout: args.timeout,
+            memory: args.memory,
+        },
+        state_dir: args.state_dir,
+    };
+    match wasmtrigger::invoke::invoke(request).await {
+        Ok(InvokeOutcome::Filter(pass)) => println!("{pass}"),
+        Ok(InvokeOutcome::Action(output)) => println!("{output}"),
+        Err(InvokeCommandError::Guest(e)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+        .with_context(|| format!("cannot list {}", args.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
+    let mut rows = Vec::new();
+    for path in files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let loaded = {
+            let (runtime, name, path) = (runtime.clone(), name.clone(), path.clone());
+            tokio::task::spawn_blocking(move || runtime.load_file(&name, &path)).await?
+        };
+        rows.push(match loaded {
+            Ok(m) => serde_json::json!({
+                "module": m.name,
+                "version": m.version(),
+                "digest": m.digest,
+                "size": m.size,
+                "worlds": m.worlds().iter().map(|w| w.name()).collect::<Vec<_>>(),
+                "imports": m.imports,
+                "exports": m.exports,
+            }),
+            Err(e) => serde_json::json!({"module": name, "error": e.to_string()}),
+        });
+    }
+    match args.output {
+        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        OutputArg::Table => print_module_table(&rows, &args.dir),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
+    if rows.is_empty() {
+        println!("no .wasm files in {}", dir.display());
+        return;
+    }
+    println!("{:<28} {:<13} {:>9}  {:<14} IMPORTS", "MODULE", "VERSION", "SIZE", "WORLD");
+    for row in rows {
+        let module = row["module"].as_str().unwrap_or_default();
+        if let Some(error) = row["error"].as_str() {
+            println!("{module:<28} {error}");
+            continue;
+        }
+        let list = |key: &str| -> Vec<String> {
+            row[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let worlds = list("worlds");
+        let imports = list("imports");
+        // WASI imports are an implementation detail of the guest toolchain: summarise them.
+        let wasi = imports.iter().filter(|i| i.starts_with("wasi:")).count();
+        let mut shown: Vec<String> = imports
+            .iter()
+            .filter(|i| !i.starts_with("wasi:"))
+            .map(|i| i.trim_start_matches("wasmtrigger:plugin/").to_string())
+            .collect();
+        if wasi > 0 {
+            shown.push(format!("wasi ({wasi})"));
+        }
+        let world = if worlds.is_empty() { "none".to_string() } else { worlds.join("+") };
+        println!(
+            "{module:<28} {:<13} {:>9}  {world:<14} {}",
+            row["version"].as_str().unwrap_or_default(),
+            row["size"].as_u64().unwrap_or_default(),
+            shown.join(", ")
+        );
+    }
+}

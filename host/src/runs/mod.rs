@@ -1,0 +1,143 @@
+//! Run records: every event that reaches a trigger ends in exactly one, and
+//! every finished record is handed to the configured sinks (the log today;
+//! stored history, metrics and chained triggers hook in the same way).
+
+mod log_sink;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::FailureKind;
+
+pub use log_sink::LogSink;
+
+/// Longest output kept in a record; the rest is cut with a marker.
+pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The filter dropped the event; the action did not run.
+    Filtered,
+    /// The action returned output.
+    Succeeded,
+    /// The filter or the action failed (after any retries).
+    Failed,
+}
+
+impl RunStatus {
+    /// Lowercase name as in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Filtered => "filtered",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One attempt at running the action (or the filter, if it failed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub number: u32,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Classification of the failure.
+    pub reason: Option<FailureKind>,
+}
+
+/// The record of one event's trip through one trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unique id of this run.
+    pub run_id: String,
+    /// The event's id.
+    pub event_id: String,
+    /// The trigger.
+    pub trigger: String,
+    /// Source type of the event.
+    pub source: String,
+    /// Event kind.
+    pub kind: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Every action attempt, in order (one entry for a failed filter).
+    pub attempts: Vec<Attempt>,
+    /// When the event was accepted, RFC 3339.
+    pub accepted_at: String,
+    /// When processing started, RFC 3339.
+    pub started_at: String,
+    /// When the record was finished, RFC 3339.
+    pub finished_at: String,
+    /// Time the event waited in the queue before processing.
+    pub queued_ms: u64,
+    /// Time from start of processing to the end (including retry waits).
+    pub duration_ms: u64,
+    /// The filter that ran: `name@version` or `cel`.
+    pub filter: Option<String>,
+    /// The action module version that ran last: `name@version`.
+    pub module: Option<String>,
+    /// Action output on success (size-capped).
+    pub output: Option<String>,
+    /// Final error on failure.
+    pub error: Option<String>,
+    /// Classification of the final error.
+    pub reason: Option<FailureKind>,
+}
+
+/// Receives every finished run record.
+pub trait RunSink: Send + Sync {
+    /// Called once per run, after it ended.
+    fn record(&self, run: &RunRecord);
+}
+
+/// Fans records out to every sink.
+#[derive(Clone, Default)]
+pub struct RunRecorder {
+    sinks: Vec<Arc<dyn RunSink>>,
+}
+
+impl RunRecorder {
+    /// A recorder with the given sinks.
+    pub fn new(sinks: Vec<Arc<dyn RunSink>>) -> Self {
+        RunRecorder { sinks }
+    }
+
+    /// Hands a record to every sink.
+    pub fn record(&self, run: &RunRecord) {
+        for sink in &self.sinks {
+            sink.record(run);
+        }
+    }
+}
+
+/// Cuts text to at most `max` bytes on a character boundary, marking the cut.
+pub fn cap_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [{} bytes cut]", &text[..cut], text.len() - cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_text_respects_char_boundaries() {
+        assert_eq!(cap_text("short".into(), 10), "short");
+        let capped = cap_text("ééééé".into(), 3);
+        assert!(capped.starts_with('é') && capped.contains("bytes cut"), "{capped}");
+    }
+}

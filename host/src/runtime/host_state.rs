@@ -1,0 +1,125 @@
+//! What a `Store` holds for one invocation: WASI with nothing ambient, the
+//! resource limiter, and the capabilities granted to the invoking trigger.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::stdio::{GuestOutput, Stream};
+use crate::capabilities::Capabilities;
+
+/// Store data of one invocation.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory accounting for the whole invocation.
+    pub(crate) limiter: Limiter,
+    /// What the guest may use, and who it is (for logs).
+    pub(crate) caps: Capabilities,
+}
+
+impl HostState {
+    /// Builds the state: WASI gets captured stdio, and no env, args, preopened
+    /// directories or network; clocks and randomness are allowed.
+    pub fn new(caps: Capabilities, output: &Arc<GuestOutput>, memory_limit: u64) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.stream(Stream::Stdout))
+            .stderr(output.stream(Stream::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(memory_limit),
+            caps,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps the *total* linear memory of an invocation (a component may have
+/// several memories, one per core module) and remembers that it said no, so a
+/// guest that aborts on allocation failure is reported as out of memory.
+pub struct Limiter {
+    limit: u64,
+    used: u64,
+    denied: bool,
+    counts: StoreLimits,
+}
+
+impl Limiter {
+    fn new(limit: u64) -> Self {
+        Limiter {
+            limit,
+            used: 0,
+            denied: false,
+            counts: StoreLimitsBuilder::new()
+                .instances(1000)
+                .tables(1000)
+                .memories(100)
+                .table_elements(1_000_000)
+                .build(),
+        }
+    }
+
+    /// Whether a memory growth was refused during this invocation.
+    pub fn denied(&self) -> bool {
+        self.denied
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current) as u64;
+        let over_max = maximum.is_some_and(|m| desired > m);
+        if over_max || self.used.saturating_add(growth) > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.used += growth;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.counts.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.counts.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.counts.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.counts.memories()
+    }
+}

@@ -1,0 +1,173 @@
+//! The WebAssembly runtime: one wasmtime `Engine` for the process (pooling
+//! allocator, epoch interruption), one linker per world, compiled modules,
+//! and bounded invocations in a fresh `Store` each.
+
+pub mod bindings;
+mod host_state;
+mod invoke;
+mod module;
+mod registry;
+pub mod stdio;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use host_state::HostState;
+pub use invoke::{FailureKind, Invocation, InvokeError};
+pub use module::{LoadedModule, ModuleError, World};
+pub use registry::{load_for_config, ModuleRegistry};
+
+/// Resolution of invocation timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Errors creating the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime rejected the engine configuration.
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+    /// The linker could not be set up.
+    #[error("cannot link host capabilities: {0}")]
+    Link(String),
+}
+
+/// Engine-wide runtime settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// Largest memory any invocation may use (sizes the pooling allocator's slots).
+    pub max_memory: u64,
+    /// Bytes a guest may write to stdout+stderr per invocation.
+    pub stdio_limit: u64,
+    /// Concurrent instances the pool holds.
+    pub pool_instances: u32,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            max_memory: crate::config::MAX_MEMORY_LIMIT,
+            stdio_limit: 256 << 10,
+            pool_instances: 256,
+        }
+    }
+}
+
+/// The process's wasm runtime.
+pub struct Runtime {
+    engine: Engine,
+    filter_linker: Linker<HostState>,
+    action_linker: Linker<HostState>,
+    stdio_limit: u64,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Creates the engine, the linkers and the epoch ticker.
+    pub fn new(settings: &RuntimeSettings) -> Result<Self, RuntimeError> {
+        let engine = match Engine::new(&engine_config(settings, true)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // Pooling reserves address space up front; some sandboxes cap it.
+                tracing::warn!(error = %e, "pooling allocator unavailable, falling back to on-demand allocation");
+                Engine::new(&engine_config(settings, false))
+                    .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?
+            }
+        };
+        let mut filter_linker = Linker::new(&engine);
+        let mut action_linker = Linker::new(&engine);
+        let link = |e: wasmtime::Error| RuntimeError::Link(format!("{e:#}"));
+        // All of WASI p2 is linked so that guests from any toolchain instantiate;
+        // the WasiCtx grants nothing ambient, so calls into it find nothing to reach.
+        wasmtime_wasi::p2::add_to_linker_async(&mut filter_linker).map_err(link)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut action_linker).map_err(link)?;
+        bindings::filter::Filter::add_to_linker::<_, HasSelf<HostState>>(&mut filter_linker, |s| s)
+            .map_err(link)?;
+        bindings::Action::add_to_linker::<_, HasSelf<HostState>>(&mut action_linker, |s| s)
+            .map_err(link)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, weak) = (ticker_stop.clone(), engine.weak());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Runtime {
+            engine,
+            filter_linker,
+            action_linker,
+            stdio_limit: settings.stdio_limit,
+            ticker_stop,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles wasm bytes into a module version (CPU-heavy: call off the async executor).
+    pub fn compile(
+        &self,
+        name: &str,
+        path: Option<&Path>,
+        bytes: &[u8],
+    ) -> Result<LoadedModule, ModuleError> {
+        LoadedModule::compile(
+            &self.engine,
+            &self.filter_linker,
+            &self.action_linker,
+            name,
+            path.map(Path::to_path_buf),
+            bytes,
+        )
+    }
+
+    /// Reads and compiles a module file.
+    pub fn load_file(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
+        let bytes = std::fs::read(path).map_err(|e| ModuleError::Read {
+            name: name.to_string(),
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.compile(name, Some(path), &bytes)
+    }
+}
+
+fn engine_config(settings: &RuntimeSettings, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = settings.pool_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n * 16)
+            .total_memories(n * 8)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memories_per_module(1)
+            .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}

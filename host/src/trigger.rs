@@ -1,0 +1,58 @@
+//! A trigger while the engine runs: its config plus the live state shared by
+//! its source and the workers (unfinished runs, the kv namespace).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::TriggerConfig;
+use crate::state::KvNamespace;
+
+/// A running trigger.
+pub struct Trigger {
+    /// Its name (shared, cheap to clone into logs and invocations).
+    pub name: Arc<str>,
+    /// Its validated config.
+    pub config: TriggerConfig,
+    /// Its kv namespace.
+    pub kv: KvNamespace,
+    unfinished: AtomicUsize,
+    finished: Notify,
+}
+
+impl Trigger {
+    /// Wraps a config for running.
+    pub fn new(config: TriggerConfig, kv: KvNamespace) -> Arc<Self> {
+        Arc::new(Trigger {
+            name: config.name.as_str().into(),
+            config,
+            kv,
+            unfinished: AtomicUsize::new(0),
+            finished: Notify::new(),
+        })
+    }
+
+    /// Events accepted for this trigger whose run record is not written yet.
+    pub fn unfinished(&self) -> usize {
+        self.unfinished.load(Ordering::SeqCst)
+    }
+
+    /// Waits until some run of this trigger finishes (may wake spuriously).
+    pub async fn run_finished(&self) {
+        self.finished.notified().await
+    }
+
+    pub(crate) fn accepted(&self) {
+        self.unfinished.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn not_accepted(&self) {
+        self.unfinished.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn completed(&self) {
+        self.unfinished.fetch_sub(1, Ordering::SeqCst);
+        self.finished.notify_one();
+    }
+}
