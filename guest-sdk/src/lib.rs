@@ -46,6 +46,7 @@
 //! `target/wasm32-wasip2/release/` is the module.
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated export shims mirror the canonical ABI
 pub mod bindings {
     //! Generated code. The action world holds every import; the filter world
     //! reuses its types so that one `Event` type serves both.
@@ -76,10 +77,10 @@ pub mod bindings {
 
 use bindings::action::wasmtrigger::plugin as wit;
 
-/// One event delivered to a trigger; `data` is JSON text.
-pub use wit::types::Event;
 /// Why a host capability call failed (denied, not found, invalid, failed).
 pub use wit::types::Error as HostError;
+/// One event delivered to a trigger; `data` is JSON text.
+pub use wit::types::Event;
 
 /// Implemented by a filter: return `Ok(true)` to pass the event to the action.
 pub use bindings::filter::Guest as Filter;
@@ -99,8 +100,12 @@ impl Event {
 
     /// Parses `data` into any deserializable type.
     pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_str(&self.data)
-            .map_err(|e| format!("event {} data does not have the expected shape: {e}", self.id))
+        serde_json::from_str(&self.data).map_err(|e| {
+            format!(
+                "event {} data does not have the expected shape: {e}",
+                self.id
+            )
+        })
     }
 }
 

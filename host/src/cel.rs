@@ -33,7 +33,17 @@ impl CelFilter {
     /// Compiles an expression; the error names the problem and where it is.
     pub fn compile(source: &str) -> Result<Self, String> {
         let program = cel::Program::compile(source).map_err(|e| {
-            format!("invalid CEL expression `{source}`: {e}; expected a boolean expression over `event`, like event.data.spec.replicas > 0")
+            // The parser draws a caret diagram over several lines; keep the reason lines.
+            let reason: Vec<String> = e
+                .to_string()
+                .lines()
+                .map(|l| l.trim().trim_start_matches("ERROR: <input>:").to_string())
+                .filter(|l| !l.is_empty() && !l.starts_with('|'))
+                .collect();
+            format!(
+                "invalid CEL expression `{source}`: {}; expected a boolean expression over `event`, like event.data.spec.replicas > 0",
+                reason.join(" ")
+            )
         })?;
         Ok(CelFilter {
             source: source.to_string(),
@@ -91,8 +101,10 @@ fn json_to_cel(value: &serde_json::Value) -> cel::Value {
         J::String(s) => cel::Value::String(Arc::new(s.clone())),
         J::Array(items) => cel::Value::List(Arc::new(items.iter().map(json_to_cel).collect())),
         J::Object(map) => {
-            let converted: HashMap<String, cel::Value> =
-                map.iter().map(|(k, v)| (k.clone(), json_to_cel(v))).collect();
+            let converted: HashMap<String, cel::Value> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect();
             cel::Value::from(converted)
         }
     }
@@ -131,17 +143,32 @@ mod tests {
 
     #[test]
     fn json_integers_are_cel_ints() {
-        let f = CelFilter::compile("event.data.spec.replicas % 2 == 1 && event.data.spec.replicas > -1").unwrap();
+        let f = CelFilter::compile(
+            "event.data.spec.replicas % 2 == 1 && event.data.spec.replicas > -1",
+        )
+        .unwrap();
         assert!(f.evaluate(&deployment(0, 3)).unwrap());
-        let e = Event::new("t", "s", "k", &serde_json::json!({"ratio": 0.5, "list": [1, 2]}));
-        let f = CelFilter::compile("event.data.ratio < 1.0 && size(event.data.list) == 2 && 2 in event.data.list").unwrap();
+        let e = Event::new(
+            "t",
+            "s",
+            "k",
+            &serde_json::json!({"ratio": 0.5, "list": [1, 2]}),
+        );
+        let f = CelFilter::compile(
+            "event.data.ratio < 1.0 && size(event.data.list) == 2 && 2 in event.data.list",
+        )
+        .unwrap();
         assert!(f.evaluate(&e).unwrap());
     }
 
     #[test]
     fn non_boolean_result_is_an_error() {
         let f = CelFilter::compile("event.data.spec.replicas + 1").unwrap();
-        assert!(f.evaluate(&deployment(0, 1)).unwrap_err().contains("expected a bool"));
+        assert!(
+            f.evaluate(&deployment(0, 1))
+                .unwrap_err()
+                .contains("expected a bool")
+        );
     }
 
     #[test]

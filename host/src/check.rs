@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{load_partial, Config, ConfigError, EngineOverrides};
-use crate::runtime::{load_for_config, LoadedModule, Runtime, RuntimeError, RuntimeSettings};
+use crate::config::{Config, ConfigError, EngineOverrides, load_partial};
+use crate::runtime::{LoadedModule, Runtime, RuntimeError, RuntimeSettings, load_for_config};
 
 /// Everything `check` found.
 pub struct CheckReport {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigErrors};
 use crate::dispatch::{Dispatcher, StatsSnapshot};
 use crate::runs::{RunRecorder, RunSink};
-use crate::runtime::{load_for_config, ModuleRegistry, Runtime, RuntimeError, RuntimeSettings};
+use crate::runtime::{ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config};
 use crate::state::{KvLimits, StateError, StateStore};
 use crate::trigger::Trigger;
 
@@ -122,14 +122,19 @@ impl Engine {
     }
 
     /// Stops the sources, lets queued and running events finish within the
-    /// configured grace period, and records whatever is left as failed.
-    pub async fn shutdown(self) {
+    /// configured grace period, records whatever is left as failed, and
+    /// returns the final counters.
+    pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("stopping: no new events; finishing runs in flight");
         self.stop_sources.cancel();
         for source in self.sources {
             let _ = source.await;
         }
-        self.dispatcher.stop(self.config.engine.shutdown_grace).await;
+        let stats = self.dispatcher.stats().clone();
+        self.dispatcher
+            .stop(self.config.engine.shutdown_grace)
+            .await;
         tracing::info!("engine stopped");
+        stats.snapshot()
     }
 }

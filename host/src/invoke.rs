@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::config::Limits;
 use crate::event::Event;
-use crate::runtime::{Invocation, InvokeError, ModuleError, Runtime, RuntimeError, RuntimeSettings, World};
+use crate::runtime::{
+    Invocation, InvokeError, ModuleError, Runtime, RuntimeError, RuntimeSettings, World,
+};
 use crate::state::{KvLimits, StateError, StateStore};
 
 /// What to run.
@@ -96,10 +98,14 @@ pub async fn invoke(request: InvokeRequest) -> Result<InvokeOutcome, InvokeComma
         kv: Some(store.kv(&event.trigger)),
     };
     Ok(match world {
-        World::Filter => InvokeOutcome::Filter(runtime.call_filter(&module, &invocation, &event).await?),
-        World::Action => {
-            InvokeOutcome::Action(runtime.call_action(&module, &invocation, &event, &params).await?)
+        World::Filter => {
+            InvokeOutcome::Filter(runtime.call_filter(&module, &invocation, &event).await?)
         }
+        World::Action => InvokeOutcome::Action(
+            runtime
+                .call_action(&module, &invocation, &event, &params)
+                .await?,
+        ),
     })
 }
 

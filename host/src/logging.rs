@@ -15,8 +15,9 @@ pub enum LogFormat {
 /// Installs the global subscriber writing to stderr. `level` is a tracing
 /// filter directive like `info` or `wasmtrigger=debug,wasmtrigger::guest=trace`.
 pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level)
-        .map_err(|e| format!("invalid log level `{level}`: {e}; expected e.g. info, debug or wasmtrigger=debug"))?;
+    let filter = EnvFilter::try_new(level).map_err(|e| {
+        format!("invalid log level `{level}`: {e}; expected e.g. info, debug or wasmtrigger=debug")
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

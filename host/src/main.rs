@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use wasmtrigger::config::{self, values, EngineOverrides, Limits};
+use wasmtrigger::config::{self, EngineOverrides, Limits, values};
 use wasmtrigger::engine::{Engine, EngineError, EngineOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
 use wasmtrigger::logging::{self, LogFormat};
@@ -21,7 +21,13 @@ use wasmtrigger::runtime::{Runtime, RuntimeSettings, World};
 #[command(name = "wasmtrigger", version, about, long_about = None)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormatArg,
     /// Log level or tracing filter, e.g. `info` or `wasmtrigger::guest=debug,info`.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
@@ -156,7 +162,10 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -197,7 +206,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("error: the config has {} problem(s); not starting", errors.0.len());
+            eprintln!(
+                "error: the config has {} problem(s); not starting",
+                errors.0.len()
+            );
             return Ok(ExitCode::from(2));
         }
     };
@@ -229,19 +241,35 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 }
 
 async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let report = wasmtrigger::check::check(&args.config, args.modules.as_deref(), &overrides(&args.engine))
-        .await
-        .context("cannot start the wasm runtime")?;
+    let report = wasmtrigger::check::check(
+        &args.config,
+        args.modules.as_deref(),
+        &overrides(&args.engine),
+    )
+    .await
+    .context("cannot start the wasm runtime")?;
     for problem in &report.problems {
         println!("error: {problem}");
     }
-    let triggers = report.config.as_ref().map(|c| c.triggers.len()).unwrap_or(0);
+    let triggers = report
+        .config
+        .as_ref()
+        .map(|c| c.triggers.len())
+        .unwrap_or(0);
     for m in &report.modules {
         let worlds: Vec<_> = m.worlds().iter().map(|w| w.name()).collect();
-        println!("module {} ({}, {} bytes)", m.label(), worlds.join("+"), m.size);
+        println!(
+            "module {} ({}, {} bytes)",
+            m.label(),
+            worlds.join("+"),
+            m.size
+        );
     }
     if report.ok() {
-        println!("ok: {triggers} trigger(s), {} module(s)", report.modules.len());
+        println!(
+            "ok: {triggers} trigger(s), {} module(s)",
+            report.modules.len()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!("{} problem(s) found", report.problems.len());
@@ -252,7 +280,9 @@ async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let event = if args.event == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the event from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the event from stdin")?;
         text
     } else {
         std::fs::read_to_string(&args.event)
@@ -297,7 +327,10 @@ async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
     let mut rows = Vec::new();
     for path in files {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let loaded = {
             let (runtime, name, path) = (runtime.clone(), name.clone(), path.clone());
             tokio::task::spawn_blocking(move || runtime.load_file(&name, &path)).await?
@@ -327,7 +360,10 @@ fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
         println!("no .wasm files in {}", dir.display());
         return;
     }
-    println!("{:<28} {:<13} {:>9}  {:<14} IMPORTS", "MODULE", "VERSION", "SIZE", "WORLD");
+    println!(
+        "{:<28} {:<13} {:>9}  {:<14} IMPORTS",
+        "MODULE", "VERSION", "SIZE", "WORLD"
+    );
     for row in rows {
         let module = row["module"].as_str().unwrap_or_default();
         if let Some(error) = row["error"].as_str() {
@@ -337,7 +373,11 @@ fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
         let list = |key: &str| -> Vec<String> {
             row[key]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let worlds = list("worlds");
@@ -352,7 +392,11 @@ fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
         if wasi > 0 {
             shown.push(format!("wasi ({wasi})"));
         }
-        let world = if worlds.is_empty() { "none".to_string() } else { worlds.join("+") };
+        let world = if worlds.is_empty() {
+            "none".to_string()
+        } else {
+            worlds.join("+")
+        };
         println!(
             "{module:<28} {:<13} {:>9}  {world:<14} {}",
             row["version"].as_str().unwrap_or_default(),

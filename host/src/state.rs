@@ -290,7 +290,10 @@ mod tests {
     fn caps_are_enforced() {
         let s = store();
         let kv = s.kv("t");
-        assert!(matches!(kv.set("k", "123456789"), Err(StateError::Invalid(_))));
+        assert!(matches!(
+            kv.set("k", "123456789"),
+            Err(StateError::Invalid(_))
+        ));
         kv.set("a", "1").unwrap();
         kv.set("b", "1").unwrap();
         assert!(matches!(kv.set("c", "1"), Err(StateError::Invalid(_))));

@@ -1,8 +1,8 @@
 //! A trigger while the engine runs: its config plus the live state shared by
 //! its source and the workers (unfinished runs, the kv namespace).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 

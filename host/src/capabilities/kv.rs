@@ -1,8 +1,8 @@
 //! `kv`: the trigger's own key/value namespace in the state store.
 
-use crate::runtime::bindings::wasmtrigger::plugin::kv::Host;
-use crate::runtime::bindings::WitError;
 use crate::runtime::HostState;
+use crate::runtime::bindings::WitError;
+use crate::runtime::bindings::wasmtrigger::plugin::kv::Host;
 use crate::state::{KvNamespace, StateError};
 
 impl HostState {
@@ -16,7 +16,9 @@ impl HostState {
         let (trigger, module) = (self.caps.trigger.clone(), self.caps.module.clone());
         async move {
             let Some(ns) = ns else {
-                return Err(WitError::Failed("kv is not available in this context".into()));
+                return Err(WitError::Failed(
+                    "kv is not available in this context".into(),
+                ));
             };
             let result = tokio::task::spawn_blocking(move || call(&ns))
                 .await

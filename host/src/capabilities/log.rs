@@ -1,7 +1,7 @@
 //! `log`: guest log messages go to the host log, tagged with trigger and module.
 
-use crate::runtime::bindings::wasmtrigger::plugin::log::{Host, Level};
 use crate::runtime::HostState;
+use crate::runtime::bindings::wasmtrigger::plugin::log::{Host, Level};
 
 /// Longest message kept; guests cannot flood the log with one call.
 const MAX_MESSAGE: usize = 16 * 1024;

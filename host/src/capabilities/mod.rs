@@ -7,8 +7,8 @@ mod log;
 
 use std::sync::Arc;
 
-use crate::runtime::bindings::wasmtrigger::plugin::types;
 use crate::runtime::HostState;
+use crate::runtime::bindings::wasmtrigger::plugin::types;
 use crate::state::KvNamespace;
 
 /// What one invocation may use, and who is asking (for logs).

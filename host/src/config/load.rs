@@ -65,9 +65,16 @@ pub fn load_partial(
     let mut triggers: Vec<TriggerConfig> = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     for (file, doc) in &documents {
-        let Some(list) = doc.get("triggers") else { continue };
+        let Some(list) = doc.get("triggers") else {
+            continue;
+        };
         let Some(list) = list.as_array() else {
-            ctx.error(file, None, Some("triggers"), "expected a list of triggers".into());
+            ctx.error(
+                file,
+                None,
+                Some("triggers"),
+                "expected a list of triggers".into(),
+            );
             continue;
         };
         for (index, raw) in list.iter().enumerate() {
@@ -94,7 +101,15 @@ pub fn load_partial(
             message: "no triggers defined; expected at least one entry under `triggers:`".into(),
         });
     }
-    (Some(Config { engine, triggers, modules_dir, files }), errors)
+    (
+        Some(Config {
+            engine,
+            triggers,
+            modules_dir,
+            files,
+        }),
+        errors,
+    )
 }
 
 /// The files a config path stands for.
@@ -109,7 +124,8 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|e| fail(format!("cannot list directory: {e}")))?;
+    let entries =
+        std::fs::read_dir(path).map_err(|e| fail(format!("cannot list directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -125,7 +141,9 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(fail("no .yaml, .yml or .json files in this directory".into()));
+        return Err(fail(
+            "no .yaml, .yml or .json files in this directory".into(),
+        ));
     }
     Ok(files)
 }
@@ -138,7 +156,8 @@ fn read_document(file: &Path) -> Result<Map<String, Value>, ConfigError> {
         field,
         message,
     };
-    let text = std::fs::read_to_string(file).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| fail(None, format!("cannot read: {e}")))?;
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
     let value: Value = if text.trim().is_empty() {
         Value::Null
@@ -157,7 +176,10 @@ fn read_document(file: &Path) -> Result<Map<String, Value>, ConfigError> {
             ));
         }
     };
-    if let Some(key) = map.keys().find(|k| !matches!(k.as_str(), "engine" | "triggers")) {
+    if let Some(key) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "engine" | "triggers"))
+    {
         return Err(fail(
             Some(key.clone()),
             format!("unknown top-level field `{key}`, expected `engine` or `triggers`"),
@@ -182,7 +204,9 @@ fn engine_settings(
             field: Some("engine".into()),
             message: format!(
                 "`engine:` is already set in {}; set it in one file only",
-                first.map(|(f, _)| f.display().to_string()).unwrap_or_default()
+                first
+                    .map(|(f, _)| f.display().to_string())
+                    .unwrap_or_default()
             ),
         });
     }
@@ -195,8 +219,12 @@ fn engine_settings(
         })
     };
     if let Some((file, doc)) = first {
-        match parse::<EngineSpec>(doc["engine"].clone()) {
-            Err((field, message)) => located(file, &prefixed("engine", &field), message),
+        match parse_each_field::<EngineSpec>(doc["engine"].clone()) {
+            Err(problems) => {
+                for (field, message) in problems {
+                    located(file, &prefixed("engine", &field), message);
+                }
+            }
             Ok(spec) => {
                 if let Some(v) = spec.workers {
                     settings.workers = v;
@@ -258,7 +286,10 @@ fn engine_settings(
         (
             settings.per_worker_qps.is_finite() && settings.per_worker_qps >= 0.0,
             "engine.perWorkerQps",
-            format!("{}: expected 0 (unlimited) or a positive number", settings.per_worker_qps),
+            format!(
+                "{}: expected 0 (unlimited) or a positive number",
+                settings.per_worker_qps
+            ),
         ),
         (
             !settings.timeout.is_zero(),
@@ -299,23 +330,47 @@ fn merge_retry(base: RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
     }
 }
 
-/// Deserializes a value, returning the failing field's dotted path on error.
+/// Deserializes a value, returning the failing field's dotted path on error
+/// (serde_path_to_error already ends the path with an unknown field's name).
 fn parse<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let mut path = e.path().to_string();
-        if path == "." {
-            path.clear();
-        }
-        let message = e.inner().to_string();
-        // serde reports an unknown field at its parent; point at the field itself.
-        if let Some(name) = message
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            path = prefixed(&path, name);
-        }
-        (path, message)
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, one_line(&e.inner().to_string()))
     })
+}
+
+/// Like [`parse`] for a struct whose fields are all optional, but reports every
+/// bad field rather than the first: each field is also parsed on its own.
+fn parse_each_field<T: DeserializeOwned>(value: Value) -> Result<T, Vec<(String, String)>> {
+    match parse::<T>(value.clone()) {
+        Ok(parsed) => Ok(parsed),
+        Err(first) => {
+            let Value::Object(map) = value else {
+                return Err(vec![first]);
+            };
+            let errors: Vec<_> = map
+                .into_iter()
+                .filter_map(|(k, v)| parse::<T>(Value::Object(Map::from_iter([(k, v)]))).err())
+                .collect();
+            Err(if errors.is_empty() {
+                vec![first]
+            } else {
+                errors
+            })
+        }
+    }
+}
+
+/// Some parsers explain with a multi-line caret diagram; a problem is one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn prefixed(prefix: &str, field: &str) -> String {
@@ -367,7 +422,12 @@ impl Loader<'_> {
         };
         let source = match source {
             None => {
-                self.error(file, Some(&label), Some("source"), "missing field `source`".into());
+                self.error(
+                    file,
+                    Some(&label),
+                    Some("source"),
+                    "missing field `source`".into(),
+                );
                 None
             }
             Some(raw) => self.source(file, &label, raw),
@@ -398,13 +458,21 @@ impl Loader<'_> {
 
     fn source(&mut self, file: &Path, label: &str, raw: Value) -> Option<SourceConfig> {
         let Value::Object(mut obj) = raw else {
-            self.error(file, Some(label), Some("source"), "expected a mapping with a `type`".into());
+            self.error(
+                file,
+                Some(label),
+                Some("source"),
+                "expected a mapping with a `type`".into(),
+            );
             return None;
         };
         let kind = match obj.remove("type") {
             Some(Value::String(kind)) => kind,
             _ => {
-                let message = format!("missing `type`; expected one of: {}", SOURCE_TYPES.join(", "));
+                let message = format!(
+                    "missing `type`; expected one of: {}",
+                    SOURCE_TYPES.join(", ")
+                );
                 self.error(file, Some(label), Some("source.type"), message);
                 return None;
             }
@@ -413,7 +481,12 @@ impl Loader<'_> {
             "schedule" => match parse::<ScheduleSpec>(Value::Object(obj)) {
                 Ok(spec) => self.schedule(file, label, spec).map(SourceConfig::Schedule),
                 Err((field, message)) => {
-                    self.error(file, Some(label), Some(&prefixed("source", &field)), message);
+                    self.error(
+                        file,
+                        Some(label),
+                        Some(&prefixed("source", &field)),
+                        message,
+                    );
                     None
                 }
             },
@@ -443,7 +516,10 @@ impl Loader<'_> {
             let message = if chosen.is_empty() {
                 "a schedule needs exactly one of `cron`, `every`, `at` or `now: true`".to_string()
             } else {
-                format!("a schedule takes exactly one of `cron`, `every`, `at` or `now`, found {}", chosen.join(" and "))
+                format!(
+                    "a schedule takes exactly one of `cron`, `every`, `at` or `now`, found {}",
+                    chosen.join(" and ")
+                )
             };
             self.error(file, Some(label), Some("source"), message);
             return None;
@@ -471,7 +547,12 @@ impl Loader<'_> {
             }
         } else if let Some(period) = spec.every {
             if period.0 < std::time::Duration::from_millis(1) {
-                self.error(file, Some(label), Some("source.every"), "expected a period of at least 1ms".into());
+                self.error(
+                    file,
+                    Some(label),
+                    Some("source.every"),
+                    "expected a period of at least 1ms".into(),
+                );
                 return None;
             }
             ScheduleMode::Every {
@@ -486,7 +567,12 @@ impl Loader<'_> {
         if let (ScheduleMode::At(at), Some(until)) = (&mode, spec.until)
             && until.0 <= *at
         {
-            self.error(file, Some(label), Some("source.until"), "`until` is not after `at`; the schedule would never fire".into());
+            self.error(
+                file,
+                Some(label),
+                Some("source.until"),
+                "`until` is not after `at`; the schedule would never fire".into(),
+            );
             return None;
         }
         Some(ScheduleConfig {
@@ -508,7 +594,8 @@ impl Loader<'_> {
             }
             (None, Some(expr)) => {
                 if spec.timeout.is_some() || spec.memory.is_some() {
-                    let message = "`timeout` and `memory` apply to filter modules, not to `cel`".to_string();
+                    let message =
+                        "`timeout` and `memory` apply to filter modules, not to `cel`".to_string();
                     self.error(file, Some(label), Some("filter"), message);
                 }
                 match CelFilter::compile(expr) {
@@ -526,7 +613,14 @@ impl Loader<'_> {
     }
 
     fn action(&mut self, file: &Path, label: &str, spec: &ActionSpec) -> Option<ActionConfig> {
-        let module = self.module_use(file, label, "action", &spec.module, spec.timeout, spec.memory);
+        let module = self.module_use(
+            file,
+            label,
+            "action",
+            &spec.module,
+            spec.timeout,
+            spec.memory,
+        );
         let params = match &spec.params {
             None | Some(Value::Null) => "{}".to_string(),
             Some(v) => v.to_string(),
@@ -543,7 +637,11 @@ impl Loader<'_> {
             self.error(file, Some(label), Some("action.retry.delay"), message);
             return None;
         }
-        Some(ActionConfig { module: module?, params, retry })
+        Some(ActionConfig {
+            module: module?,
+            params,
+            retry,
+        })
     }
 
     fn module_use(
@@ -557,7 +655,12 @@ impl Loader<'_> {
     ) -> Option<ModuleUse> {
         let field = format!("{section}.module");
         if name.trim().is_empty() {
-            self.error(file, Some(label), Some(&field), "expected a module file name like counter.wasm".into());
+            self.error(
+                file,
+                Some(label),
+                Some(&field),
+                "expected a module file name like counter.wasm".into(),
+            );
             return None;
         }
         let limits = Limits {
@@ -565,10 +668,20 @@ impl Loader<'_> {
             memory: memory.map(|m| m.0).unwrap_or(self.engine.memory),
         };
         if limits.timeout.is_zero() {
-            self.error(file, Some(label), Some(&format!("{section}.timeout")), "expected a timeout above zero".into());
+            self.error(
+                file,
+                Some(label),
+                Some(&format!("{section}.timeout")),
+                "expected a timeout above zero".into(),
+            );
         }
         if !(1 << 20..=MAX_MEMORY_LIMIT).contains(&limits.memory) {
-            self.error(file, Some(label), Some(&format!("{section}.memory")), memory_message(limits.memory));
+            self.error(
+                file,
+                Some(label),
+                Some(&format!("{section}.memory")),
+                memory_message(limits.memory),
+            );
         }
         let path = self.modules_dir.join(name);
         if !path.is_file() {
@@ -580,7 +693,11 @@ impl Loader<'_> {
             self.error(file, Some(label), Some(&field), message);
             return None;
         }
-        Some(ModuleUse { name: name.to_string(), path, limits })
+        Some(ModuleUse {
+            name: name.to_string(),
+            path,
+            limits,
+        })
     }
 }
 
@@ -588,9 +705,9 @@ impl Loader<'_> {
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        })
         && name.starts_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written with a unit: `500ms`, `10s`, `5m`, `1h 30m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +16,9 @@ impl<'de> Deserialize<'de> for DurationValue {
         let text = String::deserialize(d).map_err(|_| {
             de::Error::custom("expected a duration string with a unit, like 500ms, 10s, 5m or 1h")
         })?;
-        parse_duration(&text).map(DurationValue).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(DurationValue)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -65,11 +67,13 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// Parses `64Mi`, `1G`, `512` and the like into bytes.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let invalid = || format!("invalid size `{text}`: expected a number of bytes or a number with a unit Ki, Mi, Gi, K, M or G (like 64Mi)");
+    let invalid = || {
+        format!(
+            "invalid size `{text}`: expected a number of bytes or a number with a unit Ki, Mi, Gi, K, M or G (like 64Mi)"
+        )
+    };
     let n: u64 = number.parse().map_err(|_| invalid())?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -124,10 +128,21 @@ mod tests {
 
     #[test]
     fn durations_need_units() {
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("10").unwrap_err().contains("unit is required"));
-        assert!(parse_duration("10x").unwrap_err().contains("invalid duration `10x`"));
+        assert!(
+            parse_duration("10")
+                .unwrap_err()
+                .contains("unit is required")
+        );
+        assert!(
+            parse_duration("10x")
+                .unwrap_err()
+                .contains("invalid duration `10x`")
+        );
     }
 
     #[test]

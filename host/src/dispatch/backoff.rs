@@ -38,7 +38,9 @@ impl RateLimiter {
 
     /// Waits for the next execution slot.
     pub async fn acquire(&mut self) {
-        let Some(interval) = self.interval else { return };
+        let Some(interval) = self.interval else {
+            return;
+        };
         let slot = self.next.max(Instant::now());
         tokio::time::sleep_until(slot).await;
         self.next = slot + interval;

@@ -7,12 +7,12 @@
 mod backoff;
 mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ use crate::runs::{Attempt, RunRecorder};
 use crate::runtime::{ModuleRegistry, Runtime};
 use crate::trigger::Trigger;
 
-pub use backoff::{backoff, RateLimiter};
+pub use backoff::{RateLimiter, backoff};
 
 /// Counters kept by the dispatcher (exported as metrics by a later layer).
 #[derive(Debug, Default)]
@@ -146,7 +146,10 @@ impl Submitter {
     /// A submitter on a bare channel, for unit tests of sources.
     #[cfg(test)]
     pub(crate) fn for_tests(tx: mpsc::Sender<Job>) -> Self {
-        Submitter { tx, stats: Arc::default() }
+        Submitter {
+            tx,
+            stats: Arc::default(),
+        }
     }
 
     /// Counters shared with the dispatcher.
@@ -203,7 +206,10 @@ impl Dispatcher {
             })
             .collect();
         Dispatcher {
-            submitter: Some(Submitter { tx, stats: stats.clone() }),
+            submitter: Some(Submitter {
+                tx,
+                stats: stats.clone(),
+            }),
             workers,
             stopping,
             abort,
@@ -248,7 +254,12 @@ impl Dispatcher {
             }
             let mut rx = self.rx.lock().await;
             while let Ok(job) = rx.try_recv() {
-                worker::abandon(&self.recorder, &self.stats, job, "engine stopped before the run started");
+                worker::abandon(
+                    &self.recorder,
+                    &self.stats,
+                    job,
+                    "engine stopped before the run started",
+                );
             }
         }
     }

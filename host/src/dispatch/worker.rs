@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{backoff, bump, DispatchStats, Job, RateLimiter};
+use super::{DispatchStats, Job, RateLimiter, backoff, bump};
 use crate::config::FilterConfig;
 use crate::event::now_rfc3339;
-use crate::runs::{cap_text, Attempt, RunRecord, RunRecorder, RunStatus, MAX_OUTPUT_BYTES};
+use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
 use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
 
 /// What every worker shares.
@@ -82,7 +82,10 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                 job.filter = Some("cel".into());
                 let started = (Instant::now(), now_rfc3339());
                 cel.evaluate(&job.event).map_err(|message| {
-                    (started, InvokeError::new(FailureKind::Host, format!("filter: {message}")))
+                    (
+                        started,
+                        InvokeError::new(FailureKind::Host, format!("filter: {message}")),
+                    )
                 })
             }
             Some(FilterConfig::Module(used)) => {
@@ -150,7 +153,11 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
 
 /// Puts the job back on the queue after its backoff, off the worker.
 fn schedule_retry(ctx: &Arc<WorkerContext>, job: Job, failed_attempt: u32, error: InvokeError) {
-    let delay = backoff(&job.trigger.config.action.retry, failed_attempt, fastrand::f64());
+    let delay = backoff(
+        &job.trigger.config.action.retry,
+        failed_attempt,
+        fastrand::f64(),
+    );
     bump(&ctx.stats.retries);
     tracing::info!(
         trigger = %job.trigger.name,
@@ -226,7 +233,9 @@ fn finish(
         accepted_at: job.accepted.1,
         started_at,
         finished_at: now_rfc3339(),
-        queued_ms: started_instant.saturating_duration_since(job.accepted.0).as_millis() as u64,
+        queued_ms: started_instant
+            .saturating_duration_since(job.accepted.0)
+            .as_millis() as u64,
         duration_ms: started_instant.elapsed().as_millis() as u64,
         filter: job.filter,
         module: job.module,

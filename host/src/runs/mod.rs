@@ -138,6 +138,9 @@ mod tests {
     fn cap_text_respects_char_boundaries() {
         assert_eq!(cap_text("short".into(), 10), "short");
         let capped = cap_text("ééééé".into(), 3);
-        assert!(capped.starts_with('é') && capped.contains("bytes cut"), "{capped}");
+        assert!(
+            capped.starts_with('é') && capped.contains("bytes cut"),
+            "{capped}"
+        );
     }
 }

@@ -24,7 +24,7 @@ pub mod filter {
     });
 }
 
-pub use wasmtrigger::plugin::types::{Error as WitError, Event as WitEvent};
+pub use self::wasmtrigger::plugin::types::{Error as WitError, Event as WitEvent};
 
 impl From<&crate::event::Event> for WitEvent {
     fn from(e: &crate::event::Event) -> Self {

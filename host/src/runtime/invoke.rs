@@ -10,7 +10,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::filter::FilterPre;
 use super::bindings::{ActionPre, WitEvent};
 use super::stdio::GuestOutput;
-use super::{HostState, LoadedModule, Runtime, EPOCH_TICK};
+use super::{EPOCH_TICK, HostState, LoadedModule, Runtime};
 use crate::capabilities::Capabilities;
 use crate::config::Limits;
 use crate::event::Event;
@@ -120,7 +120,10 @@ impl Runtime {
         params: &str,
     ) -> Result<String, InvokeError> {
         let pre = module.action_pre().map_err(unavailable)?;
-        match self.execute(module, inv, event, Call::Action(pre, params)).await? {
+        match self
+            .execute(module, inv, event, Call::Action(pre, params))
+            .await?
+        {
             Outcome::Action(output) => Ok(output),
             Outcome::Filter(_) => Err(InvokeError::new(FailureKind::Host, "mismatched call")),
         }
@@ -140,9 +143,16 @@ impl Runtime {
             module: label.clone(),
             kv: inv.kv.clone(),
         };
-        let mut store = Store::new(&self.engine, HostState::new(caps, &output, inv.limits.memory));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(caps, &output, inv.limits.memory),
+        );
         store.limiter(|state| &mut state.limiter);
-        let ticks = inv.limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+        let ticks = inv
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis()) as u64;
         store.set_epoch_deadline(ticks.max(1));
         store.epoch_deadline_trap();
         let wit_event = WitEvent::from(event);

@@ -10,8 +10,8 @@ mod registry;
 pub mod stdio;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -20,7 +20,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use host_state::HostState;
 pub use invoke::{FailureKind, Invocation, InvokeError};
 pub use module::{LoadedModule, ModuleError, World};
-pub use registry::{load_for_config, ModuleRegistry};
+pub use registry::{ModuleRegistry, load_for_config};
 
 /// Resolution of invocation timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

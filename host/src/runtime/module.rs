@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
-use wasmtime::Engine;
 
-use super::bindings::filter::FilterPre;
-use super::bindings::ActionPre;
 use super::HostState;
+use super::bindings::ActionPre;
+use super::bindings::filter::FilterPre;
 
 /// The two guest roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +29,14 @@ impl World {
         match self {
             World::Filter => "filter",
             World::Action => "action",
+        }
+    }
+
+    /// "a filter" / "an action", for messages.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            World::Filter => "a filter",
+            World::Action => "an action",
         }
     }
 
@@ -76,7 +84,7 @@ pub enum ModuleError {
         reason: String,
     },
     /// The module does not implement the world it is used as.
-    #[error("module `{module}` cannot be used as a {world}: {reason}")]
+    #[error("module `{module}` cannot be used as {}: {reason}", world.with_article())]
     WrongWorld {
         /// Module label.
         module: String,
@@ -137,12 +145,20 @@ impl LoadedModule {
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
         let exports: Vec<(String, bool)> = ty
             .exports(engine)
-            .map(|(n, item)| (n.to_string(), matches!(item.ty, ComponentItem::ComponentFunc(_))))
+            .map(|(n, item)| {
+                (
+                    n.to_string(),
+                    matches!(item.ty, ComponentItem::ComponentFunc(_)),
+                )
+            })
             .collect();
         let label = format!("{name}@{}", &digest[..12]);
         let export_names: Vec<String> = exports.iter().map(|(n, _)| n.clone()).collect();
         let prepare = |world: World, linker: &Linker<HostState>| -> Result<_, String> {
-            if !exports.iter().any(|(n, is_func)| n == world.export_name() && *is_func) {
+            if !exports
+                .iter()
+                .any(|(n, is_func)| n == world.export_name() && *is_func)
+            {
                 let found = if export_names.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -158,7 +174,8 @@ impl LoadedModule {
             })
         };
         let filter = prepare(World::Filter, filter_linker).and_then(|pre| {
-            FilterPre::new(pre).map_err(|e| format!("its `filter` export has the wrong type: {e:#}"))
+            FilterPre::new(pre)
+                .map_err(|e| format!("its `filter` export has the wrong type: {e:#}"))
         });
         let action = prepare(World::Action, action_linker).and_then(|pre| {
             ActionPre::new(pre).map_err(|e| format!("its `run` export has the wrong type: {e:#}"))
@@ -214,12 +231,16 @@ impl LoadedModule {
 
     pub(crate) fn filter_pre(&self) -> Result<&FilterPre<HostState>, ModuleError> {
         self.require(World::Filter)?;
-        self.filter.as_ref().map_err(|_| unreachable_world(self, World::Filter))
+        self.filter
+            .as_ref()
+            .map_err(|_| unreachable_world(self, World::Filter))
     }
 
     pub(crate) fn action_pre(&self) -> Result<&ActionPre<HostState>, ModuleError> {
         self.require(World::Action)?;
-        self.action.as_ref().map_err(|_| unreachable_world(self, World::Action))
+        self.action
+            .as_ref()
+            .map_err(|_| unreachable_world(self, World::Action))
     }
 }
 

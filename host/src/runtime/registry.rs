@@ -65,20 +65,24 @@ pub async fn load_for_config(
     let mut uses: BTreeMap<(String, std::path::PathBuf), Vec<Use<'_>>> = BTreeMap::new();
     for t in &config.triggers {
         if let Some(FilterConfig::Module(m)) = &t.filter {
-            uses.entry((m.name.clone(), m.path.clone())).or_default().push(Use {
-                trigger: &t.name,
-                file: &t.file,
-                field: "filter.module",
-                world: World::Filter,
-            });
+            uses.entry((m.name.clone(), m.path.clone()))
+                .or_default()
+                .push(Use {
+                    trigger: &t.name,
+                    file: &t.file,
+                    field: "filter.module",
+                    world: World::Filter,
+                });
         }
         let m = &t.action.module;
-        uses.entry((m.name.clone(), m.path.clone())).or_default().push(Use {
-            trigger: &t.name,
-            file: &t.file,
-            field: "action.module",
-            world: World::Action,
-        });
+        uses.entry((m.name.clone(), m.path.clone()))
+            .or_default()
+            .push(Use {
+                trigger: &t.name,
+                file: &t.file,
+                field: "action.module",
+                world: World::Action,
+            });
     }
     let compiles: Vec<_> = uses
         .keys()

@@ -60,7 +60,10 @@ impl GuestOutput {
 
     /// A WASI stream handle for one of the two streams.
     pub fn stream(self: &Arc<Self>, stream: Stream) -> GuestStream {
-        GuestStream { out: self.clone(), stream }
+        GuestStream {
+            out: self.clone(),
+            stream,
+        }
     }
 
     /// Whether the guest tried to write past the cap.
@@ -79,7 +82,11 @@ impl GuestOutput {
         if tail.is_empty() {
             return None;
         }
-        let joined = tail.iter().map(String::as_str).collect::<Vec<_>>().join(" | ");
+        let joined = tail
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" | ");
         Some(crate::runs::cap_text(joined, MAX_TAIL))
     }
 
@@ -101,7 +108,9 @@ impl GuestOutput {
     }
 
     fn write(&self, stream: Stream, bytes: &[u8]) -> Result<(), String> {
-        let before = self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let before = self
+            .written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if before + bytes.len() as u64 > self.limit {
             if !self.exceeded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -214,7 +223,11 @@ impl Pollable for GuestStream {
 }
 
 impl tokio::io::AsyncWrite for GuestStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Poll::Ready(
             self.out
                 .write(self.stream, buf)

@@ -36,7 +36,9 @@ impl CronSchedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            other if other.starts_with('@') => return Err(fail(format!("unknown macro `{other}`"))),
+            other if other.starts_with('@') => {
+                return Err(fail(format!("unknown macro `{other}`")));
+            }
             other => other,
         };
         let mut fields: Vec<&str> = expanded.split_whitespace().collect();
@@ -49,7 +51,10 @@ impl CronSchedule {
         let dow_names = weekday_field(dow).map_err(|e| fail(format!("day-of-week: {e}")))?;
         let dom = if dom == "?" { "*" } else { dom };
         let base = |dom: &str, dow: &str| {
-            format!("{} {} {} {} {} {}", fields[0], fields[1], fields[2], dom, fields[4], dow)
+            format!(
+                "{} {} {} {} {} {}",
+                fields[0], fields[1], fields[2], dom, fields[4], dow
+            )
         };
         let dom_star = dom.starts_with('*');
         let dow_star = dow.starts_with('*') || dow == "?";
@@ -60,9 +65,19 @@ impl CronSchedule {
         };
         let parts = sources
             .iter()
-            .map(|s| cron::Schedule::from_str(s).map_err(|e| fail(e.to_string())))
+            .map(|s| {
+                // The crate's message quotes our translated expression with a caret
+                // under it; only its last line (the reason) helps the operator.
+                cron::Schedule::from_str(s).map_err(|e| {
+                    let text = e.to_string();
+                    fail(text.lines().last().unwrap_or_default().trim().to_string())
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CronSchedule { text: text.to_string(), parts })
+        Ok(CronSchedule {
+            text: text.to_string(),
+            parts,
+        })
     }
 
     /// The expression as written.
@@ -72,7 +87,10 @@ impl CronSchedule {
 
     /// The first firing time strictly after `after`, if any.
     pub fn next_after<Z: TimeZone>(&self, after: &DateTime<Z>) -> Option<DateTime<Z>> {
-        self.parts.iter().filter_map(|s| s.after(after).next()).min()
+        self.parts
+            .iter()
+            .filter_map(|s| s.after(after).next())
+            .min()
     }
 }
 
@@ -140,8 +158,13 @@ mod tests {
     use chrono::{Datelike, Timelike, Utc, Weekday};
 
     fn next(expr: &str, after: &str) -> DateTime<Utc> {
-        let after = DateTime::parse_from_rfc3339(after).unwrap().with_timezone(&Utc);
-        CronSchedule::parse(expr).unwrap().next_after(&after).unwrap()
+        let after = DateTime::parse_from_rfc3339(after)
+            .unwrap()
+            .with_timezone(&Utc);
+        CronSchedule::parse(expr)
+            .unwrap()
+            .next_after(&after)
+            .unwrap()
     }
 
     #[test]
@@ -159,11 +182,26 @@ mod tests {
     #[test]
     fn weekday_numbers_follow_crontab() {
         // 2026-11-22 is a Sunday.
-        assert_eq!(next("0 9 * * 1", "2026-11-22T00:00:00Z").weekday(), Weekday::Mon);
-        assert_eq!(next("0 9 * * 0", "2026-11-23T00:00:00Z").weekday(), Weekday::Sun);
-        assert_eq!(next("0 9 * * 7", "2026-11-23T00:00:00Z").weekday(), Weekday::Sun);
-        assert_eq!(next("0 9 * * 5-7", "2026-11-23T00:00:00Z").weekday(), Weekday::Fri);
-        assert_eq!(next("0 9 * * mon-fri", "2026-11-21T00:00:00Z").weekday(), Weekday::Mon);
+        assert_eq!(
+            next("0 9 * * 1", "2026-11-22T00:00:00Z").weekday(),
+            Weekday::Mon
+        );
+        assert_eq!(
+            next("0 9 * * 0", "2026-11-23T00:00:00Z").weekday(),
+            Weekday::Sun
+        );
+        assert_eq!(
+            next("0 9 * * 7", "2026-11-23T00:00:00Z").weekday(),
+            Weekday::Sun
+        );
+        assert_eq!(
+            next("0 9 * * 5-7", "2026-11-23T00:00:00Z").weekday(),
+            Weekday::Fri
+        );
+        assert_eq!(
+            next("0 9 * * mon-fri", "2026-11-21T00:00:00Z").weekday(),
+            Weekday::Mon
+        );
     }
 
     #[test]
@@ -185,10 +223,17 @@ mod tests {
     #[test]
     fn errors_say_what_was_expected() {
         let e = CronSchedule::parse("* * *").unwrap_err();
-        assert!(e.contains("found 3 fields") && e.contains("expected 5 fields"), "{e}");
+        assert!(
+            e.contains("found 3 fields") && e.contains("expected 5 fields"),
+            "{e}"
+        );
         let e = CronSchedule::parse("0 9 * * 8").unwrap_err();
         assert!(e.contains("day-of-week") && e.contains("`8`"), "{e}");
         assert!(CronSchedule::parse("61 * * * *").is_err());
-        assert!(CronSchedule::parse("@sometimes").unwrap_err().contains("unknown macro"));
+        assert!(
+            CronSchedule::parse("@sometimes")
+                .unwrap_err()
+                .contains("unknown macro")
+        );
     }
 }

@@ -15,7 +15,11 @@ use crate::trigger::Trigger;
 
 /// Starts the source of a trigger; the task ends when `stop` is cancelled
 /// or the source is exhausted (a one-shot schedule).
-pub fn spawn(trigger: Arc<Trigger>, submitter: Submitter, stop: CancellationToken) -> JoinHandle<()> {
+pub fn spawn(
+    trigger: Arc<Trigger>,
+    submitter: Submitter,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     match trigger.config.source.clone() {
         SourceConfig::Schedule(config) => {
             tokio::spawn(schedule::run(trigger, config, submitter, stop))

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Overlap, ScheduleConfig, ScheduleMode};
-use crate::dispatch::{bump, Submitter};
+use crate::dispatch::{Submitter, bump};
 use crate::event::Event;
 use crate::trigger::Trigger;
 
@@ -40,7 +40,7 @@ pub async fn run(
     loop {
         if schedule.pending && schedule.trigger.unfinished() == 0 {
             schedule.pending = false;
-            schedule.submit(Utc::now());
+            schedule.submit(Utc::now(), true);
         }
         if let (Some(at), Some(until)) = (next, schedule.config.until)
             && at > until
@@ -81,9 +81,10 @@ impl Schedule {
             ScheduleMode::Cron { schedule, timezone } => schedule
                 .next_after(&now.with_timezone(timezone))
                 .map(|t| t.with_timezone(&Utc)),
-            ScheduleMode::Every { period, immediately } => {
-                Some(if *immediately { now } else { now + *period })
-            }
+            ScheduleMode::Every {
+                period,
+                immediately,
+            } => Some(if *immediately { now } else { now + *period }),
             ScheduleMode::At(at) if *at > now => Some(*at),
             ScheduleMode::At(at) => {
                 tracing::warn!(trigger = %self.trigger.name, at = %at, "`at` is in the past; the schedule will not fire");
@@ -111,7 +112,7 @@ impl Schedule {
 
     fn tick(&mut self, at: DateTime<Utc>) {
         if self.trigger.unfinished() == 0 {
-            return self.submit(at);
+            return self.submit(at, false);
         }
         match self.config.overlap {
             Overlap::Coalesce if !self.pending => {
@@ -125,13 +126,17 @@ impl Schedule {
         }
     }
 
-    fn submit(&mut self, scheduled: DateTime<Utc>) {
+    /// Emits a tick; `coalesced` marks one that waited for an unfinished run.
+    fn submit(&mut self, scheduled: DateTime<Utc>, coalesced: bool) {
         self.sequence += 1;
-        let data = serde_json::json!({
+        let mut data = serde_json::json!({
             "scheduledTime": scheduled.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "sequence": self.sequence,
             "schedule": describe(&self.config.mode),
         });
+        if coalesced {
+            data["coalesced"] = true.into();
+        }
         let event = Event::new(&self.trigger.name, "schedule", "tick", &data);
         // A refused tick is counted and logged by the submitter; the next one comes anyway.
         let _ = self.submitter.submit(&self.trigger, event);
@@ -153,7 +158,9 @@ fn describe(mode: &ScheduleMode) -> serde_json::Value {
 
 /// Sleeps until a wall-clock instant, in bounded steps so clock changes count.
 async fn sleep_until_wall(at: Option<DateTime<Utc>>) {
-    let Some(at) = at else { return std::future::pending().await };
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
     loop {
         let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         if left.is_zero() {
@@ -174,7 +181,11 @@ mod tests {
         }
     }
 
-    fn following(mode: ScheduleMode, prev: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn following(
+        mode: ScheduleMode,
+        prev: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let store = crate::state::StateStore::in_memory(Default::default()).unwrap();
         let trigger_cfg = crate::config::TriggerConfig {
             name: "t".into(),
@@ -202,7 +213,11 @@ mod tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
         let s = Schedule {
             trigger: Trigger::new(trigger_cfg, store.kv("t")),
-            config: ScheduleConfig { mode, until: None, overlap: Overlap::Skip },
+            config: ScheduleConfig {
+                mode,
+                until: None,
+                overlap: Overlap::Skip,
+            },
             submitter: Submitter::for_tests(tx),
             pending: false,
             sequence: 0,
@@ -212,7 +227,9 @@ mod tests {
 
     #[test]
     fn every_keeps_a_fixed_rate_and_skips_missed_ticks() {
-        let t0 = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().with_timezone(&Utc);
+        let t0 = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let ms = chrono::Duration::milliseconds;
         assert_eq!(following(every(100), t0, t0 + ms(30)), Some(t0 + ms(100)));
         assert_eq!(following(every(100), t0, t0 + ms(350)), Some(t0 + ms(400)));

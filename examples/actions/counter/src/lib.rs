@@ -2,7 +2,7 @@
 //! The count survives engine restarts. Params: `{"key": "runs"}` (optional).
 
 use serde::Deserialize;
-use wasmtrigger_guest::{export_action, info, kv, params_as, Action, Event};
+use wasmtrigger_guest::{Action, Event, export_action, info, kv, params_as};
 
 #[derive(Deserialize)]
 struct Params {

@@ -2,7 +2,7 @@
 //! that a chained trigger receives it whole.
 
 use wasmtrigger_guest::serde_json::json;
-use wasmtrigger_guest::{export_action, info, Action, Event};
+use wasmtrigger_guest::{Action, Event, export_action, info};
 
 struct LogEvent;
 

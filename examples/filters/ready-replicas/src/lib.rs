@@ -5,7 +5,7 @@
 //! ready and one that was just created is not. The event data may be the
 //! Deployment itself or a watch event wrapping it in `object`.
 
-use wasmtrigger_guest::{debug, export_filter, Event, Filter};
+use wasmtrigger_guest::{Event, Filter, debug, export_filter};
 
 struct ReadyReplicas;
 

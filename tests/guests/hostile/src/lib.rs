@@ -3,13 +3,13 @@
 //!
 //! Params: `{"mode": "...", ...}` with modes
 //! `ok`, `fail`, `loop`, `alloc`, `panic`, `read-file` (`path`), `env` (`name`),
-//! `print` (`bytes`), `sleep` (`ms`), `flaky` (`failures`: fail until the
+//! `print` (`bytes`), `sleep` (`ms`; returns the event data), `flaky` (`failures`: fail until the
 //! kv counter `attempts` passes it), `echo-params`.
 
 use std::hint::black_box;
 
 use serde::Deserialize;
-use wasmtrigger_guest::{export_action, kv, params_as, Action, Event};
+use wasmtrigger_guest::{Action, Event, export_action, info, kv, params_as};
 
 #[derive(Deserialize)]
 struct Params {
@@ -26,6 +26,7 @@ struct Hostile;
 impl Action for Hostile {
     fn run(event: Event, params: String) -> Result<String, String> {
         let p: Params = params_as(&params)?;
+        info!("hostile mode {} starting", p.mode);
         match p.mode.as_str() {
             "ok" => Ok(format!("ok {}", event.id)),
             "fail" => Err("failing on purpose".to_string()),
@@ -68,7 +69,7 @@ impl Action for Hostile {
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(p.ms.unwrap_or(1000)));
-                Ok("slept".to_string())
+                Ok(event.data)
             }
             "flaky" => {
                 let attempt = kv::increment("attempts", 1).map_err(|e| format!("kv: {e:?}"))?;

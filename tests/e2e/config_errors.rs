@@ -1,0 +1,191 @@
+//! Bad configs: every problem is reported with file, trigger and field, by
+//! `check` and by `run`, which refuses to start.
+
+use crate::support::{self, Workspace, run_cli};
+
+const BROKEN: &str = r#"
+triggers:
+  - name: typo
+    source: { type: schedule, every: 1s }
+    action: { module: counter.wasm, timout: 5s }
+  - name: dup
+    source: { type: schedule, every: 1s }
+    action: { module: counter.wasm }
+  - name: dup
+    source: { type: schedule, every: 1s }
+    action: { module: counter.wasm }
+  - name: missing
+    source: { type: schedule, every: 1s }
+    action: { module: nope.wasm }
+  - name: slow
+    source: { type: schedule, every: 10 parsecs }
+    action: { module: counter.wasm }
+  - name: bad-cron
+    source: { type: schedule, cron: "61 * * * *" }
+    action: { module: counter.wasm }
+  - name: bad-cel
+    source: { type: schedule, now: true }
+    filter: { cel: "event.data.(" }
+    action: { module: counter.wasm }
+  - name: wrong-world
+    source: { type: schedule, now: true }
+    action: { module: ready-replicas.wasm }
+  - name: no-kind
+    source: { type: webhok }
+    action: { module: counter.wasm }
+"#;
+
+fn problem_lines(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("error: ")).collect()
+}
+
+#[test]
+fn check_lists_every_problem_with_file_trigger_and_field() {
+    let ws = Workspace::new();
+    let file = ws.write("broken.yaml", BROKEN);
+    let file_text = file.display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "check",
+            "--config",
+            &file_text,
+            "--modules",
+            &support::modules().display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "stderr: {err}");
+    let lines = problem_lines(&out);
+    let find = |trigger: &str, field: &str, needle: &str| {
+        let hit = lines.iter().find(|l| {
+            l.contains(&file_text)
+                && l.contains(&format!("trigger `{trigger}`"))
+                && l.contains(&format!("field `{field}`"))
+                && l.contains(needle)
+        });
+        assert!(
+            hit.is_some(),
+            "no problem for {trigger}/{field} mentioning {needle:?} in:\n{out}"
+        );
+    };
+    find(
+        "typo",
+        "action.timout",
+        "unknown field `timout`, expected one of",
+    );
+    find("dup", "name", "duplicate trigger name");
+    find("missing", "action.module", "module `nope.wasm` not found");
+    find("slow", "source.every", "expected a number with a unit");
+    find(
+        "bad-cron",
+        "source.cron",
+        "invalid cron expression `61 * * * *`",
+    );
+    find("bad-cel", "filter.cel", "invalid CEL expression");
+    find(
+        "wrong-world",
+        "action.module",
+        "cannot be used as an action: it does not export `run",
+    );
+    find(
+        "no-kind",
+        "source.type",
+        "unknown source type `webhok`, expected one of: schedule",
+    );
+    assert_eq!(lines.len(), 8, "exactly one line per problem:\n{out}");
+    assert!(out.contains("8 problem(s) found"));
+}
+
+#[test]
+fn engine_settings_errors_name_the_engine_field() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "engine.yaml",
+        "engine: { workers: 0, timeout: soon, memory: 12 parsecs }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = run_cli(
+        &[
+            "check",
+            "--config",
+            &file.display().to_string(),
+            "--modules",
+            &support::modules().display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    // Every bad field of the section is reported, not only the first.
+    assert!(
+        out.contains("field `engine.timeout`: invalid duration `soon`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("field `engine.memory`: invalid size `12 parsecs`"),
+        "{out}"
+    );
+
+    let file = ws.write(
+        "workers.yaml",
+        "engine: { workers: 0 }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = run_cli(
+        &[
+            "check",
+            "--config",
+            &file.display().to_string(),
+            "--modules",
+            &support::modules().display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("field `engine.workers`: 0 workers: expected 1 to 1024"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_refuses_to_start_on_a_bad_config_and_says_why() {
+    let ws = Workspace::new();
+    let file = ws.write("broken.yaml", BROKEN);
+    let (code, _, err) = run_cli(
+        &[
+            "run",
+            "--config",
+            &file.display().to_string(),
+            "--modules",
+            &support::modules().display().to_string(),
+            "--state-dir",
+            &ws.state_dir().display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("trigger `bad-cron`: field `source.cron`"),
+        "{err}"
+    );
+    assert!(err.contains("not starting"), "{err}");
+}
+
+#[test]
+fn a_directory_of_configs_is_merged_and_hidden_entries_are_ignored() {
+    let ws = Workspace::new();
+    ws.write("conf/a.yaml", "triggers:\n  - name: a\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n");
+    ws.write("conf/b.json", r#"{"triggers":[{"name":"b","source":{"type":"schedule","every":"1m"},"action":{"module":"log-event.wasm"}}]}"#);
+    ws.write("conf/..data/stale.yaml", "triggers: [garbage");
+    ws.write("conf/.hidden.yaml", "triggers: [garbage");
+    let (code, out, err) = run_cli(
+        &[
+            "check",
+            "--config",
+            &ws.path().join("conf").display().to_string(),
+            "--modules",
+            &support::modules().display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 2 trigger(s), 2 module(s)"), "{out}");
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the example and test guests are built for real, then
+//! driven through the real runtime, an in-process engine, and the real binary.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod config_errors;
+mod dispatch;
+mod engine_process;
+mod filters;
+mod sandbox;
+mod schedules;

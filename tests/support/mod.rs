@@ -1,0 +1,349 @@
+//! Shared test support: builds the real guest modules once per test run,
+//! starts the real binary or an in-process engine, and waits on conditions
+//! with deadlines instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasmtrigger::runs::{RunRecord, RunSink};
+
+/// Generous upper bound for conditions: slow machines pass, fast ones finish early.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The directory holding the built example and test modules (built once per process).
+pub fn modules() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target"));
+        let out = target.join("test-modules");
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("scripts/build-guests")).arg(&out);
+        // Build flags meant for the host must not leak into the wasm build.
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WRAPPER"] {
+            cmd.env_remove(var);
+        }
+        let status = cmd.status().expect("cannot run scripts/build-guests");
+        assert!(
+            status.success(),
+            "building the guest modules failed; is the target installed? (rustup target add wasm32-wasip2)"
+        );
+        out
+    })
+}
+
+/// Path of one built module.
+pub fn module(name: &str) -> PathBuf {
+    modules().join(name)
+}
+
+/// The `wasmtrigger` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_wasmtrigger")
+}
+
+/// A temporary directory with a config file written into it.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file relative to the workspace and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// Runs the binary to completion and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wasmtrigger");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Lines seen so far, shared with a reader thread.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<Vec<Value>>,
+    changed: Condvar,
+}
+
+/// A `wasmtrigger run` process with `--log-format json`, its log collected.
+pub struct EngineProcess {
+    child: Child,
+    lines: Arc<Lines>,
+    raw: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProcess {
+    /// Starts `wasmtrigger run` with JSON logs and the given extra arguments.
+    pub fn start(config: &Path, state_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--log-format".to_string(),
+            "json".into(),
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--modules".into(),
+            modules().display().to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(binary())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmtrigger run");
+        let lines = Arc::new(Lines::default());
+        let raw = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (l, r) = (lines.clone(), raw.clone());
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                r.lock().unwrap().push_str(&line);
+                r.lock().unwrap().push('\n');
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    l.lines.lock().unwrap().push(value);
+                    l.changed.notify_all();
+                }
+            }
+            l.changed.notify_all();
+        });
+        EngineProcess {
+            child,
+            lines,
+            raw,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn raw_log(&self) -> String {
+        self.raw.lock().unwrap().clone()
+    }
+
+    /// Waits until `check` returns Some over the JSON lines so far.
+    pub fn wait_for<T>(&self, what: &str, check: impl Fn(&[Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        let mut lines = self.lines.lines.lock().unwrap();
+        loop {
+            if let Some(found) = check(&lines) {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; log so far:\n{}",
+                self.raw_log()
+            );
+            lines = self.lines.changed.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Run-record lines (`message == "run finished"`) for one trigger.
+    pub fn runs(&self, trigger: &str) -> Vec<Value> {
+        run_lines(&self.lines.lines.lock().unwrap(), trigger)
+    }
+
+    /// Waits for at least `n` run records of `trigger` and returns them.
+    pub fn wait_runs(&self, trigger: &str, n: usize) -> Vec<Value> {
+        self.wait_for(&format!("{n} runs of {trigger}"), |lines| {
+            let runs = run_lines(lines, trigger);
+            (runs.len() >= n).then_some(runs)
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn stop(self) -> i32 {
+        self.stop_and_log().0
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns the code and the whole log.
+    pub fn stop_and_log(mut self) -> (i32, String) {
+        signal(&self.child, "TERM");
+        let deadline = Instant::now() + DEADLINE;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (code, self.raw_log())
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Run-record lines of one trigger in a raw JSON-lines log.
+pub fn runs_in_log(raw: &str, trigger: &str) -> Vec<Value> {
+    let lines: Vec<Value> = raw
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    run_lines(&lines, trigger)
+}
+
+/// Run-record lines of one trigger among JSON log lines.
+pub fn run_lines(lines: &[Value], trigger: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l["message"] == "run finished" && l["trigger"] == trigger)
+        .cloned()
+        .collect()
+}
+
+/// Collects run records from an in-process engine.
+#[derive(Default)]
+pub struct Collector {
+    records: Mutex<Vec<RunRecord>>,
+    changed: Condvar,
+}
+
+impl RunSink for Collector {
+    fn record(&self, run: &RunRecord) {
+        self.records.lock().unwrap().push(run.clone());
+        self.changed.notify_all();
+    }
+}
+
+impl Collector {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Collector::default())
+    }
+
+    pub fn all(&self) -> Vec<RunRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
+    pub fn of(&self, trigger: &str) -> Vec<RunRecord> {
+        self.all()
+            .into_iter()
+            .filter(|r| r.trigger == trigger)
+            .collect()
+    }
+
+    /// Waits (without blocking the async runtime) until `n` records of `trigger` exist.
+    pub async fn wait_runs(self: &Arc<Self>, trigger: &str, n: usize) -> Vec<RunRecord> {
+        let (this, trigger) = (self.clone(), trigger.to_string());
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + DEADLINE;
+            let mut records = this.records.lock().unwrap();
+            loop {
+                let found: Vec<RunRecord> = records
+                    .iter()
+                    .filter(|r| r.trigger == trigger)
+                    .cloned()
+                    .collect();
+                if found.len() >= n {
+                    return found;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "timed out waiting for {n} runs of {trigger}; have {found:#?}"
+                );
+                records = this.changed.wait_timeout(records, left).unwrap().0;
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Starts an in-process engine on a YAML config written into `ws`.
+pub async fn start_engine(
+    ws: &Workspace,
+    yaml: &str,
+) -> (wasmtrigger::engine::Engine, Arc<Collector>) {
+    let config_path = ws.write("triggers.yaml", yaml);
+    let config = wasmtrigger::config::load(&config_path, Some(modules()), &Default::default())
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    let collector = Collector::new();
+    let engine = wasmtrigger::engine::Engine::start(
+        config,
+        wasmtrigger::engine::EngineOptions {
+            state_dir: ws.state_dir(),
+        },
+        vec![collector.clone() as Arc<dyn RunSink>],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("engine did not start: {e}"));
+    (engine, collector)
+}
