@@ -83,7 +83,7 @@ impl Engine {
         let triggers: Vec<Arc<Trigger>> = config
             .triggers
             .iter()
-            .map(|t| Trigger::new(t.clone(), state.kv(&t.name)))
+            .map(|t| Trigger::new(t.clone(), &state))
             .collect();
         let sources = triggers
             .iter()

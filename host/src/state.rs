@@ -14,6 +14,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 const KV: TableDefinition<(&str, &str), &str> = TableDefinition::new("kv");
 /// trigger -> number of keys, kept in step with `KV` for the key-count cap.
 const KV_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("kv_counts");
+/// (scope, key) -> when it was marked: things the engine must do only once.
+const ONCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("once");
 
 /// File name of the database inside the state directory.
 pub const STATE_FILE: &str = "state.redb";
@@ -108,8 +110,32 @@ impl StateStore {
         let tx = db.begin_write()?;
         tx.open_table(KV)?;
         tx.open_table(KV_COUNTS)?;
+        tx.open_table(ONCE)?;
         tx.commit()?;
         Ok(Arc::new(StateStore { db, limits }))
+    }
+
+    /// Marks `(scope, key)` as done; returns true only for the first call ever
+    /// (across restarts), so a caller can do something exactly once.
+    pub fn mark_once(&self, scope: &str, key: &str) -> Result<bool, StateError> {
+        let tx = self.db.begin_write()?;
+        let first = {
+            let mut table = tx.open_table(ONCE)?;
+            if table.get((scope, key))?.is_some() {
+                false
+            } else {
+                table.insert((scope, key), crate::event::now_rfc3339().as_str())?;
+                true
+            }
+        };
+        tx.commit()?;
+        Ok(first)
+    }
+
+    /// Whether `(scope, key)` was marked.
+    pub fn is_marked(&self, scope: &str, key: &str) -> Result<bool, StateError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(ONCE)?.get((scope, key))?.is_some())
     }
 
     /// The kv namespace of one trigger.
@@ -315,6 +341,16 @@ mod tests {
         assert_eq!(kv.increment("n", -2).unwrap(), 3);
         kv.set("s", "x").unwrap();
         assert!(matches!(kv.increment("s", 1), Err(StateError::Invalid(_))));
+    }
+
+    #[test]
+    fn mark_once_is_true_only_the_first_time() {
+        let s = store();
+        assert!(!s.is_marked("t", "k").unwrap());
+        assert!(s.mark_once("t", "k").unwrap());
+        assert!(!s.mark_once("t", "k").unwrap());
+        assert!(s.is_marked("t", "k").unwrap());
+        assert!(s.mark_once("u", "k").unwrap());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 use crate::config::TriggerConfig;
-use crate::state::KvNamespace;
+use crate::state::{KvNamespace, StateStore};
 
 /// A running trigger.
 pub struct Trigger {
@@ -17,17 +17,20 @@ pub struct Trigger {
     pub config: TriggerConfig,
     /// Its kv namespace.
     pub kv: KvNamespace,
+    /// The state store, for engine-side bookkeeping (one-shot schedules).
+    pub state: Arc<StateStore>,
     unfinished: AtomicUsize,
     finished: Notify,
 }
 
 impl Trigger {
     /// Wraps a config for running.
-    pub fn new(config: TriggerConfig, kv: KvNamespace) -> Arc<Self> {
+    pub fn new(config: TriggerConfig, state: &Arc<StateStore>) -> Arc<Self> {
         Arc::new(Trigger {
             name: config.name.as_str().into(),
+            kv: state.kv(&config.name),
+            state: state.clone(),
             config,
-            kv,
             unfinished: AtomicUsize::new(0),
             finished: Notify::new(),
         })

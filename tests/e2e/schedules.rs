@@ -21,7 +21,6 @@ async fn each_schedule_mode_fires() {
     let ws = Workspace::new();
     let started = Utc::now();
     let at = started + chrono::Duration::milliseconds(1500);
-    let until = started + chrono::Duration::milliseconds(800);
     let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let yaml = format!(
         r#"
@@ -41,12 +40,8 @@ triggers:
   - name: now
     source: {{ type: schedule, now: true }}
     action: {{ module: log-event.wasm }}
-  - name: until
-    source: {{ type: schedule, every: 100ms, until: "{until}" }}
-    action: {{ module: log-event.wasm }}
 "#,
         at = fmt(at),
-        until = fmt(until),
     );
     let (engine, runs) = start_engine(&ws, &yaml).await;
 
@@ -83,22 +78,72 @@ triggers:
     let now = runs.wait_runs("now", 1).await;
     assert_eq!(now[0].status, RunStatus::Succeeded);
 
-    // Let the at/until triggers' times pass well, then check nothing fired after `until`
-    // and the one-shot schedules fired exactly once.
+    // The one-shot schedules fire exactly once.
     runs.wait_runs("every", 12).await;
-    let stats = engine.shutdown().await;
-    assert!(stats.accepted > 0);
+    engine.shutdown().await;
+    assert_eq!(runs.of("now").len(), 1);
+    assert_eq!(runs.of("at").len(), 1);
+    assert_eq!(runs.of("immediately").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_stops_the_schedule() {
+    let ws = Workspace::new();
+    let until = Utc::now() + chrono::Duration::seconds(2);
+    let yaml = format!(
+        "triggers:\n  - name: until\n    source: {{ type: schedule, every: 50ms, until: \"{}\" }}\n    action: {{ module: log-event.wasm }}\n  - name: clock\n    source: {{ type: schedule, every: 50ms }}\n    action: {{ module: log-event.wasm }}\n",
+        until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let (engine, runs) = start_engine(&ws, &yaml).await;
+    let running_from = Utc::now();
+    // Wait until the clock trigger has ticked well past `until`.
+    loop {
+        let clock = runs.wait_runs("clock", runs.of("clock").len() + 1).await;
+        let last = ms(tick(clock.last().unwrap())["scheduledTime"]
+            .as_str()
+            .unwrap());
+        if last > until + chrono::Duration::milliseconds(300) {
+            break;
+        }
+    }
+    engine.shutdown().await;
     let until_runs = runs.of("until");
-    assert!(!until_runs.is_empty());
     for r in &until_runs {
         assert!(
             ms(tick(r)["scheduledTime"].as_str().unwrap()) <= until,
             "tick after until: {r:#?}"
         );
     }
-    assert_eq!(runs.of("now").len(), 1);
-    assert_eq!(runs.of("at").len(), 1);
-    assert_eq!(runs.of("immediately").len(), 1);
+    // Liveness only means something if the engine was up well before `until`.
+    if running_from + chrono::Duration::milliseconds(500) < until {
+        assert!(
+            !until_runs.is_empty(),
+            "the schedule fired before its `until`"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_at_fires_once_across_restarts() {
+    let ws = Workspace::new();
+    let at = (Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let yaml = format!(
+        "triggers:\n  - name: missed\n    source: {{ type: schedule, at: \"{at}\" }}\n    action: {{ module: log-event.wasm }}\n  - name: clock\n    source: {{ type: schedule, every: 20ms }}\n    action: {{ module: log-event.wasm }}\n"
+    );
+    let (engine, runs) = start_engine(&ws, &yaml).await;
+    let fired = runs.wait_runs("missed", 1).await;
+    assert_eq!(
+        tick(&fired[0])["scheduledTime"].as_str().unwrap()[..19],
+        at[..19]
+    );
+    engine.shutdown().await;
+
+    // Second life on the same state directory: the clock ticks, `missed` stays quiet.
+    let (engine, runs) = start_engine(&ws, &yaml).await;
+    runs.wait_runs("clock", 5).await;
+    engine.shutdown().await;
+    assert!(runs.of("missed").is_empty(), "{:#?}", runs.of("missed"));
 }
 
 fn assert_sequential(records: &[RunRecord]) {

@@ -52,7 +52,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             max_memory: crate::config::MAX_MEMORY_LIMIT,
             stdio_limit: 256 << 10,
-            pool_instances: 256,
+            pool_instances: 64,
         }
     }
 }

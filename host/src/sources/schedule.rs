@@ -7,6 +7,9 @@
 //!
 //! Missed ticks (the process was suspended, or a tick took the engine past
 //! several periods) are not replayed: the schedule resumes at the next due time.
+//! The exception is `at`: a one-shot that passed while the engine was not
+//! running fires once at the next start. Its firing is recorded in the state
+//! store, so it never fires twice, across restarts too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,11 +88,25 @@ impl Schedule {
                 period,
                 immediately,
             } => Some(if *immediately { now } else { now + *period }),
-            ScheduleMode::At(at) if *at > now => Some(*at),
-            ScheduleMode::At(at) => {
-                tracing::warn!(trigger = %self.trigger.name, at = %at, "`at` is in the past; the schedule will not fire");
-                None
-            }
+            ScheduleMode::At(at) => match self
+                .trigger
+                .state
+                .is_marked(&self.trigger.name, &at_key(at))
+            {
+                Ok(false) if *at <= now => {
+                    tracing::info!(trigger = %self.trigger.name, at = %at, "`at` passed while the engine was not running; firing now");
+                    Some(*at)
+                }
+                Ok(false) => Some(*at),
+                Ok(true) => {
+                    tracing::info!(trigger = %self.trigger.name, at = %at, "`at` already fired; nothing to do");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(trigger = %self.trigger.name, error = %e, "cannot read schedule state; `at` will not fire");
+                    None
+                }
+            },
             ScheduleMode::Now => Some(now),
         }
     }
@@ -111,6 +128,21 @@ impl Schedule {
     }
 
     fn tick(&mut self, at: DateTime<Utc>) {
+        if let ScheduleMode::At(due) = &self.config.mode {
+            // Exactly once, even if this process dies right after.
+            match self
+                .trigger
+                .state
+                .mark_once(&self.trigger.name, &at_key(due))
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(trigger = %self.trigger.name, error = %e, "cannot record the `at` firing; not firing");
+                    return;
+                }
+            }
+        }
         if self.trigger.unfinished() == 0 {
             return self.submit(at, false);
         }
@@ -141,6 +173,11 @@ impl Schedule {
         // A refused tick is counted and logged by the submitter; the next one comes anyway.
         let _ = self.submitter.submit(&self.trigger, event);
     }
+}
+
+/// State-store key marking that the one-shot at `at` fired.
+fn at_key(at: &DateTime<Utc>) -> String {
+    format!("schedule.at/{}", at.to_rfc3339())
 }
 
 fn describe(mode: &ScheduleMode) -> serde_json::Value {
@@ -212,7 +249,7 @@ mod tests {
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
         let s = Schedule {
-            trigger: Trigger::new(trigger_cfg, store.kv("t")),
+            trigger: Trigger::new(trigger_cfg, &store),
             config: ScheduleConfig {
                 mode,
                 until: None,
