@@ -201,6 +201,9 @@ fn overrides(args: &EngineArgs) -> EngineOverrides {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Listen before anything starts, so a stop signal during start-up is
+    // handled (as a graceful stop) instead of killing the process.
+    let stop = stop_signal()?;
     let c = &args.config;
     let config = match config::load(&c.config, c.modules.as_deref(), &overrides(&c.engine)) {
         Ok(config) => config,
@@ -225,19 +228,22 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e).context("cannot start the engine"),
     };
-    wait_for_stop_signal().await?;
+    stop.await;
     engine.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// Registers SIGINT and SIGTERM handlers now; the future resolves on either.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
