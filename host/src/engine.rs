@@ -1,16 +1,23 @@
 //! The running engine: state store, wasm runtime, loaded modules, the
-//! dispatcher and one source task per trigger, and an orderly stop.
+//! dispatcher, one source task per trigger, the reloader, and an orderly stop.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use serde::Serialize;
+use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigErrors};
-use crate::dispatch::{Dispatcher, StatsSnapshot};
+use crate::config::{Config, ConfigErrors, EngineOverrides, TriggerConfig};
+use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
 use crate::runs::{RunRecorder, RunSink};
-use crate::runtime::{ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config};
+use crate::runtime::{
+    LoadedModule, ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config,
+};
 use crate::state::{KvLimits, StateError, StateStore};
 use crate::trigger::Trigger;
 
@@ -28,25 +35,222 @@ pub enum EngineError {
     Modules(ConfigErrors),
 }
 
-/// Where the engine keeps its state.
+/// How the engine runs.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Directory of the state store.
     pub state_dir: PathBuf,
+    /// Directory of the compiled-module cache (`<state_dir>/cache` by default); None disables it.
+    pub module_cache: Option<PathBuf>,
+    /// Watch the config and modules and apply changes while running.
+    pub reload: Option<ReloadOptions>,
+}
+
+impl EngineOptions {
+    /// State in `state_dir`, the module cache beneath it, no reloading.
+    pub fn new(state_dir: PathBuf) -> Self {
+        EngineOptions {
+            module_cache: Some(state_dir.join("cache")),
+            state_dir,
+            reload: None,
+        }
+    }
+}
+
+/// Where a reload reads the config from, the way `run` was given it.
+#[derive(Clone, Debug)]
+pub struct ReloadOptions {
+    /// The `--config` path (file or directory).
+    pub config_path: PathBuf,
+    /// The `--modules` directory, if given.
+    pub modules_dir: Option<PathBuf>,
+    /// Flag and env overrides of engine settings.
+    pub overrides: EngineOverrides,
+    /// Rescan this often even without file events (events can be missed).
+    pub poll_interval: Duration,
+}
+
+/// Reload counters.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Config changes applied.
+    pub config_reloads: AtomicU64,
+    /// Config changes rejected (the previous config kept running).
+    pub config_rejections: AtomicU64,
+    /// Module versions swapped in.
+    pub module_reloads: AtomicU64,
+    /// Module versions rejected (the previous version kept serving).
+    pub module_rejections: AtomicU64,
+}
+
+/// A point-in-time copy of [`ReloadStats`] and the module cache counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadSnapshot {
+    pub config_reloads: u64,
+    pub config_rejections: u64,
+    pub module_reloads: u64,
+    pub module_rejections: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_discarded: u64,
+}
+
+/// A trigger with its source task.
+struct RunningTrigger {
+    trigger: Arc<Trigger>,
+    stop: CancellationToken,
+    source: JoinHandle<()>,
+}
+
+/// What a config change did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// Triggers started.
+    pub added: Vec<String>,
+    /// Triggers stopped.
+    pub removed: Vec<String>,
+    /// Triggers whose settings changed; their source kept running.
+    pub updated: Vec<String>,
+    /// Triggers whose source changed and was restarted.
+    pub restarted: Vec<String>,
+}
+
+/// The parts of a running engine that the reloader changes.
+pub(crate) struct Shared {
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<ModuleRegistry>,
+    pub state: Arc<StateStore>,
+    pub reload: ReloadStats,
+    submitter: Submitter,
+    stop_sources: CancellationToken,
+    running: Mutex<BTreeMap<String, RunningTrigger>>,
+    config: std::sync::Mutex<Arc<Config>>,
+}
+
+impl Shared {
+    /// The config currently applied.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn start_trigger(&self, trigger: Arc<Trigger>) -> RunningTrigger {
+        let stop = self.stop_sources.child_token();
+        let source = crate::sources::spawn(trigger.clone(), self.submitter.clone(), stop.clone());
+        RunningTrigger {
+            trigger,
+            stop,
+            source,
+        }
+    }
+
+    /// Makes `config` the running config: swaps in its module versions, then
+    /// starts, stops, updates or restarts triggers. A trigger whose source is
+    /// unchanged keeps its source running, so its schedule keeps its phase; a
+    /// restarted source is stopped completely before the new one arms, so a
+    /// tick is neither fired twice nor skipped.
+    pub async fn apply(&self, config: Config, modules: Vec<Arc<LoadedModule>>) -> ConfigChange {
+        for module in modules {
+            let current = self.registry.get(&module.name).ok();
+            if current.is_none_or(|c| c.digest != module.digest) {
+                self.registry.insert(module);
+            }
+        }
+        let mut change = ConfigChange::default();
+        let mut running = self.running.lock().await;
+        let wanted: HashSet<&str> = config.triggers.iter().map(|t| t.name.as_str()).collect();
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|name| !wanted.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(old) = running.remove(&name) {
+                // Runs in flight hold the trigger and finish; only the source stops.
+                old.stop.cancel();
+                change.removed.push(name);
+            }
+        }
+        for t in &config.triggers {
+            let Some(current) = running.get(&t.name) else {
+                let trigger = Trigger::new(t.clone(), &self.state);
+                running.insert(t.name.clone(), self.start_trigger(trigger));
+                change.added.push(t.name.clone());
+                continue;
+            };
+            let old = current.trigger.config();
+            if same_trigger(&old, t) {
+                continue;
+            }
+            if old.source == t.source {
+                current.trigger.set_config(t.clone());
+                change.updated.push(t.name.clone());
+                continue;
+            }
+            let Some(old_run) = running.remove(&t.name) else {
+                continue;
+            };
+            old_run.stop.cancel();
+            let _ = old_run.source.await;
+            old_run.trigger.set_config(t.clone());
+            running.insert(t.name.clone(), self.start_trigger(old_run.trigger));
+            change.restarted.push(t.name.clone());
+        }
+        drop(running);
+        let used: HashSet<String> = config.module_names().into_iter().collect();
+        for name in self.registry.names() {
+            if !used.contains(&name) {
+                self.registry.remove(&name);
+            }
+        }
+        let previous = self.config();
+        let restart_needed = previous.engine.restart_only_differences(&config.engine);
+        if !restart_needed.is_empty() {
+            tracing::warn!(
+                settings = ?restart_needed,
+                "engine settings changed; they take effect at the next restart"
+            );
+        }
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        self.evict_cache();
+        change
+    }
+
+    /// Keeps the compiled-module cache within its bound.
+    pub fn evict_cache(&self) {
+        if let Some(cache) = self.runtime.cache() {
+            let in_use: HashSet<String> = self
+                .registry
+                .list()
+                .iter()
+                .map(|m| m.digest.clone())
+                .collect();
+            cache.evict(&in_use);
+        }
+    }
+}
+
+/// Equal triggers need no action; the file they came from does not matter.
+fn same_trigger(a: &TriggerConfig, b: &TriggerConfig) -> bool {
+    a.source == b.source
+        && a.filter == b.filter
+        && a.action == b.action
+        && a.description == b.description
 }
 
 /// A started engine.
 pub struct Engine {
-    config: Config,
-    registry: Arc<ModuleRegistry>,
+    shared: Arc<Shared>,
     dispatcher: Dispatcher,
-    triggers: Vec<Arc<Trigger>>,
-    sources: Vec<JoinHandle<()>>,
-    stop_sources: CancellationToken,
+    reloader: Option<(CancellationToken, JoinHandle<()>)>,
+    shutdown_grace: Duration,
 }
 
 impl Engine {
-    /// Opens the state, compiles every module, starts the workers and the sources.
+    /// Opens the state, loads every module, starts the workers, the sources
+    /// and (if asked) the reloader.
     pub async fn start(
         config: Config,
         options: EngineOptions,
@@ -56,6 +260,8 @@ impl Engine {
         let settings = RuntimeSettings {
             stdio_limit: config.engine.stdio_limit,
             pool_instances: (config.engine.workers * 4).clamp(16, 1000) as u32,
+            cache_dir: options.module_cache.clone(),
+            cache_max_bytes: config.engine.module_cache_size,
             ..RuntimeSettings::default()
         };
         let runtime = Arc::new(Runtime::new(&settings)?);
@@ -64,14 +270,14 @@ impl Engine {
             return Err(EngineError::Modules(ConfigErrors(errors)));
         }
         let registry = Arc::new(ModuleRegistry::default());
-        for module in modules {
+        for module in &modules {
             tracing::info!(
                 module = %module.label(),
                 worlds = ?module.worlds(),
-                compile_ms = module.compile_time.as_millis() as u64,
+                from_cache = module.from_cache,
+                load_ms = module.compile_time.as_millis() as u64,
                 "module loaded"
             );
-            registry.insert(module);
         }
         let dispatcher = Dispatcher::start(
             &config.engine,
@@ -79,41 +285,57 @@ impl Engine {
             registry.clone(),
             RunRecorder::new(sinks),
         );
-        let stop_sources = CancellationToken::new();
-        let triggers: Vec<Arc<Trigger>> = config
-            .triggers
-            .iter()
-            .map(|t| Trigger::new(t.clone(), &state))
-            .collect();
-        let sources = triggers
-            .iter()
-            .map(|t| crate::sources::spawn(t.clone(), dispatcher.submitter(), stop_sources.clone()))
-            .collect();
+        let shutdown_grace = config.engine.shutdown_grace;
+        let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
+        let shared = Arc::new(Shared {
+            runtime,
+            registry,
+            state,
+            reload: ReloadStats::default(),
+            submitter: dispatcher.submitter(),
+            stop_sources: CancellationToken::new(),
+            running: Mutex::new(BTreeMap::new()),
+            config: std::sync::Mutex::new(Arc::new(Config {
+                triggers: Vec::new(),
+                ..config.clone()
+            })),
+        });
+        let change = shared.apply(config, modules).await;
+        let reloader = options.reload.map(|reload| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::reload::run(shared.clone(), reload, stop.clone()));
+            (stop, task)
+        });
         tracing::info!(
-            triggers = triggers.len(),
-            workers = config.engine.workers,
-            queue_size = config.engine.queue_size,
+            triggers = change.added.len(),
+            workers,
+            queue_size,
             state_dir = %options.state_dir.display(),
+            reload = reloader.is_some(),
             "engine started"
         );
         Ok(Engine {
-            config,
-            registry,
+            shared,
             dispatcher,
-            triggers,
-            sources,
-            stop_sources,
+            reloader,
+            shutdown_grace,
         })
     }
 
-    /// The running triggers.
-    pub fn triggers(&self) -> &[Arc<Trigger>] {
-        &self.triggers
+    /// The running triggers, by name.
+    pub async fn triggers(&self) -> Vec<Arc<Trigger>> {
+        let running = self.shared.running.lock().await;
+        running.values().map(|r| r.trigger.clone()).collect()
     }
 
     /// The module versions serving.
     pub fn modules(&self) -> &Arc<ModuleRegistry> {
-        &self.registry
+        &self.shared.registry
+    }
+
+    /// The config currently applied.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config()
     }
 
     /// Dispatch counters.
@@ -121,19 +343,40 @@ impl Engine {
         self.dispatcher.stats().snapshot()
     }
 
-    /// Stops the sources, lets queued and running events finish within the
-    /// configured grace period, records whatever is left as failed, and
-    /// returns the final counters.
+    /// Reload and module-cache counters.
+    pub fn reload_stats(&self) -> ReloadSnapshot {
+        let r = &self.shared.reload;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let cache = self.shared.runtime.cache().map(|c| &c.stats);
+        ReloadSnapshot {
+            config_reloads: get(&r.config_reloads),
+            config_rejections: get(&r.config_rejections),
+            module_reloads: get(&r.module_reloads),
+            module_rejections: get(&r.module_rejections),
+            cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
+            cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
+            cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
+        }
+    }
+
+    /// Stops the reloader and the sources, lets queued and running events
+    /// finish within the configured grace period, records whatever is left as
+    /// failed, and returns the final counters.
     pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("stopping: no new events; finishing runs in flight");
-        self.stop_sources.cancel();
-        for source in self.sources {
-            let _ = source.await;
+        if let Some((stop, task)) = self.reloader {
+            stop.cancel();
+            let _ = task.await;
+        }
+        self.shared.stop_sources.cancel();
+        let running = std::mem::take(&mut *self.shared.running.lock().await);
+        for (_, r) in running {
+            let _ = r.source.await;
         }
         let stats = self.dispatcher.stats().clone();
-        self.dispatcher
-            .stop(self.config.engine.shutdown_grace)
-            .await;
+        // Sources hold submitters: with them gone, the queue can drain and close.
+        drop(self.shared);
+        self.dispatcher.stop(self.shutdown_grace).await;
         tracing::info!("engine stopped");
         stats.snapshot()
     }

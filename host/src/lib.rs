@@ -16,6 +16,7 @@ pub mod engine;
 pub mod event;
 pub mod invoke;
 pub mod logging;
+pub mod reload;
 pub mod runs;
 pub mod runtime;
 pub mod sources;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use wasmtrigger::config::{self, EngineOverrides, Limits, values};
-use wasmtrigger::engine::{Engine, EngineError, EngineOptions};
+use wasmtrigger::engine::{Engine, EngineError, EngineOptions, ReloadOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
 use wasmtrigger::logging::{self, LogFormat};
 use wasmtrigger::runs::LogSink;
@@ -93,9 +93,18 @@ struct EngineArgs {
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Directory for persistent state (kv).
+    /// Directory for persistent state (kv) and the compiled-module cache.
     #[arg(long, env = "STATE_DIR", default_value = ".wasmtrigger")]
     state_dir: PathBuf,
+    /// Do not watch the config and modules for changes.
+    #[arg(long)]
+    no_reload: bool,
+    /// How often to rescan the config and modules even without file events.
+    #[arg(long, env = "POLL_INTERVAL", default_value = "2s", value_parser = duration)]
+    poll_interval: Duration,
+    /// Compile every module at start instead of using the cache under --state-dir.
+    #[arg(long)]
+    no_module_cache: bool,
 }
 
 #[derive(Args)]
@@ -218,6 +227,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let options = EngineOptions {
         state_dir: args.state_dir.clone(),
+        module_cache: (!args.no_module_cache).then(|| args.state_dir.join("cache")),
+        reload: (!args.no_reload).then(|| ReloadOptions {
+            config_path: c.config.clone(),
+            modules_dir: c.modules.clone(),
+            overrides: overrides(&c.engine),
+            poll_interval: args.poll_interval,
+        }),
     };
     let engine = match Engine::start(config, options, vec![Arc::new(LogSink)]).await {
         Ok(engine) => engine,

@@ -1,8 +1,11 @@
 //! A trigger while the engine runs: its config plus the live state shared by
 //! its source and the workers (unfinished runs, the kv namespace).
+//!
+//! The config can be swapped by a reload; work takes a snapshot when it starts,
+//! so a run finishes under the config it started with.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
@@ -13,8 +16,7 @@ use crate::state::{KvNamespace, StateStore};
 pub struct Trigger {
     /// Its name (shared, cheap to clone into logs and invocations).
     pub name: Arc<str>,
-    /// Its validated config.
-    pub config: TriggerConfig,
+    config: RwLock<Arc<TriggerConfig>>,
     /// Its kv namespace.
     pub kv: KvNamespace,
     /// The state store, for engine-side bookkeeping (one-shot schedules).
@@ -30,10 +32,23 @@ impl Trigger {
             name: config.name.as_str().into(),
             kv: state.kv(&config.name),
             state: state.clone(),
-            config,
+            config: RwLock::new(Arc::new(config)),
             unfinished: AtomicUsize::new(0),
             finished: Notify::new(),
         })
+    }
+
+    /// The current config.
+    pub fn config(&self) -> Arc<TriggerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the config; runs already started keep their snapshot.
+    pub fn set_config(&self, config: TriggerConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     /// Events accepted for this trigger whose run record is not written yet.

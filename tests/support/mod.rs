@@ -47,6 +47,11 @@ pub fn modules() -> &'static Path {
     })
 }
 
+/// A compiled-module cache shared by the tests, so most engine starts skip compiling.
+pub fn shared_cache() -> PathBuf {
+    modules().parent().unwrap().join("test-module-cache")
+}
+
 /// Path of one built module.
 pub fn module(name: &str) -> PathBuf {
     modules().join(name)
@@ -339,7 +344,8 @@ pub async fn start_engine(
     let engine = wasmtrigger::engine::Engine::start(
         config,
         wasmtrigger::engine::EngineOptions {
-            state_dir: ws.state_dir(),
+            module_cache: Some(shared_cache()),
+            ..wasmtrigger::engine::EngineOptions::new(ws.state_dir())
         },
         vec![collector.clone() as Arc<dyn RunSink>],
     )

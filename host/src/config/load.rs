@@ -247,6 +247,9 @@ fn engine_settings(
                 if let Some(v) = spec.stdio_limit {
                     settings.stdio_limit = v.0;
                 }
+                if let Some(v) = spec.module_cache_size {
+                    settings.module_cache_size = v.0;
+                }
                 if let Some(r) = &spec.retry {
                     settings.retry = merge_retry(settings.retry, r);
                 }

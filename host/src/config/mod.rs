@@ -34,6 +34,26 @@ pub struct Config {
     pub files: Vec<PathBuf>,
 }
 
+impl Config {
+    /// Names of every module the triggers use, without repeats.
+    pub fn module_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .triggers
+            .iter()
+            .flat_map(|t| {
+                let filter = match &t.filter {
+                    Some(FilterConfig::Module(m)) => Some(m.name.clone()),
+                    _ => None,
+                };
+                filter.into_iter().chain([t.action.module.name.clone()])
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 /// Engine-wide settings; each has a config field, a CLI flag and an env var.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineSettings {
@@ -53,6 +73,35 @@ pub struct EngineSettings {
     pub shutdown_grace: Duration,
     /// Bytes a guest may write to stdout+stderr in one invocation.
     pub stdio_limit: u64,
+    /// Size bound of the compiled-module cache.
+    pub module_cache_size: u64,
+}
+
+impl EngineSettings {
+    /// Names of the settings that differ from `other` and only apply at start
+    /// (timeouts, memory and retries reach triggers through their own config).
+    pub fn restart_only_differences(&self, other: &EngineSettings) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        if self.workers != other.workers {
+            differ.push("workers");
+        }
+        if self.queue_size != other.queue_size {
+            differ.push("queueSize");
+        }
+        if self.per_worker_qps != other.per_worker_qps {
+            differ.push("perWorkerQps");
+        }
+        if self.shutdown_grace != other.shutdown_grace {
+            differ.push("shutdownGrace");
+        }
+        if self.stdio_limit != other.stdio_limit {
+            differ.push("stdioLimit");
+        }
+        if self.module_cache_size != other.module_cache_size {
+            differ.push("moduleCacheSize");
+        }
+        differ
+    }
 }
 
 impl Default for EngineSettings {
@@ -66,6 +115,7 @@ impl Default for EngineSettings {
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
             stdio_limit: 256 << 10,
+            module_cache_size: 1 << 30,
         }
     }
 }
@@ -129,7 +179,7 @@ pub struct TriggerConfig {
 }
 
 /// An event source of one trigger.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SourceConfig {
     /// `type: schedule`.
     Schedule(ScheduleConfig),
@@ -145,7 +195,7 @@ impl SourceConfig {
 }
 
 /// A schedule source.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ScheduleConfig {
     /// When it fires.
     pub mode: ScheduleMode,
@@ -156,7 +206,7 @@ pub struct ScheduleConfig {
 }
 
 /// The firing rule of a schedule.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ScheduleMode {
     /// A crontab expression evaluated in a time zone.
     Cron {
@@ -188,7 +238,7 @@ pub enum Overlap {
 }
 
 /// A trigger's filter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum FilterConfig {
     /// An inline CEL predicate.
     Cel(CelFilter),
@@ -208,7 +258,7 @@ pub struct ModuleUse {
 }
 
 /// A trigger's action.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ActionConfig {
     /// The action module.
     pub module: ModuleUse,

@@ -17,6 +17,7 @@ pub struct EngineSpec {
     pub retry: Option<RetrySpec>,
     pub shutdown_grace: Option<DurationValue>,
     pub stdio_limit: Option<ByteSize>,
+    pub module_cache_size: Option<ByteSize>,
 }
 
 /// `retry:` at engine or action level.

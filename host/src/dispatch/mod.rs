@@ -252,15 +252,16 @@ impl Dispatcher {
             for w in workers {
                 let _ = w.await;
             }
-            let mut rx = self.rx.lock().await;
-            while let Ok(job) = rx.try_recv() {
-                worker::abandon(
-                    &self.recorder,
-                    &self.stats,
-                    job,
-                    "engine stopped before the run started",
-                );
-            }
+        }
+        // A retry may have re-queued a job after the workers drained.
+        let mut rx = self.rx.lock().await;
+        while let Ok(job) = rx.try_recv() {
+            worker::abandon(
+                &self.recorder,
+                &self.stats,
+                job,
+                "engine stopped before the run started",
+            );
         }
     }
 }

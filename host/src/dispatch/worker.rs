@@ -25,7 +25,8 @@ pub(super) struct WorkerContext {
     pub abort: CancellationToken,
 }
 
-/// The worker loop: ends when the queue is closed and empty, or on abort.
+/// The worker loop: runs jobs until the engine stops; then drains what is
+/// queued and ends (or ends at once on abort).
 pub(super) async fn run(
     id: usize,
     ctx: Arc<WorkerContext>,
@@ -33,9 +34,15 @@ pub(super) async fn run(
     mut limiter: RateLimiter,
 ) {
     loop {
-        let job = tokio::select! {
-            job = async { rx.lock().await.recv().await } => job,
-            _ = ctx.abort.cancelled() => None,
+        let job = if ctx.abort.is_cancelled() {
+            None
+        } else if ctx.stopping.is_cancelled() {
+            rx.lock().await.try_recv().ok()
+        } else {
+            tokio::select! {
+                job = async { rx.lock().await.recv().await } => job,
+                _ = ctx.stopping.cancelled() => continue,
+            }
         };
         let Some(job) = job else { break };
         tokio::select! {
@@ -75,8 +82,9 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
         job.started = Some((Instant::now(), now_rfc3339()));
     }
     let trigger = job.trigger.clone();
+    let config = trigger.config();
     if !job.filter_passed {
-        let outcome = match &trigger.config.filter {
+        let outcome = match &config.filter {
             None => Ok(true),
             Some(FilterConfig::Cel(cel)) => {
                 job.filter = Some("cel".into());
@@ -91,8 +99,8 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
             Some(FilterConfig::Module(used)) => {
                 let started = (Instant::now(), now_rfc3339());
                 match ctx.registry.get(&used.name) {
-                    None => Err((started, not_loaded(&used.name))),
-                    Some(module) => {
+                    Err(why) => Err((started, unavailable(why))),
+                    Ok(module) => {
                         job.filter = Some(module.label());
                         let inv = Invocation {
                             trigger: trigger.name.clone(),
@@ -117,12 +125,12 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
         }
     }
 
-    let action = &trigger.config.action;
+    let action = &config.action;
     let number = job.attempts.len() as u32 + 1;
     let started = (Instant::now(), now_rfc3339());
     let result = match ctx.registry.get(&action.module.name) {
-        None => Err(not_loaded(&action.module.name)),
-        Some(module) => {
+        Err(why) => Err(unavailable(why)),
+        Ok(module) => {
             job.module = Some(module.label());
             let inv = Invocation {
                 trigger: trigger.name.clone(),
@@ -143,7 +151,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
             job.attempts.push(attempt(number, started, Some(&error)));
             let retries_used = number - 1;
             if retries_used < action.retry.max && !ctx.stopping.is_cancelled() {
-                schedule_retry(ctx, job, number, error);
+                schedule_retry(ctx, job, &action.retry, number, error);
             } else {
                 finish(ctx, job, RunStatus::Failed, None, Some(error));
             }
@@ -152,12 +160,14 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
 }
 
 /// Puts the job back on the queue after its backoff, off the worker.
-fn schedule_retry(ctx: &Arc<WorkerContext>, job: Job, failed_attempt: u32, error: InvokeError) {
-    let delay = backoff(
-        &job.trigger.config.action.retry,
-        failed_attempt,
-        fastrand::f64(),
-    );
+fn schedule_retry(
+    ctx: &Arc<WorkerContext>,
+    job: Job,
+    policy: &crate::config::RetryPolicy,
+    failed_attempt: u32,
+    error: InvokeError,
+) {
+    let delay = backoff(policy, failed_attempt, fastrand::f64());
     bump(&ctx.stats.retries);
     tracing::info!(
         trigger = %job.trigger.name,
@@ -187,11 +197,8 @@ fn schedule_retry(ctx: &Arc<WorkerContext>, job: Job, failed_attempt: u32, error
     });
 }
 
-fn not_loaded(name: &str) -> InvokeError {
-    InvokeError::new(
-        FailureKind::ModuleUnavailable,
-        format!("module `{name}` is not loaded"),
-    )
+fn unavailable(why: String) -> InvokeError {
+    InvokeError::new(FailureKind::ModuleUnavailable, why)
 }
 
 fn attempt(number: u32, started: (Instant, String), error: Option<&InvokeError>) -> Attempt {

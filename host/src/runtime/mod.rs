@@ -3,6 +3,7 @@
 //! and bounded invocations in a fresh `Store` each.
 
 pub mod bindings;
+mod cache;
 mod host_state;
 mod invoke;
 mod module;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use cache::{CacheStats, ModuleCache};
 pub use host_state::HostState;
 pub use invoke::{FailureKind, Invocation, InvokeError};
 pub use module::{LoadedModule, ModuleError, World};
@@ -45,6 +47,10 @@ pub struct RuntimeSettings {
     pub stdio_limit: u64,
     /// Concurrent instances the pool holds.
     pub pool_instances: u32,
+    /// Where compiled modules are cached, if anywhere.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Size bound of the cache in bytes.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for RuntimeSettings {
@@ -53,6 +59,8 @@ impl Default for RuntimeSettings {
             max_memory: crate::config::MAX_MEMORY_LIMIT,
             stdio_limit: 256 << 10,
             pool_instances: 64,
+            cache_dir: None,
+            cache_max_bytes: 1 << 30,
         }
     }
 }
@@ -63,6 +71,7 @@ pub struct Runtime {
     filter_linker: Linker<HostState>,
     action_linker: Linker<HostState>,
     stdio_limit: u64,
+    cache: Option<ModuleCache>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -111,11 +120,22 @@ impl Runtime {
             })
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
+        let cache = match &settings.cache_dir {
+            None => None,
+            Some(dir) => match ModuleCache::open(dir, &engine, settings.cache_max_bytes) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "compiled-module cache unavailable; compiling every module");
+                    None
+                }
+            },
+        };
         Ok(Runtime {
             engine,
             filter_linker,
             action_linker,
             stdio_limit: settings.stdio_limit,
+            cache,
             ticker_stop,
         })
     }
@@ -125,7 +145,13 @@ impl Runtime {
         &self.engine
     }
 
-    /// Compiles wasm bytes into a module version (CPU-heavy: call off the async executor).
+    /// The compiled-module cache, if one is configured.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    /// Compiles wasm bytes into a module version, through the cache if there
+    /// is one (CPU-heavy on a miss: call off the async executor).
     pub fn compile(
         &self,
         name: &str,
@@ -134,8 +160,8 @@ impl Runtime {
     ) -> Result<LoadedModule, ModuleError> {
         LoadedModule::compile(
             &self.engine,
-            &self.filter_linker,
-            &self.action_linker,
+            (&self.filter_linker, &self.action_linker),
+            self.cache.as_ref(),
             name,
             path.map(Path::to_path_buf),
             bytes,

@@ -105,8 +105,10 @@ pub struct LoadedModule {
     pub digest: String,
     /// Size of the wasm bytes.
     pub size: usize,
-    /// Time spent compiling.
+    /// Time spent compiling, or loading from the cache.
     pub compile_time: Duration,
+    /// Whether the machine code came from the compiled-module cache.
+    pub from_cache: bool,
     /// Import names of the component.
     pub imports: Vec<String>,
     /// Export names of the component.
@@ -125,21 +127,35 @@ impl fmt::Debug for LoadedModule {
 }
 
 impl LoadedModule {
-    /// Compiles wasm bytes and prepares them for the worlds they implement.
+    /// Compiles wasm bytes (or takes them from `cache`) and prepares them for
+    /// the worlds they implement.
     pub(crate) fn compile(
         engine: &Engine,
-        filter_linker: &Linker<HostState>,
-        action_linker: &Linker<HostState>,
+        linkers: (&Linker<HostState>, &Linker<HostState>),
+        cache: Option<&super::ModuleCache>,
         name: &str,
         path: Option<PathBuf>,
         bytes: &[u8],
     ) -> Result<Self, ModuleError> {
+        let (filter_linker, action_linker) = linkers;
         let digest = hex(&Sha256::digest(bytes));
         let started = std::time::Instant::now();
-        let component = Component::new(engine, bytes).map_err(|e| ModuleError::Compile {
-            name: name.to_string(),
-            reason: format!("{e:#}"),
-        })?;
+        let cached = cache.and_then(|c| c.load(engine, &digest));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component =
+                    Component::new(engine, bytes).map_err(|e| ModuleError::Compile {
+                        name: name.to_string(),
+                        reason: format!("{e:#}"),
+                    })?;
+                if let Some(cache) = cache {
+                    cache.store(&digest, &component);
+                }
+                component
+            }
+        };
         let compile_time = started.elapsed();
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
@@ -180,13 +196,19 @@ impl LoadedModule {
         let action = prepare(World::Action, action_linker).and_then(|pre| {
             ActionPre::new(pre).map_err(|e| format!("its `run` export has the wrong type: {e:#}"))
         });
-        tracing::debug!(module = %label, compile_ms = compile_time.as_millis() as u64, "compiled module");
+        let ms = compile_time.as_millis() as u64;
+        if from_cache {
+            tracing::debug!(module = %label, load_ms = ms, "module loaded from the cache");
+        } else {
+            tracing::debug!(module = %label, compile_ms = ms, cached = cache.is_some(), "compiled module");
+        }
         Ok(LoadedModule {
             name: name.to_string(),
             path,
             digest,
             size: bytes.len(),
             compile_time,
+            from_cache,
             imports,
             exports: export_names,
             filter,

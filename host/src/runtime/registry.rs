@@ -9,40 +9,64 @@ use std::sync::{Arc, RwLock};
 use super::{LoadedModule, ModuleError, Runtime, World};
 use crate::config::{Config, ConfigError, FilterConfig};
 
-/// Name -> current version.
+/// What serves under a name: a version, or the reason there is none.
+type Slot = Result<Arc<LoadedModule>, String>;
+
+/// Name -> current version (or why it is unavailable).
 #[derive(Default)]
 pub struct ModuleRegistry {
-    modules: RwLock<HashMap<String, Arc<LoadedModule>>>,
+    modules: RwLock<HashMap<String, Slot>>,
 }
 
 impl ModuleRegistry {
-    /// The version serving under `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<LoadedModule>> {
-        self.read().get(name).cloned()
+    /// The version serving under `name`, or a message saying why none is.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModule>, String> {
+        self.read()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("module `{name}` is not loaded")))
     }
 
     /// Makes `module` the version serving under its name; returns the previous one.
     pub fn insert(&self, module: Arc<LoadedModule>) -> Option<Arc<LoadedModule>> {
-        self.write().insert(module.name.clone(), module)
+        self.write()
+            .insert(module.name.clone(), Ok(module))
+            .and_then(Result::ok)
     }
 
-    /// Stops serving `name`.
-    pub fn remove(&self, name: &str) -> Option<Arc<LoadedModule>> {
-        self.write().remove(name)
+    /// Stops serving `name`; runs that need it fail with `why` until a version returns.
+    pub fn set_unavailable(&self, name: &str, why: String) -> Option<Arc<LoadedModule>> {
+        self.write()
+            .insert(name.to_string(), Err(why))
+            .and_then(Result::ok)
+    }
+
+    /// Forgets `name` entirely (no trigger uses it any more).
+    pub fn remove(&self, name: &str) {
+        self.write().remove(name);
     }
 
     /// Every serving version, by name.
     pub fn list(&self) -> Vec<Arc<LoadedModule>> {
-        let mut all: Vec<_> = self.read().values().cloned().collect();
+        let mut all: Vec<_> = self
+            .read()
+            .values()
+            .filter_map(|s| s.clone().ok())
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<LoadedModule>>> {
+    /// Every name with an entry.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Slot>> {
         self.modules.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<LoadedModule>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>> {
         self.modules.write().unwrap_or_else(|p| p.into_inner())
     }
 }

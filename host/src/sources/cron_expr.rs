@@ -22,6 +22,12 @@ pub struct CronSchedule {
     parts: Vec<cron::Schedule>,
 }
 
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
 impl CronSchedule {
     /// Parses a crontab expression, explaining what was expected on error.
     pub fn parse(text: &str) -> Result<Self, String> {

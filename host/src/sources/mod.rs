@@ -20,7 +20,7 @@ pub fn spawn(
     submitter: Submitter,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    match trigger.config.source.clone() {
+    match trigger.config().source.clone() {
         SourceConfig::Schedule(config) => {
             tokio::spawn(schedule::run(trigger, config, submitter, stop))
         }
