@@ -9,5 +9,6 @@ mod config_errors;
 mod dispatch;
 mod engine_process;
 mod filters;
+mod reload;
 mod sandbox;
 mod schedules;

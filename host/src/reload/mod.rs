@@ -33,6 +33,12 @@ use crate::runtime::{World, load_for_config};
 const DEBOUNCE: Duration = Duration::from_millis(75);
 /// Longest a burst of events can delay a rescan.
 const MAX_DEBOUNCE: Duration = Duration::from_millis(750);
+/// A file modified more recently than this may still be being written.
+const SETTLE: Duration = Duration::from_millis(50);
+/// How long an empty file is taken for a write in progress. Truncation (by
+/// `cp`, shell redirection) does not always update mtime or ctime right
+/// away (seen on Linux 6.18/ext4), so an empty file can look settled.
+const EMPTY_GRACE: Duration = Duration::from_secs(1);
 
 /// Identity and shape of a file: changes whenever its content may have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,11 +65,19 @@ fn fingerprint(path: &Path) -> Fingerprint {
     }
 }
 
-/// Reads a file whose fingerprint is the same before and after the read, so
-/// that a write in progress is never taken for the new version.
+/// Reads a file that has been quiet for [`SETTLE`] and whose fingerprint is
+/// the same before and after the read, so that a write in progress (even one
+/// pausing between chunks) is never taken for the new version.
 fn read_stable(path: &Path) -> Option<(Fingerprint, Vec<u8>)> {
     let before = fingerprint(path);
-    if before == Fingerprint::Missing {
+    let Fingerprint::Present { mtime_ns, .. } = before else {
+        return None;
+    };
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as i128;
+    if now_ns - mtime_ns < SETTLE.as_nanos() as i128 {
         return None;
     }
     let bytes = std::fs::read(path).ok()?;
@@ -86,15 +100,20 @@ pub(crate) async fn run(shared: Arc<Shared>, options: ReloadOptions, stop: Cance
         options,
         config_seen: None,
         modules_seen: HashMap::new(),
+        recheck_soon: false,
+        empty_since: HashMap::new(),
     };
     reloader.remember_current();
     let mut poll = tokio::time::interval(reloader.options.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let recheck = reloader.recheck_soon;
+        reloader.recheck_soon = false;
         tokio::select! {
             _ = stop.cancelled() => break,
             Some(()) = rx.recv() => debounce(&mut rx).await,
             _ = poll.tick() => {}
+            _ = tokio::time::sleep(SETTLE), if recheck => {}
         }
         watcher.ensure_armed();
         reloader.rescan().await;
@@ -138,9 +157,30 @@ struct Reloader {
     config_seen: Option<u64>,
     /// Fingerprint of each module file last acted on.
     modules_seen: HashMap<PathBuf, Fingerprint>,
+    /// A file was still settling: rescan shortly rather than at the next poll.
+    recheck_soon: bool,
+    /// When each file was first seen empty.
+    empty_since: HashMap<PathBuf, Instant>,
 }
 
 impl Reloader {
+    /// True while `path` is an empty file that may be mid-write; asks for a
+    /// prompt recheck. After [`EMPTY_GRACE`] an empty file is taken as it is.
+    fn empty_and_settling(&mut self, path: &Path) -> bool {
+        let empty = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if !empty {
+            self.empty_since.remove(path);
+            return false;
+        }
+        let since = *self
+            .empty_since
+            .entry(path.to_path_buf())
+            .or_insert_with(Instant::now);
+        let settling = since.elapsed() < EMPTY_GRACE;
+        self.recheck_soon |= settling;
+        settling
+    }
+
     /// Takes what the engine started with as already seen.
     fn remember_current(&mut self) {
         self.config_seen = config_hash(&self.options.config_path);
@@ -158,6 +198,14 @@ impl Reloader {
     async fn check_config(&mut self) {
         let hash = config_hash(&self.options.config_path);
         if hash.is_none() || hash == self.config_seen {
+            return;
+        }
+        if config_settling(&self.options.config_path) {
+            self.recheck_soon = true;
+            return;
+        }
+        let files = config_files(&self.options.config_path);
+        if files.iter().any(|f| self.empty_and_settling(f)) {
             return;
         }
         self.config_seen = hash;
@@ -231,6 +279,9 @@ impl Reloader {
                 tracing::warn!(module = %name, path = %path.display(), "module file removed");
                 self.shared.registry.set_unavailable(&name, why);
                 self.modules_seen.insert(path, now);
+                continue;
+            }
+            if self.empty_and_settling(&path) {
                 continue;
             }
             let read = {
@@ -336,11 +387,33 @@ fn module_uses(config: &Config) -> Vec<(String, PathBuf, Vec<World>)> {
     list
 }
 
+/// Whether a config file was modified within [`SETTLE`] (a write may be under way).
+fn config_settling(path: &Path) -> bool {
+    let now = std::time::SystemTime::now();
+    config_files(path).iter().any(|f| {
+        std::fs::metadata(f)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < SETTLE)
+    })
+}
+
 /// Hash of the config's files and contents; None when nothing can be read.
 fn config_hash(path: &Path) -> Option<u64> {
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .ok()?
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in config_files(path) {
+        file.hash(&mut hasher);
+        std::fs::read(&file).ok()?.hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+/// The files a config path stands for (as `config::load` reads them).
+fn config_files(path: &Path) -> Vec<PathBuf> {
+    if path.is_dir() {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -352,11 +425,5 @@ fn config_hash(path: &Path) -> Option<u64> {
         files
     } else {
         vec![path.to_path_buf()]
-    };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(&file).ok()?.hash(&mut hasher);
     }
-    Some(hasher.finish())
 }
