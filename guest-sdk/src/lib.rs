@@ -79,6 +79,18 @@ use bindings::action::wasmtrigger::plugin as wit;
 
 /// Why a host capability call failed (denied, not found, invalid, failed).
 pub use wit::types::Error as HostError;
+
+impl HostError {
+    /// A one-line description for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            HostError::Denied(what) => format!("denied: {what}"),
+            HostError::NotFound => "not found".to_string(),
+            HostError::Invalid(why) => format!("invalid: {why}"),
+            HostError::Failed(why) => format!("failed: {why}"),
+        }
+    }
+}
 /// One event delivered to a trigger; `data` is JSON text.
 pub use wit::types::Event;
 
@@ -117,6 +129,78 @@ pub fn params_as<T: serde::de::DeserializeOwned>(params: &str) -> Result<T, Stri
 /// Logging into the host log; prefer the `trace!` .. `error!` macros.
 pub mod log {
     pub use super::wit::log::{Level, log};
+}
+
+/// Outbound HTTP through the host, to the destinations the trigger grants
+/// (`grants.http`). Helpers cover the common cases; [`http::send`] does the rest.
+pub mod http {
+    use super::HostError;
+    pub use super::wit::http::{Header, Request, Response, send};
+
+    impl Response {
+        /// The body as UTF-8 text (lossy).
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        /// The body parsed as JSON.
+        pub fn json(&self) -> Result<serde_json::Value, String> {
+            serde_json::from_slice(&self.body).map_err(|e| format!("response is not JSON: {e}"))
+        }
+
+        /// The first value of a header (names compare case-insensitively).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value.as_str())
+        }
+
+        /// True for 2xx statuses.
+        pub fn is_success(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
+    }
+
+    /// A header.
+    pub fn header(name: &str, value: &str) -> Header {
+        Header {
+            name: name.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<Response, HostError> {
+        send(&Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+        })
+    }
+
+    /// `POST url` with a JSON body and extra headers.
+    pub fn post_json(
+        url: &str,
+        body: &serde_json::Value,
+        headers: Vec<Header>,
+    ) -> Result<Response, HostError> {
+        let mut headers = headers;
+        headers.push(header("content-type", "application/json"));
+        send(&Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers,
+            body: Some(body.to_string().into_bytes()),
+        })
+    }
+}
+
+/// Secret values granted to the trigger (`grants.secrets`). The host keeps
+/// them out of logs and run records, including anything this module writes.
+pub mod secrets {
+    pub use super::wit::secrets::get;
 }
 
 /// Per-trigger key/value state that persists across runs and restarts.

@@ -12,13 +12,15 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::secrets::SecretStore;
+use crate::capabilities::{CapabilitySnapshot, HostServices};
 use crate::config::{Config, ConfigErrors, EngineOverrides, TriggerConfig};
 use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
 use crate::runs::{RunRecorder, RunSink};
 use crate::runtime::{
     LoadedModule, ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config,
 };
-use crate::state::{KvLimits, StateError, StateStore};
+use crate::state::{StateError, StateStore};
 use crate::trigger::Trigger;
 
 /// Why the engine could not start.
@@ -30,6 +32,9 @@ pub enum EngineError {
     /// The wasm runtime could not be created.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Capability services (HTTP client, secrets) could not be set up.
+    #[error("{0}")]
+    Services(String),
     /// Modules failed to load or do not fit their triggers.
     #[error("{0}")]
     Modules(ConfigErrors),
@@ -118,6 +123,7 @@ pub struct ConfigChange {
 /// The parts of a running engine that the reloader changes.
 pub(crate) struct Shared {
     pub runtime: Arc<Runtime>,
+    pub services: Arc<HostServices>,
     pub registry: Arc<ModuleRegistry>,
     pub state: Arc<StateStore>,
     pub reload: ReloadStats,
@@ -256,7 +262,9 @@ impl Engine {
         options: EngineOptions,
         sinks: Vec<Arc<dyn RunSink>>,
     ) -> Result<Engine, EngineError> {
-        let state = StateStore::open(&options.state_dir, KvLimits::default())?;
+        let state = StateStore::open(&options.state_dir, config.engine.kv)?;
+        let services = HostServices::new(SecretStore::from_settings(&config.engine.secrets))
+            .map_err(EngineError::Services)?;
         let settings = RuntimeSettings {
             stdio_limit: config.engine.stdio_limit,
             pool_instances: (config.engine.workers * 4).clamp(16, 1000) as u32,
@@ -282,6 +290,7 @@ impl Engine {
         let dispatcher = Dispatcher::start(
             &config.engine,
             runtime.clone(),
+            services.clone(),
             registry.clone(),
             RunRecorder::new(sinks),
         );
@@ -289,6 +298,7 @@ impl Engine {
         let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
         let shared = Arc::new(Shared {
             runtime,
+            services,
             registry,
             state,
             reload: ReloadStats::default(),
@@ -341,6 +351,11 @@ impl Engine {
     /// Dispatch counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.dispatcher.stats().snapshot()
+    }
+
+    /// Capability call and denial counters.
+    pub fn capability_stats(&self) -> CapabilitySnapshot {
+        self.shared.services.stats.snapshot()
     }
 
     /// Reload and module-cache counters.

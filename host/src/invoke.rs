@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::Limits;
+use crate::capabilities::grants::Grants;
+use crate::capabilities::secrets::SecretStore;
+use crate::capabilities::{ActionAccess, HostServices};
+use crate::config::{HttpLimits, Limits, SecretsSettings};
 use crate::event::Event;
 use crate::runtime::{
     Invocation, InvokeError, ModuleError, Runtime, RuntimeError, RuntimeSettings, World,
@@ -25,6 +28,12 @@ pub struct InvokeRequest {
     pub limits: Limits,
     /// Keep kv state here; without it kv lives in memory for this call only.
     pub state_dir: Option<PathBuf>,
+    /// What an action may use (ignored for filters).
+    pub grants: Grants,
+    /// HTTP limits for an action.
+    pub http: HttpLimits,
+    /// Where secrets come from.
+    pub secrets: SecretsSettings,
 }
 
 /// What the guest returned.
@@ -92,11 +101,20 @@ pub async fn invoke(request: InvokeRequest) -> Result<InvokeOutcome, InvokeComma
         Some(dir) => StateStore::open(dir, KvLimits::default())?,
         None => StateStore::in_memory(KvLimits::default())?,
     };
-    let invocation = Invocation {
-        trigger: event.trigger.as_str().into(),
-        limits: request.limits,
-        kv: Some(store.kv(&event.trigger)),
-    };
+    let services = HostServices::new(SecretStore::from_settings(&request.secrets))
+        .map_err(InvokeCommandError::Input)?;
+    let mut invocation = Invocation::new(
+        &event.trigger,
+        request.limits,
+        Some(store.kv(&event.trigger)),
+        services,
+    );
+    if world == World::Action {
+        invocation.access = Some(Arc::new(ActionAccess {
+            grants: request.grants,
+            http: request.http,
+        }));
+    }
     Ok(match world {
         World::Filter => {
             InvokeOutcome::Filter(runtime.call_filter(&module, &invocation, &event).await?)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use wasmtrigger::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 use wasmtrigger::config::{self, EngineOverrides, Limits, values};
 use wasmtrigger::engine::{Engine, EngineError, EngineOptions, ReloadOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
@@ -87,6 +88,19 @@ struct EngineArgs {
     /// First retry wait, doubled each retry, e.g. 1s [config: engine.retry.delay; default 1s].
     #[arg(long, env = "RETRY_DELAY", value_parser = duration)]
     retry_delay: Option<Duration>,
+    #[command(flatten)]
+    secrets: SecretsArgs,
+}
+
+/// Where secret values come from.
+#[derive(Args)]
+struct SecretsArgs {
+    /// Directory with one file per secret, e.g. a mounted Kubernetes Secret [config: engine.secrets.dir].
+    #[arg(long, env = "SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// Read secret NAME from env var PREFIX + NAME upper-cased, `-`/`.` as `_` [config: engine.secrets.envPrefix].
+    #[arg(long, env = "SECRETS_ENV_PREFIX")]
+    secrets_env_prefix: Option<String>,
 }
 
 #[derive(Args)]
@@ -129,6 +143,14 @@ struct InvokeArgs {
     /// Keep kv state in this directory (default: in memory for this call).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Grant an HTTP destination to an action, like `grants.http` (repeatable).
+    #[arg(long = "allow-http", value_name = "PATTERN")]
+    allow_http: Vec<String>,
+    /// Grant a secret name to an action, like `grants.secrets` (repeatable).
+    #[arg(long = "allow-secret", value_name = "NAME")]
+    allow_secret: Vec<String>,
+    #[command(flatten)]
+    secrets: SecretsArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,6 +228,8 @@ fn overrides(args: &EngineArgs) -> EngineOverrides {
         timeout: args.timeout,
         max_retry: args.max_retry,
         retry_delay: args.retry_delay,
+        secrets_dir: args.secrets.secrets_dir.clone(),
+        secrets_env_prefix: args.secrets.secrets_env_prefix.clone(),
     }
 }
 
@@ -300,6 +324,16 @@ async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let mut grants = Grants::default();
+    for pattern in &args.allow_http {
+        grants
+            .http
+            .push(HttpGrant::parse(pattern).map_err(|e| anyhow::anyhow!("--allow-http: {e}"))?);
+    }
+    for name in &args.allow_secret {
+        check_secret_name(name).map_err(|e| anyhow::anyhow!("--allow-secret: {e}"))?;
+        grants.secrets.push(name.clone());
+    }
     let event = if args.event == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -323,6 +357,12 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
             memory: args.memory,
         },
         state_dir: args.state_dir,
+        grants,
+        http: config::HttpLimits::default(),
+        secrets: config::SecretsSettings {
+            dir: args.secrets.secrets_dir,
+            env_prefix: args.secrets.secrets_env_prefix,
+        },
     };
     match wasmtrigger::invoke::invoke(request).await {
         Ok(InvokeOutcome::Filter(pass)) => println!("{pass}"),

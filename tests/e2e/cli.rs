@@ -164,6 +164,25 @@ fn modules_lists_versions_worlds_and_imports() {
 }
 
 #[test]
+fn check_accepts_every_example_config() {
+    let dir = support::repo().join("examples/configs");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let (code, out, err) = run_cli(
+            &[
+                "check",
+                "--config",
+                &path.display().to_string(),
+                "--modules",
+                &support::modules().display().to_string(),
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{}: {out}{err}", path.display());
+    }
+}
+
+#[test]
 fn check_accepts_the_quickstart() {
     let config = support::repo().join("examples/configs/quickstart.yaml");
     let (code, out, err) = run_cli(

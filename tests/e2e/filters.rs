@@ -1,8 +1,7 @@
 //! The ready-replicas example filter on realistic Deployment objects.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
+use wasmtrigger::capabilities::HostServices;
 use wasmtrigger::config::Limits;
 use wasmtrigger::event::Event;
 use wasmtrigger::runtime::{FailureKind, Invocation, Runtime, RuntimeSettings};
@@ -28,14 +27,17 @@ async fn verdict(
         )
         .unwrap();
     let store = StateStore::in_memory(Default::default()).unwrap();
-    let inv = Invocation {
-        trigger: Arc::from("deployments"),
-        limits: Limits {
-            timeout: std::time::Duration::from_secs(5),
-            memory: 32 << 20,
-        },
-        kv: Some(store.kv("deployments")),
+    let limits = Limits {
+        timeout: std::time::Duration::from_secs(5),
+        memory: 32 << 20,
     };
+    let services = HostServices::new(Default::default()).unwrap();
+    let inv = Invocation::new(
+        "deployments",
+        limits,
+        Some(store.kv("deployments")),
+        services,
+    );
     let event = Event::new("deployments", "kube-watch", "update", data);
     runtime.call_filter(&module, &inv, &event).await
 }

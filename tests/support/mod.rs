@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmtrigger::runs::{RunRecord, RunSink};
 
+pub mod http_server;
+
 /// Generous upper bound for conditions: slow machines pass, fast ones finish early.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -135,6 +137,16 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts `wasmtrigger run` with JSON logs and the given extra arguments.
     pub fn start(config: &Path, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(config, state_dir, extra, &[])
+    }
+
+    /// Like [`EngineProcess::start`], with extra environment variables for the process.
+    pub fn start_with_env(
+        config: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut args = vec![
             "--log-format".to_string(),
             "json".into(),
@@ -149,6 +161,7 @@ impl EngineProcess {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(binary())
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

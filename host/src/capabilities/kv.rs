@@ -12,6 +12,7 @@ impl HostState {
         &self,
         call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
     ) -> impl Future<Output = Result<T, WitError>> + Send + 'static {
+        self.caps.count(super::Capability::Kv);
         let ns = self.caps.kv.clone();
         let (trigger, module) = (self.caps.trigger.clone(), self.caps.module.clone());
         async move {

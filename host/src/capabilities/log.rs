@@ -17,6 +17,7 @@ impl Host for HostState {
             message.truncate(cut);
             message.push_str("… [truncated]");
         }
+        let message = self.caps.redactor.redact(&message).into_owned();
         let (trigger, module) = (&*self.caps.trigger, &*self.caps.module);
         macro_rules! emit {
             ($lvl:ident) => {

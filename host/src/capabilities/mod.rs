@@ -1,15 +1,125 @@
 //! Host capabilities lent to guests, one file per WIT import. Each checks the
 //! invoking trigger's grants before doing anything and answers a denied call
-//! with a typed error to the guest plus a log line.
+//! with a typed error to the guest, a log line and a counter.
 
+pub mod grants;
+mod http;
 mod kv;
 mod log;
+pub mod redact;
+pub mod secrets;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::Serialize;
+
+use crate::config::HttpLimits;
 use crate::runtime::HostState;
+use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::types;
 use crate::state::KvNamespace;
+use grants::Grants;
+use redact::Redactor;
+use secrets::SecretStore;
+
+/// The capabilities, for logs and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Outbound HTTP.
+    Http,
+    /// Secret values.
+    Secrets,
+    /// Key/value state.
+    Kv,
+}
+
+impl Capability {
+    /// Name as in config and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Http => "http",
+            Capability::Secrets => "secrets",
+            Capability::Kv => "kv",
+        }
+    }
+}
+
+/// Calls and denials per capability.
+#[derive(Debug, Default)]
+pub struct CapabilityStats {
+    calls: [AtomicU64; 3],
+    denials: [AtomicU64; 3],
+}
+
+/// A point-in-time copy of [`CapabilityStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CapabilitySnapshot {
+    pub http_calls: u64,
+    pub http_denials: u64,
+    pub secrets_calls: u64,
+    pub secrets_denials: u64,
+    pub kv_calls: u64,
+    pub kv_denials: u64,
+}
+
+impl CapabilityStats {
+    fn index(c: Capability) -> usize {
+        match c {
+            Capability::Http => 0,
+            Capability::Secrets => 1,
+            Capability::Kv => 2,
+        }
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CapabilitySnapshot {
+        let get = |a: &[AtomicU64; 3], c| a[Self::index(c)].load(Ordering::Relaxed);
+        CapabilitySnapshot {
+            http_calls: get(&self.calls, Capability::Http),
+            http_denials: get(&self.denials, Capability::Http),
+            secrets_calls: get(&self.calls, Capability::Secrets),
+            secrets_denials: get(&self.denials, Capability::Secrets),
+            kv_calls: get(&self.calls, Capability::Kv),
+            kv_denials: get(&self.denials, Capability::Kv),
+        }
+    }
+}
+
+/// Engine-wide services the capabilities use.
+pub struct HostServices {
+    /// Shared HTTP client (connection pool); redirects are handled by the capability.
+    pub http: reqwest::Client,
+    /// Secret providers.
+    pub secrets: SecretStore,
+    /// Counters.
+    pub stats: CapabilityStats,
+}
+
+impl HostServices {
+    /// Builds the services.
+    pub fn new(secrets: SecretStore) -> Result<Arc<Self>, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("wasmtrigger/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+        Ok(Arc::new(HostServices {
+            http,
+            secrets,
+            stats: CapabilityStats::default(),
+        }))
+    }
+}
+
+/// What an action may use: its grants and limits.
+#[derive(Clone, Debug, Default)]
+pub struct ActionAccess {
+    /// Granted destinations and secrets.
+    pub grants: Grants,
+    /// HTTP limits.
+    pub http: HttpLimits,
+}
 
 /// What one invocation may use, and who is asking (for logs).
 #[derive(Clone)]
@@ -20,6 +130,39 @@ pub struct Capabilities {
     pub module: Arc<str>,
     /// The trigger's kv namespace.
     pub kv: Option<KvNamespace>,
+    /// Grants and limits (None: nothing beyond log and kv, as for filters).
+    pub access: Option<Arc<ActionAccess>>,
+    /// Engine-wide services.
+    pub services: Arc<HostServices>,
+    /// Secret values to keep out of everything written.
+    pub redactor: Redactor,
+    /// HTTP requests sent so far by this invocation.
+    pub http_requests: u32,
+}
+
+impl Capabilities {
+    fn count(&self, capability: Capability) {
+        self.services.stats.calls[CapabilityStats::index(capability)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs and counts a denial and builds the guest's error. `asked` says
+    /// what was asked and must never hold a secret value (it is redacted too).
+    fn deny(&self, capability: Capability, asked: &str, reason: &str) -> WitError {
+        self.services.stats.denials[CapabilityStats::index(capability)]
+            .fetch_add(1, Ordering::Relaxed);
+        let asked = self.redactor.redact(asked);
+        tracing::warn!(
+            target: "wasmtrigger::capability",
+            trigger = %self.trigger,
+            module = %self.module,
+            capability = capability.name(),
+            asked = %asked,
+            reason,
+            "capability denied"
+        );
+        WitError::Denied(format!("{}: {asked}: {reason}", capability.name()))
+    }
 }
 
 impl types::Host for HostState {}

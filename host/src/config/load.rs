@@ -7,9 +7,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::schema::{
-    ActionSpec, EngineSpec, FilterSpec, OverlapSpec, RetrySpec, ScheduleSpec, TriggerSpec,
+    ActionSpec, EngineSpec, FilterSpec, GrantsSpec, HttpLimitsSpec, OverlapSpec, RetrySpec,
+    ScheduleSpec, TriggerSpec,
 };
 use super::*;
+use crate::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 
 /// Source types this build knows, for error messages.
 const SOURCE_TYPES: &[&str] = &["schedule"];
@@ -250,6 +252,21 @@ fn engine_settings(
                 if let Some(v) = spec.module_cache_size {
                     settings.module_cache_size = v.0;
                 }
+                if let Some(h) = &spec.http {
+                    settings.http = merge_http(settings.http, h);
+                }
+                if let Some(secrets) = spec.secrets {
+                    settings.secrets.dir = secrets.dir;
+                    settings.secrets.env_prefix = secrets.env_prefix;
+                }
+                if let Some(kv) = &spec.kv {
+                    if let Some(v) = kv.max_value_size {
+                        settings.kv.max_value_bytes = v.0 as usize;
+                    }
+                    if let Some(v) = kv.max_keys {
+                        settings.kv.max_keys = v;
+                    }
+                }
                 if let Some(r) = &spec.retry {
                     settings.retry = merge_retry(settings.retry, r);
                 }
@@ -273,6 +290,12 @@ fn engine_settings(
     }
     if let Some(v) = overrides.retry_delay {
         settings.retry.delay = v;
+    }
+    if let Some(v) = &overrides.secrets_dir {
+        settings.secrets.dir = Some(v.clone());
+    }
+    if let Some(v) = &overrides.secrets_env_prefix {
+        settings.secrets.env_prefix = Some(v.clone());
     }
     let file = first.map(|(f, _)| f.clone()).unwrap_or_default();
     let checks: [(bool, &str, String); 6] = [
@@ -323,6 +346,17 @@ fn memory_message(bytes: u64) -> String {
         "{bytes} bytes: expected a memory limit between 1Mi and {}Gi",
         MAX_MEMORY_LIMIT >> 30
     )
+}
+
+fn merge_http(base: HttpLimits, spec: &HttpLimitsSpec) -> HttpLimits {
+    HttpLimits {
+        timeout: spec.timeout.map(|d| d.0).unwrap_or(base.timeout),
+        max_response_bytes: spec
+            .max_response_size
+            .map(|b| b.0)
+            .unwrap_or(base.max_response_bytes),
+        max_requests: spec.max_requests.unwrap_or(base.max_requests),
+    }
 }
 
 fn merge_retry(base: RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
@@ -640,11 +674,68 @@ impl Loader<'_> {
             self.error(file, Some(label), Some("action.retry.delay"), message);
             return None;
         }
+        let http = match &spec.http {
+            None => self.engine.http,
+            Some(h) => merge_http(self.engine.http, h),
+        };
+        if http.timeout.is_zero() {
+            let message = "expected a timeout above zero".to_string();
+            self.error(file, Some(label), Some("action.http.timeout"), message);
+        }
+        let grants = self.grants(file, label, spec.grants.as_ref());
+        let mut imports = Vec::new();
+        if let Some(map) = &spec.imports {
+            if !matches!(
+                spec.params,
+                None | Some(Value::Null) | Some(Value::Object(_))
+            ) {
+                let message =
+                    "`imports` are merged into params, so params must be a mapping".to_string();
+                self.error(file, Some(label), Some("action.params"), message);
+            }
+            for (param, secret) in map {
+                if let Err(message) = check_secret_name(secret) {
+                    let field = format!("action.imports.{param}");
+                    self.error(file, Some(label), Some(&field), message);
+                }
+                imports.push((param.clone(), secret.clone()));
+            }
+        }
         Some(ActionConfig {
             module: module?,
             params,
             retry,
+            grants: grants?,
+            http,
+            imports,
         })
+    }
+
+    fn grants(&mut self, file: &Path, label: &str, spec: Option<&GrantsSpec>) -> Option<Grants> {
+        let Some(spec) = spec else {
+            return Some(Grants::default());
+        };
+        let before = self.errors.len();
+        let mut grants = Grants::default();
+        for (i, text) in spec.http.iter().enumerate() {
+            match HttpGrant::parse(text) {
+                Ok(g) => grants.http.push(g),
+                Err(message) => {
+                    let field = format!("action.grants.http[{i}]");
+                    self.error(file, Some(label), Some(&field), message);
+                }
+            }
+        }
+        for (i, name) in spec.secrets.iter().enumerate() {
+            match check_secret_name(name) {
+                Ok(()) => grants.secrets.push(name.clone()),
+                Err(message) => {
+                    let field = format!("action.grants.secrets[{i}]");
+                    self.error(file, Some(label), Some(&field), message);
+                }
+            }
+        }
+        (self.errors.len() == before).then_some(grants)
     }
 
     fn module_use(

@@ -13,8 +13,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capabilities::grants::Grants;
 use crate::cel::CelFilter;
 use crate::sources::cron_expr::CronSchedule;
+use crate::state::KvLimits;
 
 pub use load::{load, load_partial};
 
@@ -75,6 +77,42 @@ pub struct EngineSettings {
     pub stdio_limit: u64,
     /// Size bound of the compiled-module cache.
     pub module_cache_size: u64,
+    /// Default HTTP limits for actions.
+    pub http: HttpLimits,
+    /// Where secrets come from.
+    pub secrets: SecretsSettings,
+    /// Caps on each trigger's kv namespace.
+    pub kv: KvLimits,
+}
+
+/// Limits on an action's outbound HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time for one request, redirects and body included.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_response_bytes: u64,
+    /// Requests one run may send.
+    pub max_requests: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 4 << 20,
+            max_requests: 16,
+        }
+    }
+}
+
+/// Secret providers, looked up in this order: the directory, then the environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretsSettings {
+    /// A directory with one file per secret (a mounted Kubernetes Secret).
+    pub dir: Option<PathBuf>,
+    /// Environment variables `PREFIX` + the name upper-cased, `-` and `.` as `_`.
+    pub env_prefix: Option<String>,
 }
 
 impl EngineSettings {
@@ -100,6 +138,12 @@ impl EngineSettings {
         if self.module_cache_size != other.module_cache_size {
             differ.push("moduleCacheSize");
         }
+        if self.secrets != other.secrets {
+            differ.push("secrets");
+        }
+        if self.kv != other.kv {
+            differ.push("kv");
+        }
         differ
     }
 }
@@ -116,6 +160,9 @@ impl Default for EngineSettings {
             shutdown_grace: Duration::from_secs(30),
             stdio_limit: 256 << 10,
             module_cache_size: 1 << 30,
+            http: HttpLimits::default(),
+            secrets: SecretsSettings::default(),
+            kv: KvLimits::default(),
         }
     }
 }
@@ -129,6 +176,8 @@ pub struct EngineOverrides {
     pub timeout: Option<Duration>,
     pub max_retry: Option<u32>,
     pub retry_delay: Option<Duration>,
+    pub secrets_dir: Option<PathBuf>,
+    pub secrets_env_prefix: Option<String>,
 }
 
 /// Exponential backoff with jitter: attempt n waits `delay * 2^(n-1)`, at most `max_delay`.
@@ -266,6 +315,12 @@ pub struct ActionConfig {
     pub params: String,
     /// Retry policy for failed attempts.
     pub retry: RetryPolicy,
+    /// What the module may use.
+    pub grants: Grants,
+    /// Limits on its outbound HTTP.
+    pub http: HttpLimits,
+    /// Param name -> secret name, merged into params at each run.
+    pub imports: Vec<(String, String)>,
 }
 
 /// One problem in a config, located as precisely as possible.

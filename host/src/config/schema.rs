@@ -18,6 +18,44 @@ pub struct EngineSpec {
     pub shutdown_grace: Option<DurationValue>,
     pub stdio_limit: Option<ByteSize>,
     pub module_cache_size: Option<ByteSize>,
+    pub http: Option<HttpLimitsSpec>,
+    pub secrets: Option<SecretsSpec>,
+    pub kv: Option<KvSpec>,
+}
+
+/// `http:` limits, at engine level (defaults) or per action.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpLimitsSpec {
+    pub timeout: Option<DurationValue>,
+    pub max_response_size: Option<ByteSize>,
+    pub max_requests: Option<u32>,
+}
+
+/// `engine.secrets:` providers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretsSpec {
+    pub dir: Option<std::path::PathBuf>,
+    pub env_prefix: Option<String>,
+}
+
+/// `engine.kv:` caps per trigger.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KvSpec {
+    pub max_value_size: Option<ByteSize>,
+    pub max_keys: Option<u64>,
+}
+
+/// `action.grants:` what the action's module may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrantsSpec {
+    #[serde(default)]
+    pub http: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// `retry:` at engine or action level.
@@ -82,4 +120,8 @@ pub struct ActionSpec {
     pub timeout: Option<DurationValue>,
     pub memory: Option<ByteSize>,
     pub retry: Option<RetrySpec>,
+    pub grants: Option<GrantsSpec>,
+    pub http: Option<HttpLimitsSpec>,
+    /// Param name -> secret name, merged into `params` at each run.
+    pub imports: Option<std::collections::BTreeMap<String, String>>,
 }

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::HostServices;
 use crate::config::EngineSettings;
 use crate::event::Event;
 use crate::runs::{Attempt, RunRecorder};
@@ -181,6 +182,7 @@ impl Dispatcher {
     pub fn start(
         settings: &EngineSettings,
         runtime: Arc<Runtime>,
+        services: Arc<HostServices>,
         registry: Arc<ModuleRegistry>,
         recorder: RunRecorder,
     ) -> Self {
@@ -191,6 +193,7 @@ impl Dispatcher {
         let abort = CancellationToken::new();
         let ctx = Arc::new(worker::WorkerContext {
             runtime,
+            services,
             registry,
             recorder: recorder.clone(),
             stats: stats.clone(),

@@ -8,6 +8,9 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{DispatchStats, Job, RateLimiter, backoff, bump};
+use crate::capabilities::redact::Redactor;
+use crate::capabilities::secrets::merge_imports;
+use crate::capabilities::{ActionAccess, HostServices};
 use crate::config::FilterConfig;
 use crate::event::now_rfc3339;
 use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
@@ -16,6 +19,7 @@ use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runti
 /// What every worker shares.
 pub(super) struct WorkerContext {
     pub runtime: Arc<Runtime>,
+    pub services: Arc<HostServices>,
     pub registry: Arc<ModuleRegistry>,
     pub recorder: RunRecorder,
     pub stats: Arc<DispatchStats>,
@@ -102,11 +106,12 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                     Err(why) => Err((started, unavailable(why))),
                     Ok(module) => {
                         job.filter = Some(module.label());
-                        let inv = Invocation {
-                            trigger: trigger.name.clone(),
-                            limits: used.limits,
-                            kv: Some(trigger.kv.clone()),
-                        };
+                        let inv = Invocation::new(
+                            &trigger.name,
+                            used.limits,
+                            Some(trigger.kv.clone()),
+                            ctx.services.clone(),
+                        );
                         ctx.runtime
                             .call_filter(&module, &inv, &job.event)
                             .await
@@ -128,17 +133,34 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
     let action = &config.action;
     let number = job.attempts.len() as u32 + 1;
     let started = (Instant::now(), now_rfc3339());
-    let result = match ctx.registry.get(&action.module.name) {
-        Err(why) => Err(unavailable(why)),
-        Ok(module) => {
+    let redactor = Redactor::default();
+    let params = merge_imports(
+        &ctx.services.secrets,
+        &action.params,
+        &action.imports,
+        &redactor,
+    )
+    .await;
+    let result = match (ctx.registry.get(&action.module.name), params) {
+        (Err(why), _) => Err(unavailable(why)),
+        (_, Err(why)) => Err(InvokeError::new(FailureKind::Host, why)),
+        (Ok(module), Ok(params)) => {
             job.module = Some(module.label());
             let inv = Invocation {
-                trigger: trigger.name.clone(),
-                limits: action.module.limits,
-                kv: Some(trigger.kv.clone()),
+                access: Some(Arc::new(ActionAccess {
+                    grants: action.grants.clone(),
+                    http: action.http,
+                })),
+                redactor,
+                ..Invocation::new(
+                    &trigger.name,
+                    action.module.limits,
+                    Some(trigger.kv.clone()),
+                    ctx.services.clone(),
+                )
             };
             ctx.runtime
-                .call_action(&module, &inv, &job.event, &action.params)
+                .call_action(&module, &inv, &job.event, &params)
                 .await
         }
     };

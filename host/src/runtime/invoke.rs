@@ -11,7 +11,8 @@ use super::bindings::filter::FilterPre;
 use super::bindings::{ActionPre, WitEvent};
 use super::stdio::GuestOutput;
 use super::{EPOCH_TICK, HostState, LoadedModule, Runtime};
-use crate::capabilities::Capabilities;
+use crate::capabilities::redact::Redactor;
+use crate::capabilities::{ActionAccess, Capabilities, HostServices};
 use crate::config::Limits;
 use crate::event::Event;
 use crate::state::KvNamespace;
@@ -75,7 +76,7 @@ impl InvokeError {
     }
 }
 
-/// Who is invoking and under which bounds.
+/// Who is invoking, under which bounds, with which capabilities.
 #[derive(Clone)]
 pub struct Invocation {
     /// The trigger the call is for.
@@ -84,6 +85,31 @@ pub struct Invocation {
     pub limits: Limits,
     /// The trigger's kv namespace.
     pub kv: Option<KvNamespace>,
+    /// Grants and HTTP limits (actions only; None gives log and kv only).
+    pub access: Option<Arc<ActionAccess>>,
+    /// Engine-wide capability services.
+    pub services: Arc<HostServices>,
+    /// Secret values of this run, kept out of everything written.
+    pub redactor: Redactor,
+}
+
+impl Invocation {
+    /// An invocation with log and kv only (what a filter gets); add `access` for an action.
+    pub fn new(
+        trigger: &str,
+        limits: Limits,
+        kv: Option<KvNamespace>,
+        services: Arc<HostServices>,
+    ) -> Self {
+        Invocation {
+            trigger: trigger.into(),
+            limits,
+            kv,
+            access: None,
+            services,
+            redactor: Redactor::default(),
+        }
+    }
 }
 
 enum Call<'a> {
@@ -137,11 +163,20 @@ impl Runtime {
         call: Call<'_>,
     ) -> Result<Outcome, InvokeError> {
         let label: Arc<str> = module.label().into();
-        let output = GuestOutput::new(inv.trigger.clone(), label.clone(), self.stdio_limit);
+        let output = GuestOutput::new(
+            inv.trigger.clone(),
+            label.clone(),
+            self.stdio_limit,
+            inv.redactor.clone(),
+        );
         let caps = Capabilities {
             trigger: inv.trigger.clone(),
             module: label.clone(),
             kv: inv.kv.clone(),
+            access: inv.access.clone(),
+            services: inv.services.clone(),
+            redactor: inv.redactor.clone(),
+            http_requests: 0,
         };
         let mut store = Store::new(
             &self.engine,
@@ -172,14 +207,20 @@ impl Runtime {
         };
         let result = tokio::time::timeout(inv.limits.timeout + TIMER_SLACK, run).await;
         output.finish();
+        let redact = |text: String| inv.redactor.redact(&text).into_owned();
         match result {
             Err(_) => Err(timed_out(&label, inv)),
+            Ok(Ok(Ok(Outcome::Action(out)))) => Ok(Outcome::Action(redact(out))),
             Ok(Ok(Ok(outcome))) => Ok(outcome),
             Ok(Ok(Err(message))) => Err(InvokeError::new(
                 FailureKind::GuestError,
-                format!("{label} returned an error: {message}"),
+                format!("{label} returned an error: {}", redact(message)),
             )),
-            Ok(Err(error)) => Err(classify(&error, &store, &output, &label, inv)),
+            Ok(Err(error)) => {
+                let mut e = classify(&error, &store, &output, &label, inv);
+                e.message = redact(e.message);
+                Err(e)
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+use crate::capabilities::redact::Redactor;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
@@ -25,6 +27,7 @@ const MAX_TAIL: usize = 600;
 pub struct GuestOutput {
     trigger: Arc<str>,
     module: Arc<str>,
+    redactor: Redactor,
     limit: u64,
     written: AtomicU64,
     exceeded: AtomicBool,
@@ -45,10 +48,11 @@ pub enum Stream {
 
 impl GuestOutput {
     /// Creates the shared state for one invocation.
-    pub fn new(trigger: Arc<str>, module: Arc<str>, limit: u64) -> Arc<Self> {
+    pub fn new(trigger: Arc<str>, module: Arc<str>, limit: u64, redactor: Redactor) -> Arc<Self> {
         Arc::new(GuestOutput {
             trigger,
             module,
+            redactor,
             limit,
             written: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
@@ -139,6 +143,7 @@ impl GuestOutput {
 
     fn emit(&self, stream: Stream, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
+        let text = self.redactor.redact(&text);
         let line = text.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             return;

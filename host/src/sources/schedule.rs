@@ -245,6 +245,9 @@ mod tests {
                 },
                 params: "{}".into(),
                 retry: Default::default(),
+                grants: Default::default(),
+                http: Default::default(),
+                imports: Vec::new(),
             },
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(1);

@@ -4,16 +4,32 @@
 //! Params: `{"mode": "...", ...}` with modes
 //! `ok`, `fail`, `loop`, `alloc`, `panic`, `read-file` (`path`), `env` (`name`),
 //! `print` (`bytes`), `sleep` (`ms`; returns the event data), `flaky` (`failures`: fail until the
-//! kv counter `attempts` passes it), `echo-params`.
+//! kv counter `attempts` passes it), `echo-params`, `http` (`request`, `repeat`),
+//! `secret` and `leak-secret` (`name`), `kv-set` (`key`, `value`), `cas-increment` (`key`).
 
 use std::hint::black_box;
 
 use serde::Deserialize;
-use wasmtrigger_guest::{Action, Event, export_action, info, kv, params_as};
+use wasmtrigger_guest::{
+    Action, Event, export_action, http, info, kv, params_as, secrets, serde_json,
+};
+
+#[derive(Deserialize)]
+struct HttpCall {
+    method: String,
+    url: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+}
 
 #[derive(Deserialize)]
 struct Params {
     mode: String,
+    request: Option<HttpCall>,
+    repeat: Option<u32>,
+    key: Option<String>,
+    value: Option<String>,
     path: Option<String>,
     name: Option<String>,
     bytes: Option<usize>,
@@ -80,6 +96,64 @@ impl Action for Hostile {
                 }
             }
             "echo-params" => Ok(params),
+            "http" => {
+                let call = p.request.ok_or("params need `request`")?;
+                let request = http::Request {
+                    method: call.method,
+                    url: call.url,
+                    headers: call
+                        .headers
+                        .iter()
+                        .map(|(n, v)| http::header(n, v))
+                        .collect(),
+                    body: call.body.map(String::into_bytes),
+                };
+                let mut last = None;
+                for i in 0..p.repeat.unwrap_or(1) {
+                    let response = http::send(&request)
+                        .map_err(|e| format!("request {i}: {}", e.describe()))?;
+                    last = Some(response);
+                }
+                let r = last.ok_or("no request sent")?;
+                let headers: serde_json::Map<String, serde_json::Value> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.clone(), h.value.clone().into()))
+                    .collect();
+                Ok(
+                    serde_json::json!({"status": r.status, "headers": headers, "body": r.text()})
+                        .to_string(),
+                )
+            }
+            "secret" => {
+                let name = p.name.ok_or("params need `name`")?;
+                secrets::get(&name).map_err(|e| e.describe())
+            }
+            "leak-secret" => {
+                let name = p.name.ok_or("params need `name`")?;
+                let value = secrets::get(&name).map_err(|e| e.describe())?;
+                info!("the secret is {value}");
+                println!("stdout: {value}");
+                eprintln!("stderr: {value}");
+                Err(format!("failing while holding {value}"))
+            }
+            "kv-set" => {
+                let key = p.key.ok_or("params need `key`")?;
+                kv::set(&key, &p.value.unwrap_or_default()).map_err(|e| e.describe())?;
+                Ok("set".into())
+            }
+            "cas-increment" => {
+                let key = p.key.unwrap_or_else(|| "cas".into());
+                loop {
+                    let old = kv::get(&key).map_err(|e| e.describe())?;
+                    let next = old.as_deref().map_or(0, |v| v.parse::<i64>().unwrap_or(0)) + 1;
+                    if kv::compare_and_swap(&key, old.as_deref(), Some(&next.to_string()))
+                        .map_err(|e| e.describe())?
+                    {
+                        return Ok(next.to_string());
+                    }
+                }
+            }
             other => Err(format!("unknown mode {other}")),
         }
     }

@@ -1,0 +1,280 @@
+//! What a trigger's action may use: HTTP destinations and secret names.
+//!
+//! An HTTP grant is `[scheme://]host[:port][/path-prefix]`: scheme `https` when
+//! omitted, the scheme's default port when omitted, `*.example.com` for any
+//! subdomain (not `example.com` itself), and a path prefix that matches on
+//! segment boundaries (`/api` allows `/api` and `/api/x`, not `/apix`).
+
+use std::fmt;
+
+/// Everything granted to one action.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Allowed HTTP destinations.
+    pub http: Vec<HttpGrant>,
+    /// Secret names the guest may read.
+    pub secrets: Vec<String>,
+}
+
+/// Host part of an HTTP grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// Any subdomain of this domain.
+    Subdomains(String),
+}
+
+/// One allowed HTTP destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpGrant {
+    scheme: String,
+    host: HostPattern,
+    port: u16,
+    path_prefix: String,
+    text: String,
+}
+
+impl fmt::Display for HttpGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl HttpGrant {
+    /// Parses a grant, explaining what was expected on error.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let fail = |why: &str| {
+            format!(
+                "invalid HTTP grant `{text}`: {why}; expected [scheme://]host[:port][/path], like https://hooks.example.com, *.example.com or http://127.0.0.1:8080/api"
+            )
+        };
+        let trimmed = text.trim();
+        let (scheme, rest) = match trimmed.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None => ("https".to_string(), trimmed),
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err(fail(&format!("scheme `{scheme}` is not http or https")));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if path.contains(['?', '#']) {
+            return Err(fail("a path prefix cannot hold a query or fragment"));
+        }
+        let (host, port) = split_host_port(authority).map_err(|why| fail(&why))?;
+        let host = host.to_ascii_lowercase();
+        let host = if let Some(domain) = host.strip_prefix("*.") {
+            check_hostname(domain).map_err(|why| fail(&why))?;
+            HostPattern::Subdomains(domain.to_string())
+        } else if host.contains('*') {
+            return Err(fail(
+                "`*` is only allowed as a leading `*.` label (a lone `*` would allow every host)",
+            ));
+        } else {
+            check_hostname(&host).map_err(|why| fail(&why))?;
+            HostPattern::Exact(host)
+        };
+        let port = match port {
+            Some(p) => p,
+            None if scheme == "http" => 80,
+            None => 443,
+        };
+        Ok(HttpGrant {
+            scheme,
+            host,
+            port,
+            path_prefix: path.trim_end_matches('/').to_string(),
+            text: trimmed.to_string(),
+        })
+    }
+
+    /// Whether a URL falls under this grant.
+    pub fn allows(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        let host_ok = match &self.host {
+            HostPattern::Exact(h) => *h == host,
+            HostPattern::Subdomains(d) => {
+                host.len() > d.len() + 1 && host.ends_with(&format!(".{d}"))
+            }
+        };
+        let path = url.path();
+        let path_ok = self.path_prefix.is_empty()
+            || path == self.path_prefix
+            || path
+                .strip_prefix(&self.path_prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        url.scheme() == self.scheme
+            && host_ok
+            && url.port_or_known_default() == Some(self.port)
+            && path_ok
+    }
+}
+
+fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
+    if authority.is_empty() {
+        return Err("no host".into());
+    }
+    if authority.contains('@') {
+        return Err("credentials do not belong in a grant".into());
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        // An IPv6 literal: [::1]:8080
+        let (addr, after) = rest
+            .split_once(']')
+            .ok_or("unclosed `[` in an IPv6 address")?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("expected `:port` after `]`")?),
+        };
+        addr.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("`{addr}` is not an IPv6 address"))?;
+        (format!("[{addr}]"), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port (1-65535)"))?,
+        ),
+    };
+    Ok((host, port))
+}
+
+fn check_hostname(host: &str) -> Result<(), String> {
+    if host.starts_with('[') {
+        return Ok(()); // validated as IPv6 above
+    }
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{host}` is not a valid host name"))
+    }
+}
+
+/// Checks a secret name: what Kubernetes allows as a Secret key.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid secret name `{name}`: expected letters, digits, `-`, `_` or `.`, not starting with `.`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allows(grant: &str, url: &str) -> bool {
+        HttpGrant::parse(grant)
+            .unwrap()
+            .allows(&url::Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn scheme_host_and_port_must_match() {
+        assert!(allows("hooks.example.com", "https://hooks.example.com/x"));
+        assert!(allows(
+            "hooks.example.com",
+            "https://HOOKS.example.com:443/"
+        ));
+        assert!(!allows("hooks.example.com", "http://hooks.example.com/x"));
+        assert!(!allows(
+            "hooks.example.com",
+            "https://hooks.example.com:8443/x"
+        ));
+        assert!(!allows(
+            "hooks.example.com",
+            "https://evil.com/?hooks.example.com"
+        ));
+        assert!(allows(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/a?b=c"
+        ));
+        assert!(!allows("http://127.0.0.1:8080", "http://127.0.0.1:8081/"));
+        assert!(allows("http://[::1]:9000", "http://[::1]:9000/"));
+    }
+
+    #[test]
+    fn wildcards_cover_subdomains_only() {
+        assert!(allows("*.example.com", "https://a.example.com/"));
+        assert!(allows("*.example.com", "https://a.b.example.com/"));
+        assert!(!allows("*.example.com", "https://example.com/"));
+        assert!(!allows("*.example.com", "https://badexample.com/"));
+    }
+
+    #[test]
+    fn path_prefixes_match_whole_segments() {
+        assert!(allows(
+            "https://api.example.com/v1",
+            "https://api.example.com/v1"
+        ));
+        assert!(allows(
+            "https://api.example.com/v1/",
+            "https://api.example.com/v1/users"
+        ));
+        assert!(!allows(
+            "https://api.example.com/v1",
+            "https://api.example.com/v10"
+        ));
+        assert!(!allows(
+            "https://api.example.com/v1",
+            "https://api.example.com/v2/x"
+        ));
+    }
+
+    #[test]
+    fn malformed_grants_are_explained() {
+        for (bad, why) in [
+            ("ftp://x.com", "scheme `ftp`"),
+            ("*", "lone `*`"),
+            ("foo*.com", "lone `*`"),
+            ("https://", "no host"),
+            ("exa mple.com", "not a valid host name"),
+            ("x.com:99999", "not a port"),
+            ("x.com/path?q=1", "query or fragment"),
+            ("user:pw@x.com", "credentials"),
+            ("[::zz]:80", "not an IPv6 address"),
+        ] {
+            let e = HttpGrant::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn secret_names_follow_kubernetes_keys() {
+        assert!(check_secret_name("slack-token").is_ok());
+        assert!(check_secret_name("a.b_c").is_ok());
+        assert!(check_secret_name("..data").is_err());
+        assert!(check_secret_name("a/b").is_err());
+        assert!(check_secret_name("").is_err());
+    }
+}
