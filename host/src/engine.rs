@@ -14,12 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capabilities::secrets::SecretStore;
 use crate::capabilities::{CapabilitySnapshot, HostServices};
-use crate::config::{Config, ConfigErrors, EngineOverrides, TriggerConfig};
+use std::net::SocketAddr;
+
+use crate::config::{Config, ConfigErrors, EngineOverrides, Outcome, SourceConfig, TriggerConfig};
 use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
+use crate::metrics::{EngineReadings, Metrics, MetricsSink};
+use crate::runs::BroadcastSink;
+use crate::runs::store::{RunStore, TriggerSummary};
 use crate::runs::{RunRecorder, RunSink};
 use crate::runtime::{
     LoadedModule, ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config,
 };
+use crate::server::{Server, ServerState};
+use crate::sources::SourceContext;
 use crate::state::{StateError, StateStore};
 use crate::trigger::Trigger;
 
@@ -29,6 +36,9 @@ pub enum EngineError {
     /// The state store could not be opened.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
     /// The wasm runtime could not be created.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -49,6 +59,10 @@ pub struct EngineOptions {
     pub module_cache: Option<PathBuf>,
     /// Watch the config and modules and apply changes while running.
     pub reload: Option<ReloadOptions>,
+    /// Serve webhooks, metrics, health and the API here (port 0 picks one).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token required by the `/api` endpoints.
+    pub api_token: Option<String>,
 }
 
 impl EngineOptions {
@@ -58,6 +72,8 @@ impl EngineOptions {
             module_cache: Some(state_dir.join("cache")),
             state_dir,
             reload: None,
+            listen: None,
+            api_token: None,
         }
     }
 }
@@ -126,8 +142,9 @@ pub(crate) struct Shared {
     pub services: Arc<HostServices>,
     pub registry: Arc<ModuleRegistry>,
     pub state: Arc<StateStore>,
+    pub history: Arc<RunStore>,
     pub reload: ReloadStats,
-    submitter: Submitter,
+    sources: SourceContext,
     stop_sources: CancellationToken,
     running: Mutex<BTreeMap<String, RunningTrigger>>,
     config: std::sync::Mutex<Arc<Config>>,
@@ -142,9 +159,66 @@ impl Shared {
             .clone()
     }
 
+    /// The running trigger with this name.
+    pub async fn trigger(&self, name: &str) -> Option<Arc<Trigger>> {
+        self.running
+            .lock()
+            .await
+            .get(name)
+            .map(|r| r.trigger.clone())
+    }
+
+    /// Hands events to the dispatcher.
+    pub fn submitter(&self) -> &Submitter {
+        &self.sources.submitter
+    }
+
+    /// What `wasmtrigger triggers` shows: each trigger with its history and successors.
+    pub async fn trigger_views(&self) -> Result<Vec<TriggerView>, String> {
+        let store = self.history.clone();
+        let summaries = tokio::task::spawn_blocking(move || store.summaries())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let configs: Vec<Arc<TriggerConfig>> = self
+            .running
+            .lock()
+            .await
+            .values()
+            .map(|r| r.trigger.config())
+            .collect();
+        let successors = |name: &str, outcome: Outcome| -> Vec<String> {
+            configs
+                .iter()
+                .filter(|c| match &c.source {
+                    SourceConfig::Chain(chain) => chain
+                        .conditions
+                        .iter()
+                        .any(|cond| cond.of == name && cond.on.contains(&outcome)),
+                    _ => false,
+                })
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        Ok(configs
+            .iter()
+            .map(|c| {
+                let summary = summaries.get(&c.name).cloned().unwrap_or_default();
+                TriggerView {
+                    name: c.name.clone(),
+                    source: c.source.type_name().to_string(),
+                    state: "running".to_string(),
+                    on_success: successors(&c.name, Outcome::Success),
+                    on_failure: successors(&c.name, Outcome::Failure),
+                    summary,
+                }
+            })
+            .collect())
+    }
+
     fn start_trigger(&self, trigger: Arc<Trigger>) -> RunningTrigger {
         let stop = self.stop_sources.child_token();
-        let source = crate::sources::spawn(trigger.clone(), self.submitter.clone(), stop.clone());
+        let source = crate::sources::spawn(trigger.clone(), &self.sources, stop.clone());
         RunningTrigger {
             trigger,
             stop,
@@ -238,6 +312,55 @@ impl Shared {
     }
 }
 
+/// One trigger as the API shows it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerView {
+    /// Name.
+    pub name: String,
+    /// Source type.
+    pub source: String,
+    /// `running`.
+    pub state: String,
+    /// Triggers that run when this one succeeds.
+    pub on_success: Vec<String>,
+    /// Triggers that run when this one fails.
+    pub on_failure: Vec<String>,
+    /// Counts and last outcomes from the run history.
+    #[serde(flatten)]
+    pub summary: TriggerSummary,
+}
+
+/// Engine-wide values for `/metrics`, read at scrape time.
+fn readings(shared: &std::sync::Weak<Shared>) -> EngineReadings {
+    let Some(shared) = shared.upgrade() else {
+        return EngineReadings::default();
+    };
+    let r = &shared.reload;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let cache = shared.runtime.cache().map(|c| &c.stats);
+    let submitter = shared.submitter();
+    EngineReadings {
+        ready: true,
+        queue_depth: submitter.queue_depth() as u64,
+        queue_capacity: submitter.queue_capacity() as u64,
+        modules_loaded: shared.registry.list().len() as u64,
+        triggers: shared
+            .running
+            .try_lock()
+            .map(|r| r.len() as u64)
+            .unwrap_or_default(),
+        config_reloads: get(&r.config_reloads),
+        config_rejections: get(&r.config_rejections),
+        module_reloads: get(&r.module_reloads),
+        module_rejections: get(&r.module_rejections),
+        cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
+        cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
+        cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
+        capabilities: shared.services.stats.snapshot(),
+    }
+}
+
 /// Equal triggers need no action; the file they came from does not matter.
 fn same_trigger(a: &TriggerConfig, b: &TriggerConfig) -> bool {
     a.source == b.source
@@ -251,6 +374,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     dispatcher: Dispatcher,
     reloader: Option<(CancellationToken, JoinHandle<()>)>,
+    server: Option<(Server, Arc<ServerState>)>,
+    history_writer: JoinHandle<()>,
     shutdown_grace: Duration,
 }
 
@@ -262,7 +387,21 @@ impl Engine {
         options: EngineOptions,
         sinks: Vec<Arc<dyn RunSink>>,
     ) -> Result<Engine, EngineError> {
+        let metrics = Metrics::new();
+        // The listener comes first, so `/healthz` answers and `/readyz` says "not yet" during start-up.
+        let server = match options.listen {
+            None => None,
+            Some(addr) => {
+                let server_state = ServerState::new(metrics.clone(), options.api_token.clone());
+                let server = Server::start(addr, server_state.clone())
+                    .await
+                    .map_err(|e| EngineError::Listen(addr, e))?;
+                Some((server, server_state))
+            }
+        };
         let state = StateStore::open(&options.state_dir, config.engine.kv)?;
+        let history = RunStore::open(state.clone(), config.engine.history)?;
+        let (history_sink, history_writer) = history.start_writer();
         let services = HostServices::new(SecretStore::from_settings(&config.engine.secrets))
             .map_err(EngineError::Services)?;
         let settings = RuntimeSettings {
@@ -287,12 +426,19 @@ impl Engine {
                 "module loaded"
             );
         }
+        // Chains hear about runs last, after the run is logged, stored and counted.
+        let (runs_tx, _) = tokio::sync::broadcast::channel(4096);
+        let mut sinks = sinks;
+        sinks.push(history_sink);
+        sinks.push(Arc::new(MetricsSink(metrics.clone())));
+        sinks.push(Arc::new(BroadcastSink(runs_tx.clone())));
         let dispatcher = Dispatcher::start(
             &config.engine,
             runtime.clone(),
             services.clone(),
             registry.clone(),
             RunRecorder::new(sinks),
+            metrics.clone(),
         );
         let shutdown_grace = config.engine.shutdown_grace;
         let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
@@ -301,8 +447,12 @@ impl Engine {
             services,
             registry,
             state,
+            history,
             reload: ReloadStats::default(),
-            submitter: dispatcher.submitter(),
+            sources: SourceContext {
+                submitter: dispatcher.submitter(),
+                runs: runs_tx,
+            },
             stop_sources: CancellationToken::new(),
             running: Mutex::new(BTreeMap::new()),
             config: std::sync::Mutex::new(Arc::new(Config {
@@ -311,6 +461,12 @@ impl Engine {
             })),
         });
         let change = shared.apply(config, modules).await;
+        let weak = Arc::downgrade(&shared);
+        metrics.set_readings(move || readings(&weak));
+        if let Some((_, server_state)) = &server {
+            server_state.attach(shared.clone());
+            server_state.set_ready(true);
+        }
         let reloader = options.reload.map(|reload| {
             let stop = CancellationToken::new();
             let task = tokio::spawn(crate::reload::run(shared.clone(), reload, stop.clone()));
@@ -328,8 +484,25 @@ impl Engine {
             shared,
             dispatcher,
             reloader,
+            server,
+            history_writer,
             shutdown_grace,
         })
+    }
+
+    /// Where the HTTP server listens, if it runs.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(|(s, _)| s.addr)
+    }
+
+    /// The stored run history.
+    pub fn history(&self) -> &Arc<RunStore> {
+        &self.shared.history
+    }
+
+    /// What `wasmtrigger triggers` shows.
+    pub async fn trigger_views(&self) -> Result<Vec<TriggerView>, String> {
+        self.shared.trigger_views().await
     }
 
     /// The running triggers, by name.
@@ -379,6 +552,9 @@ impl Engine {
     /// failed, and returns the final counters.
     pub async fn shutdown(self) -> StatsSnapshot {
         tracing::info!("stopping: no new events; finishing runs in flight");
+        if let Some((_, server_state)) = &self.server {
+            server_state.set_ready(false);
+        }
         if let Some((stop, task)) = self.reloader {
             stop.cancel();
             let _ = task.await;
@@ -389,9 +565,18 @@ impl Engine {
             let _ = r.source.await;
         }
         let stats = self.dispatcher.stats().clone();
-        // Sources hold submitters: with them gone, the queue can drain and close.
         drop(self.shared);
         self.dispatcher.stop(self.shutdown_grace).await;
+        // Every record is out; the history writer stores the last batch and ends.
+        if tokio::time::timeout(Duration::from_secs(10), self.history_writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("run history writer did not finish within 10s");
+        }
+        if let Some((server, _)) = self.server {
+            server.stop();
+        }
         tracing::info!("engine stopped");
         stats.snapshot()
     }

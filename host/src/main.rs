@@ -10,11 +10,14 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use wasmtrigger::capabilities::grants::{Grants, HttpGrant, check_secret_name};
+use wasmtrigger::client::{ApiClient, runs_table, triggers_table};
 use wasmtrigger::config::{self, EngineOverrides, Limits, values};
 use wasmtrigger::engine::{Engine, EngineError, EngineOptions, ReloadOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
 use wasmtrigger::logging::{self, LogFormat};
 use wasmtrigger::runs::LogSink;
+use wasmtrigger::runs::RunStatus;
+use wasmtrigger::runs::store::RunQuery;
 use wasmtrigger::runtime::{Runtime, RuntimeSettings, World};
 
 /// Event automation with WebAssembly filters and actions.
@@ -53,6 +56,92 @@ enum Command {
     Invoke(InvokeArgs),
     /// List the modules in a directory with their version, world and imports.
     Modules(ModulesArgs),
+    /// List stored runs of a running engine, or show one (`runs show RUN_ID`).
+    Runs(RunsArgs),
+    /// List the triggers of a running engine with their last outcomes and chains.
+    Triggers(TriggersArgs),
+    /// Run a trigger now on a running engine, with optional event data.
+    Fire(FireArgs),
+}
+
+/// Where the running engine's API is.
+#[derive(Args)]
+struct ServerArgs {
+    /// Base URL of the engine's HTTP server.
+    #[arg(
+        long,
+        env = "WASMTRIGGER_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    server: String,
+    /// Bearer token for the API, if the engine requires one.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RunsArgs {
+    #[command(subcommand)]
+    show: Option<RunsCommand>,
+    /// Only this trigger.
+    #[arg(long)]
+    trigger: Option<String>,
+    /// Only this status: filtered, succeeded or failed.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs started since this RFC 3339 time or this long ago (e.g. 15m).
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many runs (newest first).
+    #[arg(long, default_value = "50")]
+    limit: usize,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Format,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Show one run in full.
+    Show {
+        /// The run id.
+        run_id: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Format,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Args)]
+struct TriggersArgs {
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Format,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+struct FireArgs {
+    /// The trigger to run.
+    trigger: String,
+    /// Event data as JSON (default `{}`).
+    #[arg(long)]
+    data: Option<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Yaml,
 }
 
 #[derive(Args)]
@@ -119,6 +208,12 @@ struct RunArgs {
     /// Compile every module at start instead of using the cache under --state-dir.
     #[arg(long)]
     no_module_cache: bool,
+    /// Address of the HTTP server (webhooks, /metrics, /healthz, /readyz, API); `off` disables it.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// Require this bearer token on the /api endpoints.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -209,6 +304,9 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args).await,
             Command::Invoke(args) => invoke(args).await,
             Command::Modules(args) => modules(args).await,
+            Command::Runs(args) => runs(args).await,
+            Command::Triggers(args) => triggers(args).await,
+            Command::Fire(args) => fire(args).await,
         }
     });
     match result {
@@ -249,7 +347,15 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let listen = match args.listen.as_str() {
+        "off" | "none" | "" => None,
+        addr => Some(addr.parse().with_context(|| {
+            format!("--listen {addr}: expected HOST:PORT like 127.0.0.1:7070, or off")
+        })?),
+    };
     let options = EngineOptions {
+        listen,
+        api_token: args.api_token.clone(),
         state_dir: args.state_dir.clone(),
         module_cache: (!args.no_module_cache).then(|| args.state_dir.join("cache")),
         reload: (!args.no_reload).then(|| ReloadOptions {
@@ -414,6 +520,76 @@ async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
         OutputArg::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         OutputArg::Table => print_module_table(&rows, &args.dir),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(server: &ServerArgs) -> anyhow::Result<ApiClient> {
+    Ok(ApiClient::new(&server.server, server.api_token.clone())?)
+}
+
+fn print_as<T: serde::Serialize>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => print!("{}", table()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+    }
+    Ok(())
+}
+
+async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(RunsCommand::Show {
+        run_id,
+        output,
+        server,
+    }) = args.show
+    {
+        let run = client(&server)?.run(&run_id).await?;
+        print_as(output, &run, || {
+            serde_yaml_ng::to_string(&run).unwrap_or_default()
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = match args.status.as_deref() {
+        None => None,
+        Some("filtered") => Some(RunStatus::Filtered),
+        Some("succeeded") => Some(RunStatus::Succeeded),
+        Some("failed") => Some(RunStatus::Failed),
+        Some(other) => anyhow::bail!("--status {other}: expected filtered, succeeded or failed"),
+    };
+    let since = args
+        .since
+        .as_deref()
+        .map(wasmtrigger::server::since)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let query = RunQuery {
+        trigger: args.trigger,
+        status,
+        since,
+        limit: Some(args.limit),
+    };
+    let runs = client(&args.server)?.runs(&query).await?;
+    print_as(args.output, &runs, || runs_table(&runs))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn triggers(args: TriggersArgs) -> anyhow::Result<ExitCode> {
+    let triggers = client(&args.server)?.triggers().await?;
+    print_as(args.output, &triggers, || triggers_table(&triggers))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn fire(args: FireArgs) -> anyhow::Result<ExitCode> {
+    let data = match &args.data {
+        None => serde_json::json!({}),
+        Some(text) => serde_json::from_str(text).context("--data is not valid JSON")?,
+    };
+    let event_id = client(&args.server)?.fire(&args.trigger, data).await?;
+    println!("{event_id}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -115,6 +115,11 @@ impl StateStore {
         Ok(Arc::new(StateStore { db, limits }))
     }
 
+    /// The database, for other stores that keep their tables in the same file.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// Marks `(scope, key)` as done; returns true only for the first call ever
     /// (across restarts), so a caller can do something exactly once.
     pub fn mark_once(&self, scope: &str, key: &str) -> Result<bool, StateError> {

@@ -158,6 +158,10 @@ impl EngineProcess {
             "--state-dir".into(),
             state_dir.display().to_string(),
         ];
+        if !extra.contains(&"--listen") {
+            // Parallel engines must not share a port: let the kernel pick one.
+            args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(binary())
             .args(&args)
@@ -189,6 +193,17 @@ impl EngineProcess {
             raw,
             reader: Some(reader),
         }
+    }
+
+    /// The HTTP server's base URL, once the server logged where it listens.
+    pub fn base_url(&self) -> String {
+        self.wait_for("the HTTP server to listen", |lines| {
+            lines
+                .iter()
+                .find(|l| l["message"] == "HTTP server listening")
+                .and_then(|l| l["addr"].as_str())
+                .map(|addr| format!("http://{addr}"))
+        })
     }
 
     /// Everything the process wrote to stderr so far.

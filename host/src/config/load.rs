@@ -7,14 +7,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::schema::{
-    ActionSpec, EngineSpec, FilterSpec, GrantsSpec, HttpLimitsSpec, OverlapSpec, RetrySpec,
-    ScheduleSpec, TriggerSpec,
+    ActionSpec, AuthSpec, ChainSpec, ConditionSpec, EngineSpec, FilterSpec, GrantsSpec,
+    HttpLimitsSpec, OutcomeSpec, OverlapSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
 };
 use super::*;
 use crate::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 
 /// Source types this build knows, for error messages.
-const SOURCE_TYPES: &[&str] = &["schedule"];
+const SOURCE_TYPES: &[&str] = &["schedule", "trigger", "webhook"];
 
 /// Loads a config file, or every `.yaml`/`.yml`/`.json` file directly in a
 /// directory, applies the overrides and validates it all. Module names resolve
@@ -95,6 +95,7 @@ pub fn load_partial(
             }
         }
     }
+    check_chains(&triggers, &mut errors);
     if errors.is_empty() && triggers.is_empty() {
         errors.push(ConfigError {
             file: path.to_path_buf(),
@@ -258,6 +259,14 @@ fn engine_settings(
                 if let Some(secrets) = spec.secrets {
                     settings.secrets.dir = secrets.dir;
                     settings.secrets.env_prefix = secrets.env_prefix;
+                }
+                if let Some(h) = &spec.history {
+                    if let Some(v) = h.max_age {
+                        settings.history.max_age = v.0;
+                    }
+                    if let Some(v) = h.max_per_trigger {
+                        settings.history.max_per_trigger = v;
+                    }
                 }
                 if let Some(kv) = &spec.kv {
                     if let Some(v) = kv.max_value_size {
@@ -514,16 +523,27 @@ impl Loader<'_> {
                 return None;
             }
         };
+        let obj = Value::Object(obj);
+        let field = |f: &str| prefixed("source", f);
         match kind.as_str() {
-            "schedule" => match parse::<ScheduleSpec>(Value::Object(obj)) {
+            "schedule" => match parse::<ScheduleSpec>(obj) {
                 Ok(spec) => self.schedule(file, label, spec).map(SourceConfig::Schedule),
-                Err((field, message)) => {
-                    self.error(
-                        file,
-                        Some(label),
-                        Some(&prefixed("source", &field)),
-                        message,
-                    );
+                Err((f, message)) => {
+                    self.error(file, Some(label), Some(&field(&f)), message);
+                    None
+                }
+            },
+            "trigger" => match parse::<ChainSpec>(obj) {
+                Ok(spec) => self.chain(file, label, spec).map(SourceConfig::Chain),
+                Err((f, message)) => {
+                    self.error(file, Some(label), Some(&field(&f)), message);
+                    None
+                }
+            },
+            "webhook" => match parse::<WebhookSpec>(obj) {
+                Ok(spec) => self.webhook(file, label, spec).map(SourceConfig::Webhook),
+                Err((f, message)) => {
+                    self.error(file, Some(label), Some(&field(&f)), message);
                     None
                 }
             },
@@ -536,6 +556,149 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    fn chain(&mut self, file: &Path, label: &str, spec: ChainSpec) -> Option<ChainConfig> {
+        let outcomes = |on: Option<Vec<OutcomeSpec>>| -> Vec<Outcome> {
+            let mut list: Vec<Outcome> = on
+                .unwrap_or_else(|| vec![OutcomeSpec::Success])
+                .into_iter()
+                .map(|o| match o {
+                    OutcomeSpec::Success => Outcome::Success,
+                    OutcomeSpec::Failure => Outcome::Failure,
+                })
+                .collect();
+            list.dedup();
+            list
+        };
+        let condition = |c: ConditionSpec| ChainCondition {
+            of: c.of,
+            on: outcomes(c.on),
+        };
+        let (mode, conditions, field) = match (spec.of, spec.all, spec.any) {
+            (Some(of), None, None) => (
+                ChainMode::Any,
+                vec![ChainCondition {
+                    of,
+                    on: outcomes(spec.on),
+                }],
+                "source.of",
+            ),
+            (None, Some(all), None) if spec.on.is_none() => (
+                ChainMode::All,
+                all.into_iter().map(condition).collect(),
+                "source.all",
+            ),
+            (None, None, Some(any)) if spec.on.is_none() => (
+                ChainMode::Any,
+                any.into_iter().map(condition).collect(),
+                "source.any",
+            ),
+            _ => {
+                let message = "a trigger source takes exactly one of `of` (with optional `on`), `all` or `any`".to_string();
+                self.error(file, Some(label), Some("source"), message);
+                return None;
+            }
+        };
+        if conditions.is_empty() {
+            self.error(
+                file,
+                Some(label),
+                Some(field),
+                "expected at least one upstream condition".into(),
+            );
+            return None;
+        }
+        if spec.window.is_some() && mode != ChainMode::All {
+            self.error(
+                file,
+                Some(label),
+                Some("source.window"),
+                "`window` only applies to `all`".into(),
+            );
+            return None;
+        }
+        let window = spec
+            .window
+            .map(|w| w.0)
+            .unwrap_or(std::time::Duration::from_secs(600));
+        if window.is_zero() {
+            self.error(
+                file,
+                Some(label),
+                Some("source.window"),
+                "expected a window above zero".into(),
+            );
+            return None;
+        }
+        Some(ChainConfig {
+            mode,
+            conditions,
+            window,
+        })
+    }
+
+    fn webhook(&mut self, file: &Path, label: &str, spec: WebhookSpec) -> Option<WebhookConfig> {
+        let before = self.errors.len();
+        let auth = match spec.auth {
+            None => {
+                let message = "a webhook needs `auth`: `{bearer: {secret: NAME}}`, `{hmac: {secret: NAME}}`, or `none` to accept anyone".to_string();
+                self.error(file, Some(label), Some("source.auth"), message);
+                WebhookAuth::None
+            }
+            Some(AuthSpec::None) => WebhookAuth::None,
+            Some(AuthSpec::Bearer { secret }) => {
+                if let Err(message) = check_secret_name(&secret) {
+                    self.error(
+                        file,
+                        Some(label),
+                        Some("source.auth.bearer.secret"),
+                        message,
+                    );
+                }
+                WebhookAuth::Bearer { secret }
+            }
+            Some(AuthSpec::Hmac {
+                secret,
+                header,
+                prefix,
+            }) => {
+                if let Err(message) = check_secret_name(&secret) {
+                    self.error(file, Some(label), Some("source.auth.hmac.secret"), message);
+                }
+                WebhookAuth::Hmac {
+                    secret,
+                    header: header
+                        .unwrap_or_else(|| "x-hub-signature-256".into())
+                        .to_ascii_lowercase(),
+                    prefix: prefix.unwrap_or_else(|| "sha256=".into()),
+                }
+            }
+        };
+        let mut headers = Vec::new();
+        for (i, h) in spec.headers.unwrap_or_default().into_iter().enumerate() {
+            let lower = h.to_ascii_lowercase();
+            let valid = !lower.is_empty()
+                && lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                let message = format!("`{h}` is not a header name");
+                self.error(
+                    file,
+                    Some(label),
+                    Some(&format!("source.headers[{i}]")),
+                    message,
+                );
+            }
+            headers.push(lower);
+        }
+        let max_body_bytes = spec.max_body_size.map(|b| b.0).unwrap_or(1 << 20);
+        (self.errors.len() == before).then_some(WebhookConfig {
+            auth,
+            headers,
+            max_body_bytes,
+        })
     }
 
     fn schedule(&mut self, file: &Path, label: &str, spec: ScheduleSpec) -> Option<ScheduleConfig> {
@@ -792,6 +955,84 @@ impl Loader<'_> {
             path,
             limits,
         })
+    }
+}
+
+/// Chains must name existing triggers and must not form a cycle: a chain that
+/// can reach itself could run forever (retrying a failed run is `retry:`'s job).
+fn check_chains(triggers: &[TriggerConfig], errors: &mut Vec<ConfigError>) {
+    let names: std::collections::HashSet<&str> = triggers.iter().map(|t| t.name.as_str()).collect();
+    let mut upstreams: HashMap<&str, Vec<&str>> = HashMap::new();
+    for t in triggers {
+        let SourceConfig::Chain(chain) = &t.source else {
+            continue;
+        };
+        for (i, c) in chain.conditions.iter().enumerate() {
+            if !names.contains(c.of.as_str()) {
+                let field = if chain.conditions.len() == 1 && chain.mode == ChainMode::Any {
+                    "source.of".to_string()
+                } else {
+                    format!(
+                        "source.{}[{i}].of",
+                        if chain.mode == ChainMode::All {
+                            "all"
+                        } else {
+                            "any"
+                        }
+                    )
+                };
+                errors.push(ConfigError {
+                    file: t.file.clone(),
+                    trigger: Some(t.name.clone()),
+                    field: Some(field),
+                    message: format!("no trigger named `{}` to chain on", c.of),
+                });
+            }
+            upstreams
+                .entry(t.name.as_str())
+                .or_default()
+                .push(c.of.as_str());
+        }
+    }
+    // Depth-first search from each trigger along its upstreams; reaching the start again is a cycle.
+    let mut reported: std::collections::HashSet<Vec<&str>> = std::collections::HashSet::new();
+    for t in triggers {
+        let start = t.name.as_str();
+        let mut stack: Vec<Vec<&str>> = vec![vec![start]];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(path) = stack.pop() {
+            let last = *path.last().unwrap_or(&start);
+            for up in upstreams.get(last).into_iter().flatten() {
+                if *up == start {
+                    let mut cycle: Vec<&str> = path.iter().rev().copied().collect();
+                    cycle.push(cycle[0]);
+                    let mut key = cycle[..cycle.len() - 1].to_vec();
+                    key.sort();
+                    if reported.insert(key) {
+                        let message = if cycle.len() == 2 {
+                            format!(
+                                "`{start}` chains on itself, so it could run forever; to retry failed runs use `action.retry`"
+                            )
+                        } else {
+                            format!(
+                                "chain cycle {}: it could run forever; break the cycle (to retry failed runs use `action.retry`)",
+                                cycle.join(" -> ")
+                            )
+                        };
+                        errors.push(ConfigError {
+                            file: t.file.clone(),
+                            trigger: Some(start.to_string()),
+                            field: Some("source".into()),
+                            message,
+                        });
+                    }
+                } else if seen.insert(*up) {
+                    let mut next = path.clone();
+                    next.push(up);
+                    stack.push(next);
+                }
+            }
+        }
     }
 }
 

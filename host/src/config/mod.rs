@@ -83,6 +83,8 @@ pub struct EngineSettings {
     pub secrets: SecretsSettings,
     /// Caps on each trigger's kv namespace.
     pub kv: KvLimits,
+    /// Retention of stored runs.
+    pub history: crate::runs::store::Retention,
 }
 
 /// Limits on an action's outbound HTTP.
@@ -144,6 +146,9 @@ impl EngineSettings {
         if self.kv != other.kv {
             differ.push("kv");
         }
+        if self.history != other.history {
+            differ.push("history");
+        }
         differ
     }
 }
@@ -163,6 +168,7 @@ impl Default for EngineSettings {
             http: HttpLimits::default(),
             secrets: SecretsSettings::default(),
             kv: KvLimits::default(),
+            history: Default::default(),
         }
     }
 }
@@ -232,6 +238,10 @@ pub struct TriggerConfig {
 pub enum SourceConfig {
     /// `type: schedule`.
     Schedule(ScheduleConfig),
+    /// `type: trigger`: the end of other triggers' runs.
+    Chain(ChainConfig),
+    /// `type: webhook`: POSTs to `/hooks/{trigger}`.
+    Webhook(WebhookConfig),
 }
 
 impl SourceConfig {
@@ -239,8 +249,90 @@ impl SourceConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             SourceConfig::Schedule(_) => "schedule",
+            SourceConfig::Chain(_) => "trigger",
+            SourceConfig::Webhook(_) => "webhook",
         }
     }
+}
+
+/// How an upstream run ended, as a chain condition sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The run succeeded.
+    Success,
+    /// The run failed (after its retries).
+    Failure,
+}
+
+impl Outcome {
+    /// Name as in config (`success`, `failure`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// One upstream condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainCondition {
+    /// The upstream trigger.
+    pub of: String,
+    /// The outcomes that satisfy the condition.
+    pub on: Vec<Outcome>,
+}
+
+/// How conditions combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainMode {
+    /// Any condition fires the trigger (`of:` is `any:` with one condition).
+    Any,
+    /// Every condition must be met within the window (fan-in).
+    All,
+}
+
+/// A chain source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// Any or all.
+    pub mode: ChainMode,
+    /// The upstream conditions.
+    pub conditions: Vec<ChainCondition>,
+    /// For `all`: how close together the upstream runs must end.
+    pub window: Duration,
+}
+
+/// Webhook authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// No credential (say so explicitly with `auth: none`).
+    None,
+    /// `Authorization: Bearer <secret>`.
+    Bearer {
+        /// Secret holding the token.
+        secret: String,
+    },
+    /// HMAC-SHA256 of the body, hex, in a header (GitHub's `X-Hub-Signature-256` by default).
+    Hmac {
+        /// Secret holding the key.
+        secret: String,
+        /// Header carrying the signature (lowercase).
+        header: String,
+        /// Text before the hex digest, `sha256=` by default.
+        prefix: String,
+    },
+}
+
+/// A webhook source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// How callers authenticate.
+    pub auth: WebhookAuth,
+    /// Request headers copied into the event (lowercase names).
+    pub headers: Vec<String>,
+    /// Largest accepted body.
+    pub max_body_bytes: u64,
 }
 
 /// A schedule source.

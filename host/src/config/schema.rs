@@ -21,6 +21,7 @@ pub struct EngineSpec {
     pub http: Option<HttpLimitsSpec>,
     pub secrets: Option<SecretsSpec>,
     pub kv: Option<KvSpec>,
+    pub history: Option<HistorySpec>,
 }
 
 /// `http:` limits, at engine level (defaults) or per action.
@@ -90,6 +91,65 @@ pub struct ScheduleSpec {
     pub now: Option<bool>,
     pub until: Option<Timestamp>,
     pub overlap: Option<OverlapSpec>,
+}
+
+/// `source: {type: trigger, ...}`: runs when other triggers' runs end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChainSpec {
+    pub of: Option<String>,
+    pub on: Option<Vec<OutcomeSpec>>,
+    pub all: Option<Vec<ConditionSpec>>,
+    pub any: Option<Vec<ConditionSpec>>,
+    pub window: Option<DurationValue>,
+}
+
+/// One upstream condition of `all:` / `any:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConditionSpec {
+    pub of: String,
+    pub on: Option<Vec<OutcomeSpec>>,
+}
+
+/// How an upstream run ended.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeSpec {
+    Success,
+    Failure,
+}
+
+/// `source: {type: webhook, ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookSpec {
+    pub auth: Option<AuthSpec>,
+    pub headers: Option<Vec<String>>,
+    pub max_body_size: Option<ByteSize>,
+}
+
+/// Webhook authentication: `none`, `{bearer: {secret}}` or `{hmac: {secret, header, prefix}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum AuthSpec {
+    None,
+    Bearer {
+        secret: String,
+    },
+    Hmac {
+        secret: String,
+        header: Option<String>,
+        prefix: Option<String>,
+    },
+}
+
+/// `engine.history:` retention of stored runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HistorySpec {
+    pub max_age: Option<DurationValue>,
+    pub max_per_trigger: Option<usize>,
 }
 
 /// What a schedule does with a tick while its previous run is unfinished.

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::capabilities::HostServices;
 use crate::config::EngineSettings;
 use crate::event::Event;
-use crate::runs::{Attempt, RunRecorder};
+use crate::metrics::Metrics;
+use crate::runs::{Attempt, RunRecorder, Upstream};
 use crate::runtime::{ModuleRegistry, Runtime};
 use crate::trigger::Trigger;
 
@@ -86,6 +87,7 @@ pub struct Job {
     pub(crate) filter_passed: bool,
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) module: Option<String>,
+    pub(crate) upstream: Option<Upstream>,
 }
 
 /// Why an event was not accepted.
@@ -104,12 +106,24 @@ pub enum SubmitError {
 pub struct Submitter {
     tx: mpsc::Sender<Job>,
     stats: Arc<DispatchStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Submitter {
     /// Offers an event for a trigger without waiting.
     pub fn submit(&self, trigger: &Arc<Trigger>, event: Event) -> Result<(), SubmitError> {
+        self.submit_from(trigger, event, None)
+    }
+
+    /// Offers an event started by the end of another run (a chain).
+    pub fn submit_from(
+        &self,
+        trigger: &Arc<Trigger>,
+        event: Event,
+        upstream: Option<Upstream>,
+    ) -> Result<(), SubmitError> {
         let event_id = event.id.clone();
+        let source = event.source.clone();
         trigger.accepted();
         let job = Job {
             trigger: trigger.clone(),
@@ -120,15 +134,18 @@ impl Submitter {
             filter_passed: false,
             attempts: Vec::new(),
             module: None,
+            upstream,
         };
         match self.tx.try_send(job) {
             Ok(()) => {
                 bump(&self.stats.accepted);
+                self.metrics.accepted(&trigger.name, &source);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 trigger.not_accepted();
                 bump(&self.stats.dropped_queue_full);
+                self.metrics.dropped(&trigger.name, "queue-full");
                 tracing::warn!(
                     trigger = %trigger.name,
                     event_id,
@@ -150,7 +167,18 @@ impl Submitter {
         Submitter {
             tx,
             stats: Arc::default(),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Capacity of the queue.
+    pub fn queue_capacity(&self) -> usize {
+        self.tx.max_capacity()
     }
 
     /// Counters shared with the dispatcher.
@@ -185,6 +213,7 @@ impl Dispatcher {
         services: Arc<HostServices>,
         registry: Arc<ModuleRegistry>,
         recorder: RunRecorder,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let rx = Arc::new(Mutex::new(rx));
@@ -212,6 +241,7 @@ impl Dispatcher {
             submitter: Some(Submitter {
                 tx,
                 stats: stats.clone(),
+                metrics,
             }),
             workers,
             stopping,

@@ -59,6 +59,7 @@ pub(super) async fn run(
         // The job moves into `process`; keep what is needed to record an abandoned run.
         let (trigger, event) = (job.trigger.clone(), job.event.clone());
         let accepted = job.accepted.clone();
+        let upstream = job.upstream.clone();
         tokio::select! {
             _ = process(&ctx, job) => {}
             _ = ctx.abort.cancelled() => {
@@ -71,6 +72,7 @@ pub(super) async fn run(
                     filter_passed: false,
                     attempts: Vec::new(),
                     module: None,
+                    upstream,
                 };
                 abandon(&ctx.recorder, &ctx.stats, job, "engine stopped before the run finished");
                 break;
@@ -271,6 +273,7 @@ fn finish(
         output: output.map(|o| cap_text(o, MAX_OUTPUT_BYTES)),
         reason: error.as_ref().map(|e| e.kind),
         error: error.map(|e| e.message),
+        upstream: job.upstream,
     };
     ctx.recorder.record(&record);
     job.trigger.completed();
@@ -298,6 +301,7 @@ pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, job: Job, w
         output: None,
         error: Some(why.to_string()),
         reason: Some(FailureKind::Host),
+        upstream: job.upstream,
     };
     recorder.record(&record);
     job.trigger.completed();

@@ -3,6 +3,7 @@
 //! stored history, metrics and chained triggers hook in the same way).
 
 mod log_sink;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -90,6 +91,22 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Classification of the final error.
     pub reason: Option<FailureKind>,
+    /// For a chained run: the run whose end started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+}
+
+/// The run that started a chained run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// Its run id.
+    pub run_id: String,
+    /// Its trigger.
+    pub trigger: String,
+    /// Its event id.
+    pub event_id: String,
+    /// How it ended.
+    pub status: RunStatus,
 }
 
 /// Receives every finished run record.
@@ -115,6 +132,16 @@ impl RunRecorder {
         for sink in &self.sinks {
             sink.record(run);
         }
+    }
+}
+
+/// Passes every record on to subscribers (chain sources).
+pub struct BroadcastSink(pub tokio::sync::broadcast::Sender<Arc<RunRecord>>);
+
+impl RunSink for BroadcastSink {
+    fn record(&self, run: &RunRecord) {
+        // No subscribers (no chains) is fine.
+        let _ = self.0.send(Arc::new(run.clone()));
     }
 }
 

@@ -153,6 +153,7 @@ impl Schedule {
             }
             _ => {
                 bump(&self.submitter.stats().ticks_skipped);
+                self.submitter.metrics().tick_skipped(&self.trigger.name);
                 tracing::info!(trigger = %self.trigger.name, scheduled = %at, "previous run unfinished; tick skipped");
             }
         }

@@ -1,0 +1,447 @@
+//! Stored run history in the engine's redb state store, queried by the API.
+//!
+//! redb rather than SQLite: it is already the state store (one file, one
+//! dependency, no C toolchain), it is crash-safe, and the few queries needed —
+//! newest first, by trigger, by status, since a time — are served by a
+//! time-ordered primary key (UUIDv7 run ids) and a per-trigger index.
+//!
+//! Records are written by a background task in batches (one commit per batch),
+//! so recording never waits for a disk sync on the event path. Retention keeps
+//! at most `max_per_trigger` records per trigger and none older than `max_age`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{RunRecord, RunSink, RunStatus};
+use crate::state::{StateError, StateStore};
+
+/// run id -> record (JSON).
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+/// (trigger, run id) -> (), for per-trigger queries and retention.
+const BY_TRIGGER: TableDefinition<(&str, &str), ()> = TableDefinition::new("runs_by_trigger");
+/// trigger -> summary (JSON).
+const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_summaries");
+
+/// Most records one commit takes.
+const BATCH: usize = 512;
+
+/// How long runs are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Records older than this are deleted.
+    pub max_age: Duration,
+    /// Only the newest this many records per trigger are kept.
+    pub max_per_trigger: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_per_trigger: 1000,
+        }
+    }
+}
+
+/// What the history says about one trigger (survives retention and restarts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerSummary {
+    /// Runs recorded in total.
+    pub runs: u64,
+    /// Runs that succeeded.
+    pub successes: u64,
+    /// Runs that failed.
+    pub failures: u64,
+    /// Runs the filter dropped.
+    pub filtered: u64,
+    /// When the last successful run finished.
+    pub last_success: Option<String>,
+    /// When the last failed run finished.
+    pub last_failure: Option<String>,
+    /// The last failure's error.
+    pub last_error: Option<String>,
+}
+
+/// A history query; every field narrows the result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunQuery {
+    /// Only this trigger.
+    pub trigger: Option<String>,
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only runs started at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// At most this many (newest first).
+    pub limit: Option<usize>,
+}
+
+/// The run history.
+pub struct RunStore {
+    state: Arc<StateStore>,
+    retention: Retention,
+}
+
+impl RunStore {
+    /// Opens the history inside the state store.
+    pub fn open(state: Arc<StateStore>, retention: Retention) -> Result<Arc<Self>, StateError> {
+        let tx = state.db().begin_write()?;
+        tx.open_table(RUNS)?;
+        tx.open_table(BY_TRIGGER)?;
+        tx.open_table(SUMMARIES)?;
+        tx.commit()?;
+        Ok(Arc::new(RunStore { state, retention }))
+    }
+
+    /// Starts the background writer; records sent to the sink are stored in batches.
+    pub fn start_writer(self: &Arc<Self>) -> (Arc<HistorySink>, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<RunRecord>();
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    first = rx.recv() => {
+                        let Some(first) = first else { break };
+                        let mut batch = vec![first];
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
+                        let store = store.clone();
+                        let written = tokio::task::spawn_blocking(move || store.write(&batch)).await;
+                        if let Ok(Err(e)) | Err(e) = written.map_err(|e| StateError::Storage(e.to_string())) {
+                            tracing::error!(error = %e, "cannot store run records");
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        let store = store.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.expire_old()).await {
+                            tracing::error!(error = %e, "cannot apply run history retention");
+                        }
+                    }
+                }
+            }
+        });
+        (Arc::new(HistorySink { tx }), task)
+    }
+
+    /// Stores records, updates summaries and applies count retention.
+    pub fn write(&self, records: &[RunRecord]) -> Result<(), StateError> {
+        let tx = self.state.db().begin_write()?;
+        {
+            let mut runs = tx.open_table(RUNS)?;
+            let mut by_trigger = tx.open_table(BY_TRIGGER)?;
+            let mut summaries = tx.open_table(SUMMARIES)?;
+            let mut touched: BTreeMap<&str, ()> = BTreeMap::new();
+            for r in records {
+                let json = serde_json::to_vec(r).map_err(|e| StateError::Storage(e.to_string()))?;
+                runs.insert(r.run_id.as_str(), json.as_slice())?;
+                by_trigger.insert((r.trigger.as_str(), r.run_id.as_str()), ())?;
+                let mut summary: TriggerSummary = summaries
+                    .get(r.trigger.as_str())?
+                    .and_then(|v| serde_json::from_slice(v.value()).ok())
+                    .unwrap_or_default();
+                summary.runs += 1;
+                match r.status {
+                    RunStatus::Succeeded => {
+                        summary.successes += 1;
+                        summary.last_success = Some(r.finished_at.clone());
+                    }
+                    RunStatus::Failed => {
+                        summary.failures += 1;
+                        summary.last_failure = Some(r.finished_at.clone());
+                        summary.last_error = r.error.clone();
+                    }
+                    RunStatus::Filtered => summary.filtered += 1,
+                }
+                let json =
+                    serde_json::to_vec(&summary).map_err(|e| StateError::Storage(e.to_string()))?;
+                summaries.insert(r.trigger.as_str(), json.as_slice())?;
+                touched.insert(r.trigger.as_str(), ());
+            }
+            for trigger in touched.keys() {
+                let ids: Vec<String> = by_trigger
+                    .range((*trigger, "")..=(*trigger, "\u{10ffff}"))?
+                    .map(|e| e.map(|(k, _)| k.value().1.to_string()))
+                    .collect::<Result<_, _>>()?;
+                let excess = ids.len().saturating_sub(self.retention.max_per_trigger);
+                for id in &ids[..excess] {
+                    by_trigger.remove((*trigger, id.as_str()))?;
+                    runs.remove(id.as_str())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes records older than the retention age.
+    pub fn expire_old(&self) -> Result<usize, StateError> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(self.retention.max_age).unwrap_or_default();
+        // UUIDv7 ids start with the millisecond timestamp: every id below this one is older.
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            cutoff.timestamp().max(0) as u64,
+            cutoff.timestamp_subsec_nanos(),
+        );
+        let cutoff_id = uuid::Uuid::new_v7(ts).to_string();
+        let tx = self.state.db().begin_write()?;
+        let removed = {
+            let mut runs = tx.open_table(RUNS)?;
+            let mut by_trigger = tx.open_table(BY_TRIGGER)?;
+            let old: Vec<(String, String)> = runs
+                .range(..cutoff_id.as_str())?
+                .filter_map(|e| e.ok())
+                .map(|(k, v)| {
+                    let trigger = serde_json::from_slice::<RunRecord>(v.value())
+                        .map(|r| r.trigger)
+                        .unwrap_or_default();
+                    (k.value().to_string(), trigger)
+                })
+                .collect();
+            for (id, trigger) in &old {
+                runs.remove(id.as_str())?;
+                by_trigger.remove((trigger.as_str(), id.as_str()))?;
+            }
+            old.len()
+        };
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Records matching the query, newest first.
+    pub fn list(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StateError> {
+        let tx = self.state.db().begin_read()?;
+        let runs = tx.open_table(RUNS)?;
+        let limit = query.limit.unwrap_or(100);
+        let keep = |r: &RunRecord| {
+            query.status.is_none_or(|s| r.status == s)
+                && query
+                    .since
+                    .as_deref()
+                    .is_none_or(|since| r.started_at.as_str() >= since)
+        };
+        let mut out = Vec::new();
+        let mut take = |bytes: &[u8]| -> bool {
+            if let Ok(r) = serde_json::from_slice::<RunRecord>(bytes)
+                && keep(&r)
+            {
+                out.push(r);
+            }
+            out.len() < limit
+        };
+        match &query.trigger {
+            Some(trigger) => {
+                let index = tx.open_table(BY_TRIGGER)?;
+                for entry in index
+                    .range((trigger.as_str(), "")..=(trigger.as_str(), "\u{10ffff}"))?
+                    .rev()
+                {
+                    let (key, _) = entry?;
+                    if let Some(v) = runs.get(key.value().1)?
+                        && !take(v.value())
+                    {
+                        break;
+                    }
+                }
+            }
+            None => {
+                for entry in runs.iter()?.rev() {
+                    let (_, v) = entry?;
+                    if !take(v.value()) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One record by run id.
+    pub fn get(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        let tx = self.state.db().begin_read()?;
+        let runs = tx.open_table(RUNS)?;
+        Ok(runs
+            .get(run_id)?
+            .and_then(|v| serde_json::from_slice(v.value()).ok()))
+    }
+
+    /// Summaries of every trigger that has run.
+    pub fn summaries(&self) -> Result<HashMap<String, TriggerSummary>, StateError> {
+        let tx = self.state.db().begin_read()?;
+        let table = tx.open_table(SUMMARIES)?;
+        let mut out = HashMap::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            if let Ok(summary) = serde_json::from_slice(v.value()) {
+                out.insert(k.value().to_string(), summary);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of stored records.
+    pub fn len(&self) -> Result<u64, StateError> {
+        let tx = self.state.db().begin_read()?;
+        Ok(tx.open_table(RUNS)?.len()?)
+    }
+
+    /// Whether no record is stored.
+    pub fn is_empty(&self) -> Result<bool, StateError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// The run sink that feeds the history writer.
+pub struct HistorySink {
+    tx: mpsc::UnboundedSender<RunRecord>,
+}
+
+impl RunSink for HistorySink {
+    fn record(&self, run: &RunRecord) {
+        let _ = self.tx.send(run.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::KvLimits;
+
+    fn record(trigger: &str, status: RunStatus, started: &str) -> RunRecord {
+        RunRecord {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            event_id: uuid::Uuid::now_v7().to_string(),
+            trigger: trigger.into(),
+            source: "schedule".into(),
+            kind: "tick".into(),
+            status,
+            attempts: Vec::new(),
+            accepted_at: started.into(),
+            started_at: started.into(),
+            finished_at: started.into(),
+            queued_ms: 0,
+            duration_ms: 1,
+            filter: None,
+            module: None,
+            output: None,
+            error: (status == RunStatus::Failed).then(|| "boom".into()),
+            reason: None,
+            upstream: None,
+        }
+    }
+
+    #[test]
+    fn queries_by_trigger_status_and_time_newest_first() {
+        let state = StateStore::in_memory(KvLimits::default()).unwrap();
+        let store = RunStore::open(state, Retention::default()).unwrap();
+        let rs = vec![
+            record("a", RunStatus::Succeeded, "2026-11-22T10:00:00.000Z"),
+            record("b", RunStatus::Failed, "2026-11-22T10:01:00.000Z"),
+            record("a", RunStatus::Failed, "2026-11-22T10:02:00.000Z"),
+            record("a", RunStatus::Succeeded, "2026-11-22T10:03:00.000Z"),
+        ];
+        store.write(&rs).unwrap();
+        let a = store
+            .list(&RunQuery {
+                trigger: Some("a".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            a.iter().map(|r| r.started_at.as_str()).collect::<Vec<_>>()[0],
+            "2026-11-22T10:03:00.000Z"
+        );
+        assert_eq!(a.len(), 3);
+        let failed = store
+            .list(&RunQuery {
+                status: Some(RunStatus::Failed),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(failed.len(), 2);
+        let recent = store
+            .list(&RunQuery {
+                since: Some("2026-11-22T10:01:30.000Z".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(recent.len(), 2);
+        let one = store
+            .list(&RunQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(one[0].run_id, rs[3].run_id);
+        assert_eq!(store.get(&rs[1].run_id).unwrap().unwrap().trigger, "b");
+        let summaries = store.summaries().unwrap();
+        assert_eq!((summaries["a"].successes, summaries["a"].failures), (2, 1));
+        assert_eq!(summaries["b"].last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn retention_by_count_and_age() {
+        let state = StateStore::in_memory(KvLimits::default()).unwrap();
+        let store = RunStore::open(
+            state,
+            Retention {
+                max_age: Duration::from_secs(3600),
+                max_per_trigger: 3,
+            },
+        )
+        .unwrap();
+        for _ in 0..5 {
+            store
+                .write(&[record(
+                    "a",
+                    RunStatus::Succeeded,
+                    "2026-11-22T10:00:00.000Z",
+                )])
+                .unwrap();
+        }
+        store
+            .write(&[record(
+                "b",
+                RunStatus::Succeeded,
+                "2026-11-22T10:00:00.000Z",
+            )])
+            .unwrap();
+        assert_eq!(
+            store
+                .list(&RunQuery {
+                    trigger: Some("a".into()),
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            store.summaries().unwrap()["a"].runs,
+            5,
+            "summaries outlive retention"
+        );
+        // An id from two hours ago is past the one-hour age.
+        let mut old = record("b", RunStatus::Failed, "2026-11-22T08:00:00.000Z");
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            (chrono::Utc::now().timestamp() - 7200) as u64,
+            0,
+        );
+        old.run_id = uuid::Uuid::new_v7(ts).to_string();
+        store.write(&[old]).unwrap();
+        assert_eq!(store.len().unwrap(), 5);
+        assert_eq!(store.expire_old().unwrap(), 1);
+        assert_eq!(store.len().unwrap(), 4);
+    }
+}

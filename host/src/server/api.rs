@@ -1,0 +1,175 @@
+//! The JSON API used by `wasmtrigger runs`, `runs show`, `triggers` and `fire`:
+//!
+//! - `GET /api/v1/runs?trigger=&status=&since=&limit=` — newest first;
+//!   `since` is RFC 3339 or a duration back from now (`15m`);
+//! - `GET /api/v1/runs/{run_id}`;
+//! - `GET /api/v1/triggers` — state, last success/failure, counts, and
+//!   what each trigger starts on success and on failure;
+//! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{Body, ServerState, error, json, same_secret};
+use crate::dispatch::SubmitError;
+use crate::event::Event;
+use crate::runs::RunStatus;
+use crate::runs::store::RunQuery;
+
+/// Largest `fire` body accepted.
+const MAX_FIRE_BODY: usize = 1 << 20;
+
+pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &state.api_token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            return error(StatusCode::UNAUTHORIZED, "the API needs the bearer token");
+        }
+    }
+    let Some(engine) = state.engine.get().cloned() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "engine is starting");
+    };
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["api", "v1", "runs"]) => {
+            let query = match run_query(req.uri().query().unwrap_or("")) {
+                Ok(q) => q,
+                Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+            };
+            let store = engine.history.clone();
+            match tokio::task::spawn_blocking(move || store.list(&query)).await {
+                Ok(Ok(runs)) => json(StatusCode::OK, &serde_json::json!({ "runs": runs })),
+                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (Method::GET, ["api", "v1", "runs", id]) => {
+            let (store, id) = (engine.history.clone(), id.to_string());
+            match tokio::task::spawn_blocking(move || store.get(&id)).await {
+                Ok(Ok(Some(run))) => json(
+                    StatusCode::OK,
+                    &serde_json::to_value(run).unwrap_or_default(),
+                ),
+                Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no run with that id"),
+                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (Method::GET, ["api", "v1", "triggers"]) => match engine.trigger_views().await {
+            Ok(views) => json(StatusCode::OK, &serde_json::json!({ "triggers": views })),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        },
+        (Method::POST, ["api", "v1", "triggers", name, "fire"]) => {
+            let name = name.to_string();
+            let Some(trigger) = engine.trigger(&name).await else {
+                return error(StatusCode::NOT_FOUND, "no trigger with that name");
+            };
+            let body = match Limited::new(req.into_body(), MAX_FIRE_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body exceeds 1 MiB"),
+            };
+            let data = if body.is_empty() {
+                serde_json::json!({})
+            } else {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => v
+                        .get("data")
+                        .cloned()
+                        .unwrap_or_else(|| serde_json::json!({})),
+                    Err(e) => {
+                        return error(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}"));
+                    }
+                }
+            };
+            let event = Event::new(&name, "manual", "fire", &data);
+            let event_id = event.id.clone();
+            match engine.submitter().submit(&trigger, event) {
+                Ok(()) => json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "eventId": event_id }),
+                ),
+                Err(SubmitError::QueueFull) => {
+                    error(StatusCode::TOO_MANY_REQUESTS, "queue full; retry later")
+                }
+                Err(SubmitError::Stopping) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "engine is stopping")
+                }
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+/// Parses `trigger`, `status`, `since` and `limit` from a query string.
+fn run_query(query: &str) -> Result<RunQuery, String> {
+    let mut q = RunQuery::default();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "trigger" => q.trigger = Some(value.into_owned()),
+            "status" => {
+                q.status = Some(match value.as_ref() {
+                    "filtered" => RunStatus::Filtered,
+                    "succeeded" => RunStatus::Succeeded,
+                    "failed" => RunStatus::Failed,
+                    other => {
+                        return Err(format!(
+                            "unknown status `{other}`: expected filtered, succeeded or failed"
+                        ));
+                    }
+                })
+            }
+            "since" => q.since = Some(since(&value)?),
+            "limit" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| format!("limit `{value}` is not a number"))?;
+                q.limit = Some(n.clamp(1, 10_000));
+            }
+            other => return Err(format!("unknown parameter `{other}`")),
+        }
+    }
+    Ok(q)
+}
+
+/// RFC 3339 as is, or a duration meaning "that long ago".
+pub fn since(text: &str) -> Result<String, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    }
+    let ago = crate::config::values::parse_duration(text)
+        .map_err(|_| format!("since `{text}`: expected an RFC 3339 time or a duration like 15m"))?;
+    let t = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
+    Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_parse_and_errors_say_what_was_expected() {
+        let q = run_query("trigger=a&status=failed&limit=5&since=2026-11-22T10:00:00Z").unwrap();
+        assert_eq!(q.trigger.as_deref(), Some("a"));
+        assert_eq!(q.status, Some(RunStatus::Failed));
+        assert_eq!(q.limit, Some(5));
+        assert_eq!(q.since.as_deref(), Some("2026-11-22T10:00:00.000Z"));
+        assert!(
+            run_query("status=odd")
+                .unwrap_err()
+                .contains("expected filtered, succeeded or failed")
+        );
+        assert!(run_query("since=15m").unwrap().since.is_some());
+        assert!(run_query("since=yesterday").is_err());
+        assert!(run_query("colour=red").is_err());
+    }
+}

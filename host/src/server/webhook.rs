@@ -1,0 +1,206 @@
+//! `POST /hooks/{trigger}`: a webhook request becomes an event.
+//!
+//! The body (JSON as is, anything else as base64 with its content type) and
+//! the trigger's selected headers become the event's data. A missing or bad
+//! credential is 401 and no event; a body over the cap is 413; a full queue is
+//! 429 with `Retry-After`; 202 means the event was accepted.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use sha2::Sha256;
+
+use super::{Body, ServerState, error, json, same_secret};
+use crate::config::{SourceConfig, WebhookAuth, WebhookConfig};
+use crate::dispatch::SubmitError;
+use crate::event::Event;
+
+/// How long a caller should wait before retrying a 429.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> Response<Body> {
+    let name = req.uri().path().trim_start_matches("/hooks/").to_string();
+    let Some(engine) = state.engine.get() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "engine is starting");
+    };
+    let trigger = engine.trigger(&name).await;
+    let config = trigger.as_ref().map(|t| t.config());
+    let Some((trigger, hook)) = trigger.zip(config.and_then(|c| match &c.source {
+        SourceConfig::Webhook(w) => Some(w.clone()),
+        _ => None,
+    })) else {
+        // Unknown names get no metrics series (callers could invent any number).
+        return error(StatusCode::NOT_FOUND, "no webhook trigger with that name");
+    };
+    let respond = |response: Response<Body>| {
+        state
+            .metrics
+            .webhook_response(&name, response.status().as_u16());
+        response
+    };
+    if req.method() != Method::POST {
+        return respond(error(StatusCode::METHOD_NOT_ALLOWED, "webhooks take POST"));
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > hook.max_body_bytes) {
+        return respond(too_large(&hook));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, hook.max_body_bytes as usize)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return respond(too_large(&hook)),
+    };
+    match authorize(engine, &hook.auth, &parts.headers, &body).await {
+        Ok(()) => {}
+        Err(status) => {
+            tracing::warn!(trigger = %name, status = status.as_u16(), "webhook request refused");
+            return respond(error(
+                status,
+                if status == StatusCode::UNAUTHORIZED {
+                    "unauthorized"
+                } else {
+                    "cannot verify the request"
+                },
+            ));
+        }
+    }
+    let data = event_data(&hook, &parts.headers, &body);
+    let event = Event::new(&name, "webhook", "post", &data);
+    let event_id = event.id.clone();
+    match engine.submitter().submit(&trigger, event) {
+        Ok(()) => respond(json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "eventId": event_id }),
+        )),
+        Err(SubmitError::QueueFull) => {
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "queue full; retry later");
+            if let Ok(value) = RETRY_AFTER_SECONDS.parse() {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, value);
+            }
+            respond(response)
+        }
+        Err(SubmitError::Stopping) => {
+            respond(error(StatusCode::SERVICE_UNAVAILABLE, "engine is stopping"))
+        }
+    }
+}
+
+fn too_large(hook: &WebhookConfig) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("body exceeds {} bytes", hook.max_body_bytes),
+    )
+}
+
+/// Checks the credential; Err is the status to answer.
+async fn authorize(
+    engine: &crate::engine::Shared,
+    auth: &WebhookAuth,
+    headers: &hyper::HeaderMap,
+    body: &[u8],
+) -> Result<(), StatusCode> {
+    let secret = |name: String| async move {
+        match engine.services.secrets.get(&name).await {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) | Err(_) => {
+                tracing::error!(secret = %name, "webhook secret not found in any secret provider");
+                Err(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    };
+    match auth {
+        WebhookAuth::None => Ok(()),
+        WebhookAuth::Bearer { secret: name } => {
+            let token = secret(name.clone()).await?;
+            let given = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(StatusCode::UNAUTHORIZED)?;
+            same_secret(given.as_bytes(), token.as_bytes())
+                .then_some(())
+                .ok_or(StatusCode::UNAUTHORIZED)
+        }
+        WebhookAuth::Hmac {
+            secret: name,
+            header,
+            prefix,
+        } => {
+            let key = secret(name.clone()).await?;
+            let given = headers
+                .get(header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix(prefix.as_str()))
+                .and_then(|hex| decode_hex(hex.trim()))
+                .ok_or(StatusCode::UNAUTHORIZED)?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
+                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+            mac.update(body);
+            // verify_slice compares in constant time.
+            mac.verify_slice(&given)
+                .map_err(|_| StatusCode::UNAUTHORIZED)
+        }
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn event_data(hook: &WebhookConfig, headers: &hyper::HeaderMap, body: &[u8]) -> serde_json::Value {
+    let content_type = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let selected: serde_json::Map<String, serde_json::Value> = hook
+        .headers
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(name.as_str())?.to_str().ok()?;
+            Some((name.clone(), value.into()))
+        })
+        .collect();
+    let mut data = serde_json::json!({ "headers": selected, "contentType": content_type });
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(parsed) if !body.is_empty() => data["body"] = parsed,
+        _ if body.is_empty() => data["body"] = serde_json::Value::Null,
+        _ => {
+            data["bodyBase64"] = base64::engine::general_purpose::STANDARD
+                .encode(body)
+                .into()
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+}
