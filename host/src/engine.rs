@@ -253,7 +253,11 @@ impl Shared {
                 change.removed.push(name);
             }
         }
-        for t in &config.triggers {
+        // Chain sources first: they subscribe to finished runs as they start,
+        // and a run started by another new source must not finish unseen.
+        let mut order: Vec<&TriggerConfig> = config.triggers.iter().collect();
+        order.sort_by_key(|t| !matches!(t.source, SourceConfig::Chain(_)));
+        for t in order {
             let Some(current) = running.get(&t.name) else {
                 let trigger = Trigger::new(t.clone(), &self.state);
                 running.insert(t.name.clone(), self.start_trigger(trigger));

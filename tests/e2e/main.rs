@@ -13,3 +13,4 @@ mod filters;
 mod reload;
 mod sandbox;
 mod schedules;
+mod workflows;

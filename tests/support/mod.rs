@@ -206,6 +206,15 @@ impl EngineProcess {
         })
     }
 
+    /// Waits until the engine has started (modules loaded, sources running).
+    pub fn wait_started(&self) {
+        self.wait_for("the engine to start", |l| {
+            l.iter()
+                .any(|l| l["message"] == "engine started")
+                .then_some(())
+        });
+    }
+
     /// Everything the process wrote to stderr so far.
     pub fn raw_log(&self) -> String {
         self.raw.lock().unwrap().clone()

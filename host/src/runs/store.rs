@@ -51,6 +51,7 @@ impl Default for Retention {
 
 /// What the history says about one trigger (survives retention and restarts).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TriggerSummary {
     /// Runs recorded in total.
     pub runs: u64,
