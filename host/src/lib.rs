@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod reload;
 pub mod runs;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 pub mod sources;
 pub mod state;

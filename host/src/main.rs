@@ -19,6 +19,7 @@ use wasmtrigger::runs::LogSink;
 use wasmtrigger::runs::RunStatus;
 use wasmtrigger::runs::store::RunQuery;
 use wasmtrigger::runtime::{Runtime, RuntimeSettings, World};
+use wasmtrigger::scaffold::{Lang, scaffold};
 
 /// Event automation with WebAssembly filters and actions.
 #[derive(Parser)]
@@ -62,6 +63,30 @@ enum Command {
     Triggers(TriggersArgs),
     /// Run a trigger now on a running engine, with optional event data.
     Fire(FireArgs),
+    /// Write a ready-to-build filter or action project (Rust, Python or JavaScript).
+    New(NewArgs),
+}
+
+#[derive(Args)]
+struct NewArgs {
+    /// What to write.
+    #[arg(value_enum)]
+    kind: WorldArg,
+    /// Project name (lowercase, digits, `-`); also the module's file name.
+    name: String,
+    /// Language.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: LangArg,
+    /// Directory to create (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Rust,
+    Python,
+    Js,
 }
 
 /// Where the running engine's API is.
@@ -307,6 +332,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => runs(args).await,
             Command::Triggers(args) => triggers(args).await,
             Command::Fire(args) => fire(args).await,
+            Command::New(args) => new_project(args),
         }
     });
     match result {
@@ -590,6 +616,24 @@ async fn fire(args: FireArgs) -> anyhow::Result<ExitCode> {
     };
     let event_id = client(&args.server)?.fire(&args.trigger, data).await?;
     println!("{event_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let world = match args.kind {
+        WorldArg::Filter => World::Filter,
+        WorldArg::Action => World::Action,
+    };
+    let lang = match args.lang {
+        LangArg::Rust => Lang::Rust,
+        LangArg::Python => Lang::Python,
+        LangArg::Js => Lang::Js,
+    };
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    for file in scaffold(world, &args.name, lang, &dir)? {
+        println!("wrote {}", file.display());
+    }
+    println!("next: see {}", dir.join("README.md").display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,6 +49,31 @@ pub fn modules() -> &'static Path {
     })
 }
 
+/// The Python and JavaScript example modules (built once per process, slow:
+/// seconds per component; unchanged components are not rebuilt).
+pub fn language_modules() -> &'static Path {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let dir = modules();
+        for script in [
+            &["scripts/setup", "--guests"][..],
+            &["scripts/build-guests", "--lang", "python,js"][..],
+        ] {
+            let mut cmd = Command::new("bash");
+            cmd.arg(repo().join(script[0])).args(&script[1..]);
+            if script[0].ends_with("build-guests") {
+                cmd.arg(dir);
+            }
+            let status = cmd.status().expect("run a guest build script");
+            assert!(
+                status.success(),
+                "{script:?} failed: are python3, node and npm installed?"
+            );
+        }
+    });
+    modules()
+}
+
 /// A compiled-module cache shared by the tests, so most engine starts skip compiling.
 pub fn shared_cache() -> PathBuf {
     modules().parent().unwrap().join("test-module-cache")

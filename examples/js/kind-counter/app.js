@@ -11,7 +11,16 @@ import { increment } from 'wasmtrigger:plugin/kv@0.1.0';
 import { send } from 'wasmtrigger:plugin/http@0.1.0';
 
 export function run(event, params) {
-  const p = JSON.parse(params || '{}');
+  try {
+    return countEvent(event, JSON.parse(params || '{}'));
+  } catch (e) {
+    // The error of `run` is a string: throwing an Error object would abort
+    // the guest, so pass on its message.
+    throw e instanceof Error ? e.message : String(e);
+  }
+}
+
+function countEvent(event, p) {
   if (p.fail !== undefined) {
     throw new Error(p.fail);
   }

@@ -1,0 +1,223 @@
+//! `wasmtrigger new`: writes a ready-to-build filter or action project in
+//! Rust, Python or JavaScript. The templates and the WIT contract are built
+//! into the binary, so the project needs nothing from this repository.
+
+use std::path::{Path, PathBuf};
+
+use crate::runtime::World;
+
+/// The pinned guest toolchains the Python and JavaScript templates use.
+pub const PYTHON_TOOL: &str = "0.25.1";
+/// See [`PYTHON_TOOL`].
+pub const JS_TOOL: &str = "0.23.0";
+
+const WIT: &str = include_str!("../../wit/plugin.wit");
+const README: &str = include_str!("../templates/README.md");
+const SAMPLE_DEPLOYMENT: &str = include_str!("../../examples/events/deployment-ready.json");
+
+/// A guest language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// Rust with wit-bindgen.
+    Rust,
+    /// Python with componentize-py.
+    Python,
+    /// JavaScript with componentize-js.
+    Js,
+}
+
+/// Why a project could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    /// The name is not usable.
+    #[error(
+        "invalid project name `{0}`: use lowercase letters, digits and `-`, starting with a letter"
+    )]
+    Name(String),
+    /// The target exists and is not empty.
+    #[error("{0} already exists and is not empty")]
+    Exists(PathBuf),
+    /// Writing failed.
+    #[error("cannot write {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Writes the project into `dir` (created; must not hold files) and returns the files written.
+pub fn scaffold(
+    world: World,
+    name: &str,
+    lang: Lang,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ScaffoldError> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.len() <= 64;
+    if !valid {
+        return Err(ScaffoldError::Name(name.to_string()));
+    }
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(ScaffoldError::Exists(dir.to_path_buf()));
+    }
+    let filter = world == World::Filter;
+    let pick = |f: &'static str, a: &'static str| if filter { f } else { a };
+    let mut files: Vec<(&str, &str, bool)> = match lang {
+        Lang::Rust => vec![
+            (
+                "Cargo.toml",
+                include_str!("../templates/rust/Cargo.toml"),
+                false,
+            ),
+            (
+                "src/lib.rs",
+                pick(
+                    include_str!("../templates/rust/filter.rs"),
+                    include_str!("../templates/rust/action.rs"),
+                ),
+                false,
+            ),
+            ("build.sh", include_str!("../templates/rust/build.sh"), true),
+        ],
+        Lang::Python => vec![
+            (
+                "app.py",
+                pick(
+                    include_str!("../templates/python/filter.py"),
+                    include_str!("../templates/python/action.py"),
+                ),
+                false,
+            ),
+            (
+                "requirements.txt",
+                include_str!("../templates/python/requirements.txt"),
+                false,
+            ),
+            (
+                "build.sh",
+                include_str!("../templates/python/build.sh"),
+                true,
+            ),
+        ],
+        Lang::Js => vec![
+            (
+                "app.js",
+                pick(
+                    include_str!("../templates/js/filter.js"),
+                    include_str!("../templates/js/action.js"),
+                ),
+                false,
+            ),
+            (
+                "package.json",
+                include_str!("../templates/js/package.json"),
+                false,
+            ),
+            ("build.sh", include_str!("../templates/js/build.sh"), true),
+        ],
+    };
+    let sample_tick = r#"{"id":"sample-1","trigger":"my-trigger","source":"schedule","kind":"tick","time":"2026-11-22T10:00:00.000Z","data":{"sequence":1}}"#;
+    files.push(("wit/plugin.wit", WIT, false));
+    files.push(("event.json", pick(SAMPLE_DEPLOYMENT, sample_tick), false));
+    files.push(("README.md", README, false));
+    let (lang_name, build) = match lang {
+        Lang::Rust => (
+            "Rust",
+            "```sh\nrustup target add wasm32-wasip2   # once\n./build.sh\n```",
+        ),
+        Lang::Python => (
+            "Python",
+            "```sh\npython3 -m venv .venv && .venv/bin/pip install -r requirements.txt   # once\nPATH=.venv/bin:$PATH ./build.sh\n```",
+        ),
+        Lang::Js => ("JavaScript", "```sh\nnpm install   # once\n./build.sh\n```"),
+    };
+    let config = if filter {
+        format!("    filter: {{ module: {name}.wasm }}\n    action: {{ module: log-event.wasm }}")
+    } else {
+        format!("    action:\n      module: {name}.wasm\n      params: {{ greeting: hello }}")
+    };
+    let vars = [
+        ("{{name}}", name.to_string()),
+        ("{{crate}}", name.replace('-', "_")),
+        ("{{world}}", world.name().to_string()),
+        ("{{lang_name}}", lang_name.to_string()),
+        ("{{build}}", build.to_string()),
+        ("{{config}}", config),
+        (
+            "{{params_flag}}",
+            if filter {
+                String::new()
+            } else {
+                " --params '{\"greeting\":\"hello\"}'".to_string()
+            },
+        ),
+        ("{{py_tool}}", PYTHON_TOOL.to_string()),
+        ("{{js_tool}}", JS_TOOL.to_string()),
+    ];
+    let mut written = Vec::new();
+    for (relative, template, executable) in files {
+        let mut text = template.to_string();
+        for (key, value) in &vars {
+            text = text.replace(key, value);
+        }
+        let path = dir.join(relative);
+        let io = |e| ScaffoldError::Io(path.clone(), e);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, text).map_err(io)?;
+        if executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_pins_match_the_projects_guest_tools() {
+        let py = include_str!("../../guest-tools/python/requirements.txt");
+        assert!(
+            py.contains(&format!("componentize-py=={PYTHON_TOOL}")),
+            "{py}"
+        );
+        let js = include_str!("../../guest-tools/js/package.json");
+        assert!(
+            js.contains(&format!(
+                "\"@bytecodealliance/componentize-js\": \"{JS_TOOL}\""
+            )),
+            "{js}"
+        );
+    }
+
+    #[test]
+    fn writes_a_project_and_refuses_to_overwrite() {
+        let dir = std::env::temp_dir().join(format!("wt-new-{}", uuid::Uuid::now_v7()));
+        let files = scaffold(World::Action, "my-action", Lang::Python, &dir).unwrap();
+        assert!(files.iter().any(|f| f.ends_with("app.py")));
+        let build = std::fs::read_to_string(dir.join("build.sh")).unwrap();
+        assert!(
+            build.contains("-w action componentize app -o my-action.wasm"),
+            "{build}"
+        );
+        assert!(
+            !std::fs::read_to_string(dir.join("README.md"))
+                .unwrap()
+                .contains("{{")
+        );
+        assert!(matches!(
+            scaffold(World::Action, "my-action", Lang::Python, &dir),
+            Err(ScaffoldError::Exists(_))
+        ));
+        assert!(matches!(
+            scaffold(World::Filter, "Bad_Name", Lang::Rust, &dir),
+            Err(ScaffoldError::Name(_))
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,21 @@
+"""{{name}}: a wasmtrigger filter in Python. Return True to run the trigger's
+action for this event, False to drop it; raise Err("message") to fail the run.
+"""
+
+import json
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import log
+
+
+class WitWorld(wit_world.WitWorld):
+    def filter(self, event) -> bool:
+        # `data` is JSON text: parse it with the json module.
+        data = json.loads(event.data)
+        if not isinstance(data, dict):
+            raise Err("expected a JSON object")
+        name = data.get("metadata", {}).get("name", "?")
+        log.log(log.Level.INFO, f"{event.kind} event for {name}")
+        # Replace with your own rule: here, pass objects that have a name.
+        return name != "?"
