@@ -515,6 +515,11 @@ impl Engine {
         running.values().map(|r| r.trigger.clone()).collect()
     }
 
+    /// Hands events to the dispatcher directly (embedding, benchmarks).
+    pub fn submitter(&self) -> &Submitter {
+        self.shared.submitter()
+    }
+
     /// The module versions serving.
     pub fn modules(&self) -> &Arc<ModuleRegistry> {
         &self.shared.registry

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 
 use crate::config::TriggerConfig;
+use crate::runtime::WarmPool;
 use crate::state::{KvNamespace, StateStore};
 
 /// A running trigger.
@@ -21,6 +22,8 @@ pub struct Trigger {
     pub kv: KvNamespace,
     /// The state store, for engine-side bookkeeping (one-shot schedules).
     pub state: Arc<StateStore>,
+    /// Warm filter instances, used when the filter's isolation is `pooled`.
+    pub warm: WarmPool,
     unfinished: AtomicUsize,
     finished: Notify,
 }
@@ -33,6 +36,7 @@ impl Trigger {
             kv: state.kv(&config.name),
             state: state.clone(),
             config: RwLock::new(Arc::new(config)),
+            warm: WarmPool::default(),
             unfinished: AtomicUsize::new(0),
             finished: Notify::new(),
         })

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod benches;
 mod capabilities;
 mod cli;
 mod config_errors;

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::schema::{
     ActionSpec, AuthSpec, ChainSpec, ConditionSpec, EngineSpec, FilterSpec, GrantsSpec,
-    HttpLimitsSpec, OutcomeSpec, OverlapSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
+    HttpLimitsSpec, IsolationSpec, OutcomeSpec, OverlapSpec, RetrySpec, ScheduleSpec, TriggerSpec,
+    WebhookSpec,
 };
 use super::*;
 use crate::capabilities::grants::{Grants, HttpGrant, check_secret_name};
@@ -793,9 +794,10 @@ impl Loader<'_> {
                 None
             }
             (None, Some(expr)) => {
-                if spec.timeout.is_some() || spec.memory.is_some() {
+                if spec.timeout.is_some() || spec.memory.is_some() || spec.isolation.is_some() {
                     let message =
-                        "`timeout` and `memory` apply to filter modules, not to `cel`".to_string();
+                        "`timeout`, `memory` and `isolation` apply to filter modules, not to `cel`"
+                            .to_string();
                     self.error(file, Some(label), Some("filter"), message);
                 }
                 match CelFilter::compile(expr) {
@@ -808,7 +810,15 @@ impl Loader<'_> {
             }
             (Some(module), None) => self
                 .module_use(file, label, "filter", module, spec.timeout, spec.memory)
-                .map(FilterConfig::Module),
+                .map(|used| {
+                    FilterConfig::Module(ModuleUse {
+                        isolation: match spec.isolation {
+                            None | Some(IsolationSpec::Fresh) => Isolation::Fresh,
+                            Some(IsolationSpec::Pooled) => Isolation::Pooled,
+                        },
+                        ..used
+                    })
+                }),
         }
     }
 
@@ -954,6 +964,7 @@ impl Loader<'_> {
             name: name.to_string(),
             path,
             limits,
+            isolation: Isolation::Fresh,
         })
     }
 }

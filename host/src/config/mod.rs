@@ -396,6 +396,29 @@ pub struct ModuleUse {
     pub path: PathBuf,
     /// Limits for each invocation.
     pub limits: Limits,
+    /// Whether each event gets a fresh instance (always so for actions).
+    pub isolation: Isolation,
+}
+
+/// How instances of a filter module are used across events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// A fresh instance per event: nothing a guest keeps in memory survives it.
+    #[default]
+    Fresh,
+    /// Warm instances are reused across events of one trigger (opt-in, for pure
+    /// filters): saves instantiation, but guest globals persist between events.
+    Pooled,
+}
+
+impl Isolation {
+    /// Name as in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Fresh => "fresh",
+            Isolation::Pooled => "pooled",
+        }
+    }
 }
 
 /// A trigger's action.

@@ -168,6 +168,15 @@ pub struct FilterSpec {
     pub cel: Option<String>,
     pub timeout: Option<DurationValue>,
     pub memory: Option<ByteSize>,
+    pub isolation: Option<IsolationSpec>,
+}
+
+/// `filter.isolation:` a fresh instance per event, or warm instances reused.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationSpec {
+    Fresh,
+    Pooled,
 }
 
 /// `action:`.

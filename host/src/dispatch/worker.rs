@@ -11,7 +11,7 @@ use super::{DispatchStats, Job, RateLimiter, backoff, bump};
 use crate::capabilities::redact::Redactor;
 use crate::capabilities::secrets::merge_imports;
 use crate::capabilities::{ActionAccess, HostServices};
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, Isolation};
 use crate::event::now_rfc3339;
 use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
 use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
@@ -114,10 +114,18 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                             Some(trigger.kv.clone()),
                             ctx.services.clone(),
                         );
-                        ctx.runtime
-                            .call_filter(&module, &inv, &job.event)
-                            .await
-                            .map_err(|e| (started, e))
+                        let verdict = match used.isolation {
+                            Isolation::Fresh => {
+                                ctx.runtime.call_filter(&module, &inv, &job.event).await
+                            }
+                            Isolation::Pooled => {
+                                let warm = &trigger.warm;
+                                ctx.runtime
+                                    .call_filter_pooled(&module, &inv, &job.event, warm)
+                                    .await
+                            }
+                        };
+                        verdict.map_err(|e| (started, e))
                     }
                 }
             }

@@ -79,6 +79,12 @@ impl Limiter {
         self.denied
     }
 
+    /// Forgets an earlier refusal, for the next call on a reused instance
+    /// (the memory it already holds stays counted).
+    pub fn reset_denied(&mut self) {
+        self.denied = false;
+    }
+
     /// The limit in bytes.
     pub fn limit(&self) -> u64 {
         self.limit

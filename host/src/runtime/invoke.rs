@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wasmtime::{Store, Trap};
 
-use super::bindings::filter::FilterPre;
-use super::bindings::{ActionPre, WitEvent};
+use super::bindings::WitEvent;
 use super::stdio::GuestOutput;
 use super::{EPOCH_TICK, HostState, LoadedModule, Runtime};
 use crate::capabilities::redact::Redactor;
@@ -112,18 +111,18 @@ impl Invocation {
     }
 }
 
-enum Call<'a> {
-    Filter(&'a FilterPre<HostState>),
-    Action(&'a ActionPre<HostState>, &'a str),
-}
+/// Result of one guest call under the host timer: timer, wasmtime, guest levels.
+type Guarded<T> = Result<Result<Result<T, String>, wasmtime::Error>, tokio::time::error::Elapsed>;
 
-enum Outcome {
-    Filter(bool),
-    Action(String),
+/// A store ready for one invocation, with the output it captures.
+pub(super) struct Armed {
+    pub(super) store: Store<HostState>,
+    pub(super) output: Arc<GuestOutput>,
+    pub(super) label: Arc<str>,
 }
 
 impl Runtime {
-    /// Runs a filter module on an event.
+    /// Runs a filter module on an event in a fresh instance.
     pub async fn call_filter(
         &self,
         module: &LoadedModule,
@@ -131,10 +130,14 @@ impl Runtime {
         event: &Event,
     ) -> Result<bool, InvokeError> {
         let pre = module.filter_pre().map_err(unavailable)?;
-        match self.execute(module, inv, event, Call::Filter(pre)).await? {
-            Outcome::Filter(pass) => Ok(pass),
-            Outcome::Action(_) => Err(InvokeError::new(FailureKind::Host, "mismatched call")),
-        }
+        let mut armed = self.arm(module, inv);
+        let wit_event = WitEvent::from(event);
+        let run = async {
+            let guest = pre.instantiate_async(&mut armed.store).await?;
+            guest.call_filter(&mut armed.store, &wit_event).await
+        };
+        let result = tokio::time::timeout(host_timer(inv), run).await;
+        settle(result, &armed, inv)
     }
 
     /// Runs an action module on an event with the trigger's params (JSON text).
@@ -146,22 +149,35 @@ impl Runtime {
         params: &str,
     ) -> Result<String, InvokeError> {
         let pre = module.action_pre().map_err(unavailable)?;
-        match self
-            .execute(module, inv, event, Call::Action(pre, params))
-            .await?
-        {
-            Outcome::Action(output) => Ok(output),
-            Outcome::Filter(_) => Err(InvokeError::new(FailureKind::Host, "mismatched call")),
-        }
+        let mut armed = self.arm(module, inv);
+        let wit_event = WitEvent::from(event);
+        let run = async {
+            let guest = pre.instantiate_async(&mut armed.store).await?;
+            guest.call_run(&mut armed.store, &wit_event, params).await
+        };
+        let result = tokio::time::timeout(host_timer(inv), run).await;
+        settle(result, &armed, inv).map(|out| inv.redactor.redact(&out).into_owned())
     }
 
-    async fn execute(
+    /// Instantiates a filter or action module and drops the instance without
+    /// calling it: what a fresh instance costs before the guest runs (benchmarks).
+    pub async fn instantiate(
         &self,
         module: &LoadedModule,
         inv: &Invocation,
-        event: &Event,
-        call: Call<'_>,
-    ) -> Result<Outcome, InvokeError> {
+    ) -> Result<(), InvokeError> {
+        let mut armed = self.arm(module, inv);
+        let instantiated = match (module.filter_pre(), module.action_pre()) {
+            (Ok(pre), _) => pre.instantiate_async(&mut armed.store).await.map(drop),
+            (_, Ok(pre)) => pre.instantiate_async(&mut armed.store).await.map(drop),
+            (Err(e), _) => return Err(unavailable(e)),
+        };
+        instantiated.map_err(|e| classify(&e, &armed, inv))
+    }
+
+    /// A fresh store for one invocation of `module` by `inv`, with its
+    /// limits, captured stdio and deadline set.
+    pub(super) fn arm(&self, module: &LoadedModule, inv: &Invocation) -> Armed {
         let label: Arc<str> = module.label().into();
         let output = GuestOutput::new(
             inv.trigger.clone(),
@@ -183,49 +199,55 @@ impl Runtime {
             HostState::new(caps, &output, inv.limits.memory),
         );
         store.limiter(|state| &mut state.limiter);
-        let ticks = inv
-            .limits
-            .timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64;
-        store.set_epoch_deadline(ticks.max(1));
         store.epoch_deadline_trap();
-        let wit_event = WitEvent::from(event);
-        let run = async {
-            match call {
-                Call::Filter(pre) => {
-                    let guest = pre.instantiate_async(&mut store).await?;
-                    let result = guest.call_filter(&mut store, &wit_event).await?;
-                    Ok::<_, wasmtime::Error>(result.map(Outcome::Filter))
-                }
-                Call::Action(pre, params) => {
-                    let guest = pre.instantiate_async(&mut store).await?;
-                    let result = guest.call_run(&mut store, &wit_event, params).await?;
-                    Ok(result.map(Outcome::Action))
-                }
-            }
-        };
-        let result = tokio::time::timeout(inv.limits.timeout + TIMER_SLACK, run).await;
-        output.finish();
-        let redact = |text: String| inv.redactor.redact(&text).into_owned();
-        match result {
-            Err(_) => Err(timed_out(&label, inv)),
-            Ok(Ok(Ok(Outcome::Action(out)))) => Ok(Outcome::Action(redact(out))),
-            Ok(Ok(Ok(outcome))) => Ok(outcome),
-            Ok(Ok(Err(message))) => Err(InvokeError::new(
-                FailureKind::GuestError,
-                format!("{label} returned an error: {}", redact(message)),
-            )),
-            Ok(Err(error)) => {
-                let mut e = classify(&error, &store, &output, &label, inv);
-                e.message = redact(e.message);
-                Err(e)
-            }
+        set_deadline(&mut store, inv);
+        Armed {
+            store,
+            output,
+            label,
         }
     }
 }
 
-fn unavailable(e: super::ModuleError) -> InvokeError {
+/// Gives the store `inv`'s timeout from now, in epoch ticks.
+pub(super) fn set_deadline(store: &mut Store<HostState>, inv: &Invocation) {
+    let ticks = inv
+        .limits
+        .timeout
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis()) as u64;
+    store.set_epoch_deadline(ticks.max(1));
+}
+
+/// Ends an invocation: flushes its output and turns what happened into the
+/// guest's value or a classified, redacted failure.
+pub(super) fn settle<T>(
+    result: Guarded<T>,
+    armed: &Armed,
+    inv: &Invocation,
+) -> Result<T, InvokeError> {
+    armed.output.finish();
+    let label = &armed.label;
+    match result {
+        Err(_) => Err(timed_out(label, inv)),
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(message))) => Err(InvokeError::new(
+            FailureKind::GuestError,
+            format!(
+                "{label} returned an error: {}",
+                inv.redactor.redact(&message)
+            ),
+        )),
+        Ok(Err(error)) => Err(classify(&error, armed, inv)),
+    }
+}
+
+/// Timer slack above a timeout (the epoch deadline fires first for guest code).
+pub(super) fn host_timer(inv: &Invocation) -> std::time::Duration {
+    inv.limits.timeout + TIMER_SLACK
+}
+
+pub(super) fn unavailable(e: super::ModuleError) -> InvokeError {
     InvokeError::new(FailureKind::ModuleUnavailable, e.to_string())
 }
 
@@ -242,13 +264,8 @@ fn timed_out(label: &str, inv: &Invocation) -> InvokeError {
 /// Turns a wasmtime error into a classified failure. Limits are checked
 /// first: a guest that aborts after a refused allocation traps with
 /// `unreachable`, but the cause is the memory limit.
-fn classify(
-    error: &wasmtime::Error,
-    store: &Store<HostState>,
-    output: &GuestOutput,
-    label: &str,
-    inv: &Invocation,
-) -> InvokeError {
+fn classify(error: &wasmtime::Error, armed: &Armed, inv: &Invocation) -> InvokeError {
+    let (store, output, label) = (&armed.store, &armed.output, &*armed.label);
     tracing::debug!(module = %label, error = ?error, "guest failure details");
     let trap = error.downcast_ref::<Trap>();
     if trap == Some(&Trap::Interrupt) {
@@ -280,5 +297,9 @@ fn classify(
         .stderr_tail()
         .map(|tail| format!("; guest stderr: {tail}"))
         .unwrap_or_default();
-    InvokeError::new(FailureKind::Trap, format!("{label} failed: {cause}{hint}"))
+    let message = format!("{label} failed: {cause}{hint}");
+    InvokeError::new(
+        FailureKind::Trap,
+        inv.redactor.redact(&message).into_owned(),
+    )
 }

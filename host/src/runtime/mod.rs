@@ -9,6 +9,7 @@ mod invoke;
 mod module;
 mod registry;
 pub mod stdio;
+mod warm;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use host_state::HostState;
 pub use invoke::{FailureKind, Invocation, InvokeError};
 pub use module::{LoadedModule, ModuleError, World};
 pub use registry::{ModuleRegistry, load_for_config};
+pub use warm::WarmPool;
 
 /// Resolution of invocation timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -51,6 +53,30 @@ pub struct RuntimeSettings {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Size bound of the cache in bytes.
     pub cache_max_bytes: u64,
+    /// Tuning of how instances get their memory (benchmarked in docs/performance.md).
+    pub tuning: Tuning,
+}
+
+/// wasmtime knobs that trade memory for per-instance speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Preallocate instance slots (pooling allocator) instead of mapping per instance.
+    pub pooling: bool,
+    /// Bytes of each freed linear memory (and table) kept resident and zeroed
+    /// in place for the next instance instead of being handed back to the kernel.
+    pub keep_resident: usize,
+    /// Map initial memory images copy-on-write instead of copying them in.
+    pub memory_init_cow: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            pooling: true,
+            keep_resident: 0,
+            memory_init_cow: true,
+        }
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -61,6 +87,7 @@ impl Default for RuntimeSettings {
             pool_instances: 64,
             cache_dir: None,
             cache_max_bytes: 1 << 30,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -84,7 +111,7 @@ impl Drop for Runtime {
 impl Runtime {
     /// Creates the engine, the linkers and the epoch ticker.
     pub fn new(settings: &RuntimeSettings) -> Result<Self, RuntimeError> {
-        let engine = match Engine::new(&engine_config(settings, true)) {
+        let engine = match Engine::new(&engine_config(settings, settings.tuning.pooling)) {
             Ok(engine) => engine,
             Err(e) => {
                 // Pooling reserves address space up front; some sandboxes cap it.
@@ -183,6 +210,7 @@ fn engine_config(settings: &RuntimeSettings, pooling: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.memory_init_cow(settings.tuning.memory_init_cow);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         let n = settings.pool_instances;
@@ -192,7 +220,9 @@ fn engine_config(settings: &RuntimeSettings, pooling: bool) -> Config {
             .total_tables(n * 8)
             .total_stacks(n)
             .max_memories_per_module(1)
-            .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX));
+            .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX))
+            .linear_memory_keep_resident(settings.tuning.keep_resident)
+            .table_keep_resident(settings.tuning.keep_resident);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

@@ -94,6 +94,13 @@ impl GuestOutput {
         Some(crate::runs::cap_text(joined, MAX_TAIL))
     }
 
+    /// Starts a new invocation on a reused instance: a fresh output budget and stderr tail.
+    pub fn reset(&self) {
+        self.written.store(0, Ordering::Relaxed);
+        self.exceeded.store(false, Ordering::Relaxed);
+        lock(&self.stderr_tail).clear();
+    }
+
     /// Emits unterminated output left in the buffers; call when the invocation ends.
     pub fn finish(&self) {
         for stream in [Stream::Stdout, Stream::Stderr] {

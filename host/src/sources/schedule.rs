@@ -243,6 +243,7 @@ mod tests {
                         timeout: Duration::from_secs(1),
                         memory: 1 << 20,
                     },
+                    isolation: Default::default(),
                 },
                 params: "{}".into(),
                 retry: Default::default(),
