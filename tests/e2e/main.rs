@@ -11,6 +11,7 @@ mod config_errors;
 mod dispatch;
 mod engine_process;
 mod filters;
+mod isolation;
 mod languages;
 mod reload;
 mod sandbox;

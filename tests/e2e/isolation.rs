@@ -1,0 +1,137 @@
+//! `isolation: pooled` against the default fresh instance per event, through
+//! the engine: guest memory persists only in pooled mode, and an instance
+//! that trapped is discarded rather than reused.
+
+use serde_json::json;
+use wasmtrigger::event::Event;
+use wasmtrigger::runs::RunStatus;
+
+use crate::support::{self, Workspace, run_cli};
+
+const CONFIG: &str = r#"
+engine: { workers: 1 }
+triggers:
+  - name: fresh
+    source: { type: schedule, every: 24h }
+    filter: { module: sticky.wasm }
+    action: { module: hostile.wasm, params: { mode: ok } }
+  - name: pooled
+    source: { type: schedule, every: 24h }
+    filter: { module: sticky.wasm, isolation: pooled }
+    action: { module: hostile.wasm, params: { mode: ok } }
+"#;
+
+/// Sends the events one at a time and returns each run's status.
+async fn statuses(
+    engine: &wasmtrigger::engine::Engine,
+    collector: &std::sync::Arc<support::Collector>,
+    name: &str,
+    events: &[serde_json::Value],
+) -> Vec<RunStatus> {
+    let trigger = engine
+        .triggers()
+        .await
+        .into_iter()
+        .find(|t| &*t.name == name)
+        .expect("trigger runs");
+    for (i, data) in events.iter().enumerate() {
+        let event = Event::new(name, "test", "test", data);
+        engine
+            .submitter()
+            .submit(&trigger, event)
+            .expect("accepted");
+        collector.wait_runs(name, i + 1).await;
+    }
+    collector.of(name).iter().map(|r| r.status).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_reuses_instances_and_discards_trapped_ones() {
+    let ws = Workspace::new();
+    let (engine, collector) = support::start_engine(&ws, CONFIG).await;
+    let plain = json!({});
+    use RunStatus::{Failed, Filtered, Succeeded};
+
+    // Fresh: the count starts at zero in every instance, so nothing passes.
+    let fresh = statuses(
+        &engine,
+        &collector,
+        "fresh",
+        &[plain.clone(), plain.clone(), plain.clone()],
+    )
+    .await;
+    assert_eq!(fresh, [Filtered, Filtered, Filtered]);
+
+    // Pooled: the second event sees the first one's count; the trap throws
+    // that instance away, so the count starts over after it.
+    let events = [
+        plain.clone(),
+        plain.clone(),
+        json!({"panic": true}),
+        plain.clone(),
+        plain.clone(),
+    ];
+    let pooled = statuses(&engine, &collector, "pooled", &events).await;
+    assert_eq!(pooled, [Filtered, Succeeded, Failed, Filtered, Succeeded]);
+    let trapped = &collector.of("pooled")[2];
+    assert!(
+        trapped
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("sticky asked to panic")),
+        "the trap quotes the panic: {trapped:?}"
+    );
+    engine.shutdown().await;
+}
+
+#[test]
+fn isolation_is_checked_where_it_is_written() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "bad.yaml",
+        r#"
+triggers:
+  - name: on-cel
+    source: { type: schedule, every: 1h }
+    filter: { cel: "true", isolation: pooled }
+    action: { module: counter.wasm }
+  - name: unknown-mode
+    source: { type: schedule, every: 1h }
+    filter: { module: ready-replicas.wasm, isolation: shared }
+    action: { module: counter.wasm }
+  - name: on-action
+    source: { type: schedule, every: 1h }
+    action: { module: counter.wasm, isolation: pooled }
+"#,
+    );
+    let modules = support::modules().display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "check",
+            "--config",
+            &file.display().to_string(),
+            "--modules",
+            &modules,
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let text = format!("{out}{err}");
+    for (trigger, expected) in [
+        (
+            "on-cel",
+            "`isolation` apply to filter modules, not to `cel`",
+        ),
+        (
+            "unknown-mode",
+            "unknown variant `shared`, expected `fresh` or `pooled`",
+        ),
+        ("on-action", "unknown field `isolation`"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("trigger `{trigger}`")) && l.contains(expected)),
+            "{trigger}: expected an error containing {expected:?} in:\n{text}"
+        );
+    }
+}
