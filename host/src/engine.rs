@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use crate::config::{Config, ConfigErrors, EngineOverrides, Outcome, SourceConfig, TriggerConfig};
 use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
+use crate::journal::{Journal, JournalEntry};
 use crate::metrics::{EngineReadings, Metrics, MetricsSink};
 use crate::runs::BroadcastSink;
 use crate::runs::store::{RunStore, TriggerSummary};
@@ -248,8 +249,17 @@ impl Shared {
             .collect();
         for name in gone {
             if let Some(old) = running.remove(&name) {
-                // Runs in flight hold the trigger and finish; only the source stops.
+                // Only the source stops; runs already accepted finish, on the
+                // module versions the trigger holds on to for them.
                 old.stop.cancel();
+                let _ = old.source.await;
+                let config = old.trigger.config();
+                let modules = config
+                    .module_names()
+                    .iter()
+                    .filter_map(|m| self.registry.get(m).ok())
+                    .collect();
+                old.trigger.retain_modules(modules);
                 change.removed.push(name);
             }
         }
@@ -373,6 +383,35 @@ fn same_trigger(a: &TriggerConfig, b: &TriggerConfig) -> bool {
         && a.description == b.description
 }
 
+/// Queues again the events a previous process accepted but did not finish
+/// (waiting for queue room, so a long journal never overflows the queue).
+async fn replay_journal(shared: Arc<Shared>, entries: Vec<JournalEntry>) {
+    tracing::warn!(
+        events = entries.len(),
+        "replaying events accepted before the last stop that did not finish"
+    );
+    let submitter = shared.submitter().clone();
+    for entry in entries {
+        let trigger = shared.trigger(&entry.trigger).await;
+        let event_id = entry.event.id.clone();
+        match trigger {
+            Some(trigger) => {
+                if submitter.replay(&trigger, entry).await.is_err() {
+                    return; // stopping: the rest stays journaled for the next start
+                }
+            }
+            None => {
+                tracing::error!(
+                    trigger = %entry.trigger,
+                    event_id,
+                    "journaled event dropped: its trigger no longer exists"
+                );
+                submitter.forget(&event_id);
+            }
+        }
+    }
+}
+
 /// A started engine.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -406,6 +445,12 @@ impl Engine {
         let state = StateStore::open(&options.state_dir, config.engine.kv)?;
         let history = RunStore::open(state.clone(), config.engine.history)?;
         let (history_sink, history_writer) = history.start_writer();
+        let (journal, replay) = if config.engine.journal {
+            let (journal, pending) = Journal::open(state.clone())?;
+            (Some(journal), pending)
+        } else {
+            (None, Vec::new())
+        };
         let services = HostServices::new(SecretStore::from_settings(&config.engine.secrets))
             .map_err(EngineError::Services)?;
         let settings = RuntimeSettings {
@@ -443,12 +488,13 @@ impl Engine {
             registry.clone(),
             RunRecorder::new(sinks),
             metrics.clone(),
+            journal,
         );
         let shutdown_grace = config.engine.shutdown_grace;
         let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
         let shared = Arc::new(Shared {
             runtime,
-            services,
+            services: services.clone(),
             registry,
             state,
             history,
@@ -456,6 +502,7 @@ impl Engine {
             sources: SourceContext {
                 submitter: dispatcher.submitter(),
                 runs: runs_tx,
+                services: services.clone(),
             },
             stop_sources: CancellationToken::new(),
             running: Mutex::new(BTreeMap::new()),
@@ -465,6 +512,9 @@ impl Engine {
             })),
         });
         let change = shared.apply(config, modules).await;
+        if !replay.is_empty() {
+            tokio::spawn(replay_journal(shared.clone(), replay));
+        }
         let weak = Arc::downgrade(&shared);
         metrics.set_readings(move || readings(&weak));
         if let Some((_, server_state)) = &server {
@@ -574,8 +624,13 @@ impl Engine {
             let _ = r.source.await;
         }
         let stats = self.dispatcher.stats().clone();
+        let journal = self.shared.submitter().journal().cloned();
         drop(self.shared);
         self.dispatcher.stop(self.shutdown_grace).await;
+        // Removals of the last runs' entries are committed before we return.
+        if let Some(journal) = journal {
+            journal.flush().await;
+        }
         // Every record is out; the history writer stores the last batch and ends.
         if tokio::time::timeout(Duration::from_secs(10), self.history_writer)
             .await

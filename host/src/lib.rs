@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod event;
 pub mod invoke;
+pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod reload;

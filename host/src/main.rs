@@ -65,6 +65,28 @@ enum Command {
     Fire(FireArgs),
     /// Write a ready-to-build filter or action project (Rust, Python or JavaScript).
     New(NewArgs),
+    /// Add a work item to a Redis stream drained by `type: redis-queue` triggers.
+    Enqueue(EnqueueArgs),
+}
+
+#[derive(Args)]
+struct EnqueueArgs {
+    /// The stream key (the trigger's `source.stream`).
+    queue: String,
+    /// The item as JSON.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    data: Option<String>,
+    /// A file holding the item as JSON (`-` reads stdin).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    redis: String,
 }
 
 #[derive(Args)]
@@ -333,6 +355,7 @@ fn main() -> ExitCode {
             Command::Triggers(args) => triggers(args).await,
             Command::Fire(args) => fire(args).await,
             Command::New(args) => new_project(args),
+            Command::Enqueue(args) => enqueue(args).await,
         }
     });
     match result {
@@ -342,6 +365,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let text = match (&args.data, &args.file) {
+        (Some(data), _) => data.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        (None, None) => anyhow::bail!("give the item with --data or --file"),
+    };
+    let id = wasmtrigger::sources::redis_queue::enqueue(&args.redis, &args.queue, &text).await?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn overrides(args: &EngineArgs) -> EngineOverrides {

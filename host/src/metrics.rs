@@ -9,7 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -89,6 +89,10 @@ pub struct Metrics {
     pub ticks_skipped: Family<TriggerLabels, Counter>,
     /// Webhook responses by trigger and status code.
     pub webhook_responses: Family<CodeLabels, Counter>,
+    /// Work-queue entries not yet delivered to any consumer, per trigger.
+    pub queue_lag: Family<TriggerLabels, Gauge>,
+    /// Work-queue entries delivered but not yet acknowledged, per trigger.
+    pub queue_pending: Family<TriggerLabels, Gauge>,
     readings: Arc<OnceLock<ReadingsFn>>,
 }
 
@@ -113,6 +117,18 @@ impl Metrics {
         let dropped = Family::<ReasonLabels, Counter>::default();
         let ticks_skipped = Family::<TriggerLabels, Counter>::default();
         let webhook_responses = Family::<CodeLabels, Counter>::default();
+        let queue_lag = Family::<TriggerLabels, Gauge>::default();
+        let queue_pending = Family::<TriggerLabels, Gauge>::default();
+        registry.register(
+            "queue_lag",
+            "Work-queue entries not yet delivered to any consumer of the group (scale on this)",
+            queue_lag.clone(),
+        );
+        registry.register(
+            "queue_pending",
+            "Work-queue entries delivered but not yet acknowledged",
+            queue_pending.clone(),
+        );
         registry.register("runs", "Finished runs by trigger and status", runs.clone());
         registry.register_with_unit(
             "run_duration",
@@ -156,8 +172,26 @@ impl Metrics {
             dropped,
             ticks_skipped,
             webhook_responses,
+            queue_lag,
+            queue_pending,
             readings,
         })
+    }
+
+    /// Sets a work queue's lag (undelivered entries).
+    pub fn queue_lag(&self, trigger: &str, value: i64) {
+        let labels = TriggerLabels {
+            trigger: trigger.to_string(),
+        };
+        self.queue_lag.get_or_create(&labels).set(value);
+    }
+
+    /// Sets a work queue's pending (unacknowledged) entries.
+    pub fn queue_pending(&self, trigger: &str, value: i64) {
+        let labels = TriggerLabels {
+            trigger: trigger.to_string(),
+        };
+        self.queue_pending.get_or_create(&labels).set(value);
     }
 
     /// Supplies the engine-wide readings (once, when the engine is up).

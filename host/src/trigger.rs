@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 
 use crate::config::TriggerConfig;
-use crate::runtime::WarmPool;
+use crate::runtime::{LoadedModule, ModuleRegistry, WarmPool};
 use crate::state::{KvNamespace, StateStore};
 
 /// A running trigger.
@@ -24,6 +24,8 @@ pub struct Trigger {
     pub state: Arc<StateStore>,
     /// Warm filter instances, used when the filter's isolation is `pooled`.
     pub warm: WarmPool,
+    /// Module versions kept for runs still in flight after the trigger was removed.
+    retained: std::sync::Mutex<Vec<Arc<LoadedModule>>>,
     unfinished: AtomicUsize,
     finished: Notify,
 }
@@ -37,6 +39,7 @@ impl Trigger {
             state: state.clone(),
             config: RwLock::new(Arc::new(config)),
             warm: WarmPool::default(),
+            retained: std::sync::Mutex::new(Vec::new()),
             unfinished: AtomicUsize::new(0),
             finished: Notify::new(),
         })
@@ -55,6 +58,23 @@ impl Trigger {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
+    /// Keeps these module versions for the runs still in flight (the trigger was removed).
+    pub(crate) fn retain_modules(&self, modules: Vec<Arc<LoadedModule>>) {
+        *self.retained.lock().unwrap_or_else(|p| p.into_inner()) = modules;
+    }
+
+    /// A module by name: the serving version, or for a removed trigger the one it kept.
+    pub(crate) fn module(
+        &self,
+        registry: &ModuleRegistry,
+        name: &str,
+    ) -> Result<Arc<LoadedModule>, String> {
+        registry.get(name).or_else(|why| {
+            let retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+            retained.iter().find(|m| m.name == name).cloned().ok_or(why)
+        })
+    }
+
     /// Events accepted for this trigger whose run record is not written yet.
     pub fn unfinished(&self) -> usize {
         self.unfinished.load(Ordering::SeqCst)
@@ -67,10 +87,6 @@ impl Trigger {
 
     pub(crate) fn accepted(&self) {
         self.unfinished.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn not_accepted(&self) {
-        self.unfinished.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub(crate) fn completed(&self) {

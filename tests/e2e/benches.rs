@@ -46,6 +46,16 @@ fn throughput() {
 }
 
 #[test]
+fn journal() {
+    smoke("journal");
+}
+
+#[test]
+fn queue_drain() {
+    smoke("queue");
+}
+
+#[test]
 fn memory() {
     smoke("memory");
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 use wasmtrigger::event::Event;
 use wasmtrigger::runs::RunStatus;
 
-use crate::support::{self, Workspace, run_cli};
+use crate::support::{self, Workspace};
 
 const CONFIG: &str = r#"
 engine: { workers: 1 }
@@ -39,6 +39,7 @@ async fn statuses(
         engine
             .submitter()
             .submit(&trigger, event)
+            .await
             .expect("accepted");
         collector.wait_runs(name, i + 1).await;
     }
@@ -86,9 +87,7 @@ async fn pooled_reuses_instances_and_discards_trapped_ones() {
 
 #[test]
 fn isolation_is_checked_where_it_is_written() {
-    let ws = Workspace::new();
-    let file = ws.write(
-        "bad.yaml",
+    support::assert_check_errors(
         r#"
 triggers:
   - name: on-cel
@@ -103,35 +102,19 @@ triggers:
     source: { type: schedule, every: 1h }
     action: { module: counter.wasm, isolation: pooled }
 "#,
-    );
-    let modules = support::modules().display().to_string();
-    let (code, out, err) = run_cli(
         &[
-            "check",
-            "--config",
-            &file.display().to_string(),
-            "--modules",
-            &modules,
+            (
+                "on-cel",
+                &["`isolation` apply to filter modules, not to `cel`"],
+            ),
+            (
+                "unknown-mode",
+                &["unknown variant `shared`, expected `fresh` or `pooled`"],
+            ),
+            (
+                "on-action",
+                &["`action.isolation`", "unknown field `isolation`"],
+            ),
         ],
-        None,
     );
-    assert_eq!(code, 1, "{out}{err}");
-    let text = format!("{out}{err}");
-    for (trigger, expected) in [
-        (
-            "on-cel",
-            "`isolation` apply to filter modules, not to `cel`",
-        ),
-        (
-            "unknown-mode",
-            "unknown variant `shared`, expected `fresh` or `pooled`",
-        ),
-        ("on-action", "unknown field `isolation`"),
-    ] {
-        assert!(
-            text.lines()
-                .any(|l| l.contains(&format!("trigger `{trigger}`")) && l.contains(expected)),
-            "{trigger}: expected an error containing {expected:?} in:\n{text}"
-        );
-    }
 }

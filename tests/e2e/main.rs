@@ -13,6 +13,7 @@ mod engine_process;
 mod filters;
 mod isolation;
 mod languages;
+mod queue;
 mod reload;
 mod sandbox;
 mod scaffold;

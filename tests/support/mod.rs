@@ -14,6 +14,7 @@ use serde_json::Value;
 use wasmtrigger::runs::{RunRecord, RunSink};
 
 pub mod http_server;
+pub mod redis_server;
 
 /// Generous upper bound for conditions: slow machines pass, fast ones finish early.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -276,6 +277,17 @@ impl EngineProcess {
         })
     }
 
+    /// Kills the process with SIGKILL (a crash: no shutdown code runs) and
+    /// returns everything it logged.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.raw_log()
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn stop(self) -> i32 {
         self.stop_and_log().0
@@ -503,4 +515,33 @@ pub async fn start_engine(
     .await
     .unwrap_or_else(|e| panic!("engine did not start: {e}"));
     (engine, collector)
+}
+
+/// Runs `check` on a config that must be rejected and asserts that, for each
+/// `(trigger, parts)`, one error line names the trigger and contains every part.
+pub fn assert_check_errors(yaml: &str, expected: &[(&str, &[&str])]) -> String {
+    let ws = Workspace::new();
+    let file = ws.write("bad.yaml", yaml);
+    let modules = modules().display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "check",
+            "--config",
+            &file.display().to_string(),
+            "--modules",
+            &modules,
+        ],
+        None,
+    );
+    let text = format!("{out}{err}");
+    assert_eq!(code, 1, "check should reject:\n{text}");
+    for (trigger, parts) in expected {
+        let named = format!("trigger `{trigger}`");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&named) && parts.iter().all(|p| l.contains(p))),
+            "{trigger}: expected a line with {parts:?} in:\n{text}"
+        );
+    }
+    text
 }

@@ -9,6 +9,8 @@ mod filter_cost;
 mod memory;
 #[path = "modules.rs"]
 mod modules;
+#[path = "queue.rs"]
+mod queue;
 #[path = "throughput.rs"]
 mod throughput;
 
@@ -86,7 +88,15 @@ impl Table {
 }
 
 /// Sections by name, in the order they run.
-pub const SECTIONS: [&str; 5] = ["filter", "languages", "modules", "throughput", "memory"];
+pub const SECTIONS: [&str; 7] = [
+    "filter",
+    "languages",
+    "modules",
+    "throughput",
+    "journal",
+    "queue",
+    "memory",
+];
 
 /// Runs the named sections (all when empty) and returns their tables.
 pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
@@ -110,6 +120,12 @@ pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
     }
     if wanted("throughput") {
         tables.push(rt.block_on(throughput::throughput(mode)));
+    }
+    if wanted("journal") {
+        tables.push(rt.block_on(queue::journal(mode)));
+    }
+    if wanted("queue") {
+        tables.push(queue::drain(mode));
     }
     if wanted("memory") {
         tables.push(memory::memory(mode));

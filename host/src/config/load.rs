@@ -8,14 +8,14 @@ use serde_json::{Map, Value};
 
 use super::schema::{
     ActionSpec, AuthSpec, ChainSpec, ConditionSpec, EngineSpec, FilterSpec, GrantsSpec,
-    HttpLimitsSpec, IsolationSpec, OutcomeSpec, OverlapSpec, RetrySpec, ScheduleSpec, TriggerSpec,
-    WebhookSpec,
+    HttpLimitsSpec, IsolationSpec, OutcomeSpec, OverlapSpec, RedisQueueSpec, RetrySpec,
+    ScheduleSpec, TriggerSpec, WebhookSpec,
 };
 use super::*;
 use crate::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 
 /// Source types this build knows, for error messages.
-const SOURCE_TYPES: &[&str] = &["schedule", "trigger", "webhook"];
+const SOURCE_TYPES: &[&str] = &["schedule", "trigger", "webhook", "redis-queue"];
 
 /// Loads a config file, or every `.yaml`/`.yml`/`.json` file directly in a
 /// directory, applies the overrides and validates it all. Module names resolve
@@ -232,6 +232,9 @@ fn engine_settings(
             Ok(spec) => {
                 if let Some(v) = spec.workers {
                     settings.workers = v;
+                }
+                if let Some(v) = spec.journal {
+                    settings.journal = v;
                 }
                 if let Some(v) = spec.queue_size {
                     settings.queue_size = v;
@@ -541,6 +544,15 @@ impl Loader<'_> {
                     None
                 }
             },
+            "redis-queue" => match parse::<RedisQueueSpec>(obj) {
+                Ok(spec) => self
+                    .redis_queue(file, label, spec)
+                    .map(SourceConfig::RedisQueue),
+                Err((f, message)) => {
+                    self.error(file, Some(label), Some(&field(&f)), message);
+                    None
+                }
+            },
             "webhook" => match parse::<WebhookSpec>(obj) {
                 Ok(spec) => self.webhook(file, label, spec).map(SourceConfig::Webhook),
                 Err((f, message)) => {
@@ -636,6 +648,87 @@ impl Loader<'_> {
             mode,
             conditions,
             window,
+        })
+    }
+
+    fn redis_queue(
+        &mut self,
+        file: &Path,
+        label: &str,
+        spec: RedisQueueSpec,
+    ) -> Option<RedisQueueConfig> {
+        let before = self.errors.len();
+        let server = match (spec.url, spec.url_secret) {
+            (Some(url), None) => {
+                match url::Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {
+                        if u.password().is_some() {
+                            let message = "the URL holds a password: put the whole URL in a secret and use `urlSecret`".to_string();
+                            self.error(file, Some(label), Some("source.url"), message);
+                        }
+                    }
+                    _ => {
+                        // Not echoed: a malformed URL may still hold a password.
+                        let message =
+                            "invalid Redis URL: expected redis://host[:port][/db] or rediss://…"
+                                .to_string();
+                        self.error(file, Some(label), Some("source.url"), message);
+                    }
+                }
+                RedisServer::Url(url)
+            }
+            (None, Some(secret)) => {
+                if let Err(message) = check_secret_name(&secret) {
+                    self.error(file, Some(label), Some("source.urlSecret"), message);
+                }
+                RedisServer::Secret(secret)
+            }
+            _ => {
+                let message = "a redis-queue takes exactly one of `url` or `urlSecret`".to_string();
+                self.error(file, Some(label), Some("source"), message);
+                return None;
+            }
+        };
+        if spec.stream.trim().is_empty() {
+            self.error(
+                file,
+                Some(label),
+                Some("source.stream"),
+                "expected a stream key".into(),
+            );
+        }
+        let claim_idle = spec
+            .claim_idle
+            .map(|d| d.0)
+            .unwrap_or(std::time::Duration::from_secs(60));
+        if claim_idle < std::time::Duration::from_millis(100) {
+            let message =
+                "expected at least 100ms: a shorter idle time steals entries from live consumers"
+                    .to_string();
+            self.error(file, Some(label), Some("source.claimIdle"), message);
+        }
+        let batch = spec.batch.unwrap_or(16);
+        if !(1..=1000).contains(&batch) {
+            self.error(
+                file,
+                Some(label),
+                Some("source.batch"),
+                "expected 1 to 1000".into(),
+            );
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(RedisQueueConfig {
+            dead_letter: spec
+                .dead_letter
+                .unwrap_or_else(|| format!("{}:dead", spec.stream)),
+            stream: spec.stream,
+            group: spec.group.unwrap_or_else(|| "wasmtrigger".into()),
+            consumer: spec.consumer,
+            server,
+            claim_idle,
+            batch,
         })
     }
 

@@ -42,13 +42,7 @@ impl Config {
         let mut names: Vec<String> = self
             .triggers
             .iter()
-            .flat_map(|t| {
-                let filter = match &t.filter {
-                    Some(FilterConfig::Module(m)) => Some(m.name.clone()),
-                    _ => None,
-                };
-                filter.into_iter().chain([t.action.module.name.clone()])
-            })
+            .flat_map(TriggerConfig::module_names)
             .collect();
         names.sort();
         names.dedup();
@@ -85,6 +79,8 @@ pub struct EngineSettings {
     pub kv: KvLimits,
     /// Retention of stored runs.
     pub history: crate::runs::store::Retention,
+    /// Whether accepted events are journaled (replayed after a crash).
+    pub journal: bool,
 }
 
 /// Limits on an action's outbound HTTP.
@@ -149,6 +145,9 @@ impl EngineSettings {
         if self.history != other.history {
             differ.push("history");
         }
+        if self.journal != other.journal {
+            differ.push("journal");
+        }
         differ
     }
 }
@@ -169,6 +168,7 @@ impl Default for EngineSettings {
             secrets: SecretsSettings::default(),
             kv: KvLimits::default(),
             history: Default::default(),
+            journal: true,
         }
     }
 }
@@ -233,6 +233,20 @@ pub struct TriggerConfig {
     pub action: ActionConfig,
 }
 
+impl TriggerConfig {
+    /// The modules this trigger uses: its filter module, if any, and its action.
+    pub fn module_names(&self) -> Vec<String> {
+        let filter = match &self.filter {
+            Some(FilterConfig::Module(m)) => Some(m.name.clone()),
+            _ => None,
+        };
+        filter
+            .into_iter()
+            .chain([self.action.module.name.clone()])
+            .collect()
+    }
+}
+
 /// An event source of one trigger.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceConfig {
@@ -242,6 +256,8 @@ pub enum SourceConfig {
     Chain(ChainConfig),
     /// `type: webhook`: POSTs to `/hooks/{trigger}`.
     Webhook(WebhookConfig),
+    /// `type: redis-queue`: entries of a Redis stream, through a consumer group.
+    RedisQueue(RedisQueueConfig),
 }
 
 impl SourceConfig {
@@ -251,6 +267,7 @@ impl SourceConfig {
             SourceConfig::Schedule(_) => "schedule",
             SourceConfig::Chain(_) => "trigger",
             SourceConfig::Webhook(_) => "webhook",
+            SourceConfig::RedisQueue(_) => "redis-queue",
         }
     }
 }
@@ -322,6 +339,34 @@ pub enum WebhookAuth {
         /// Text before the hex digest, `sha256=` by default.
         prefix: String,
     },
+}
+
+/// A Redis stream drained through a consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisQueueConfig {
+    /// Where Redis is: a URL, or the name of a secret holding it.
+    pub server: RedisServer,
+    /// The stream key.
+    pub stream: String,
+    /// The consumer group every replica joins.
+    pub group: String,
+    /// This process's consumer name (default: host name and process id).
+    pub consumer: Option<String>,
+    /// Stream that failed entries are copied to.
+    pub dead_letter: String,
+    /// Pending entries idle this long (their consumer died) are claimed.
+    pub claim_idle: Duration,
+    /// Entries read per call.
+    pub batch: usize,
+}
+
+/// How a Redis source finds its server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisServer {
+    /// A `redis://` URL in the config (no password in it, please).
+    Url(String),
+    /// The name of a secret whose value is the URL (credentials included).
+    Secret(String),
 }
 
 /// A webhook source.

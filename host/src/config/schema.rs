@@ -22,6 +22,7 @@ pub struct EngineSpec {
     pub secrets: Option<SecretsSpec>,
     pub kv: Option<KvSpec>,
     pub history: Option<HistorySpec>,
+    pub journal: Option<bool>,
 }
 
 /// `http:` limits, at engine level (defaults) or per action.
@@ -118,6 +119,20 @@ pub struct ConditionSpec {
 pub enum OutcomeSpec {
     Success,
     Failure,
+}
+
+/// `source: {type: redis-queue, ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RedisQueueSpec {
+    pub url: Option<String>,
+    pub url_secret: Option<String>,
+    pub stream: String,
+    pub group: Option<String>,
+    pub consumer: Option<String>,
+    pub dead_letter: Option<String>,
+    pub claim_idle: Option<DurationValue>,
+    pub batch: Option<usize>,
 }
 
 /// `source: {type: webhook, ...}`.

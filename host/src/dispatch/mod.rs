@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::capabilities::HostServices;
 use crate::config::EngineSettings;
 use crate::event::Event;
+use crate::journal::{Journal, JournalEntry};
 use crate::metrics::Metrics;
-use crate::runs::{Attempt, RunRecorder, Upstream};
+use crate::runs::{Attempt, RunRecord, RunRecorder, Upstream};
 use crate::runtime::{ModuleRegistry, Runtime};
 use crate::trigger::Trigger;
 
@@ -88,6 +89,43 @@ pub struct Job {
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) module: Option<String>,
     pub(crate) upstream: Option<Upstream>,
+    /// Whether the event has a journal entry to remove when its run ends.
+    pub(crate) journaled: bool,
+    /// Told when the run ends (sources that acknowledge upstream, like queues).
+    pub(crate) on_done: Option<Completion>,
+}
+
+/// Called once when a run ends, with its record; `abandoned` is true when the
+/// engine stopped before the run could end on its own (the event was not
+/// really processed and should be delivered again).
+pub type Completion = Arc<dyn Fn(&RunRecord, bool) + Send + Sync>;
+
+impl Job {
+    /// A copy with the identity of the job (what an abandoned-run record needs), none of its progress.
+    pub(crate) fn stub(&self) -> Job {
+        Job {
+            accepted: self.accepted.clone(),
+            journaled: self.journaled,
+            on_done: self.on_done.clone(),
+            ..Job::new(&self.trigger, self.event.clone(), self.upstream.clone())
+        }
+    }
+
+    fn new(trigger: &Arc<Trigger>, event: Event, upstream: Option<Upstream>) -> Self {
+        Job {
+            trigger: trigger.clone(),
+            event,
+            accepted: (Instant::now(), crate::event::now_rfc3339()),
+            started: None,
+            filter: None,
+            filter_passed: false,
+            attempts: Vec::new(),
+            module: None,
+            upstream,
+            journaled: false,
+            on_done: None,
+        }
+    }
 }
 
 /// Why an event was not accepted.
@@ -99,6 +137,9 @@ pub enum SubmitError {
     /// The engine is stopping.
     #[error("the engine is stopping")]
     Stopping,
+    /// The event could not be written to the journal, so it was not accepted.
+    #[error("the event journal cannot be written")]
+    Journal,
 }
 
 /// The handle sources use to hand events to the dispatcher.
@@ -107,58 +148,102 @@ pub struct Submitter {
     tx: mpsc::Sender<Job>,
     stats: Arc<DispatchStats>,
     metrics: Arc<Metrics>,
+    journal: Option<Journal>,
 }
 
 impl Submitter {
-    /// Offers an event for a trigger without waiting.
-    pub fn submit(&self, trigger: &Arc<Trigger>, event: Event) -> Result<(), SubmitError> {
-        self.submit_from(trigger, event, None)
+    /// Offers an event for a trigger without waiting for room; once this
+    /// returns Ok the event is journaled (when the journal is on) and queued.
+    pub async fn submit(&self, trigger: &Arc<Trigger>, event: Event) -> Result<(), SubmitError> {
+        self.submit_from(trigger, event, None).await
     }
 
     /// Offers an event started by the end of another run (a chain).
-    pub fn submit_from(
+    pub async fn submit_from(
         &self,
         trigger: &Arc<Trigger>,
         event: Event,
         upstream: Option<Upstream>,
     ) -> Result<(), SubmitError> {
-        let event_id = event.id.clone();
-        let source = event.source.clone();
-        trigger.accepted();
-        let job = Job {
-            trigger: trigger.clone(),
-            event,
-            accepted: (Instant::now(), crate::event::now_rfc3339()),
-            started: None,
-            filter: None,
-            filter_passed: false,
-            attempts: Vec::new(),
-            module: None,
-            upstream,
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => {
-                bump(&self.stats.accepted);
-                self.metrics.accepted(&trigger.name, &source);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                trigger.not_accepted();
+        // Reserve the queue slot first: a full queue refuses before anything is written.
+        let permit = match self.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
                 bump(&self.stats.dropped_queue_full);
                 self.metrics.dropped(&trigger.name, "queue-full");
                 tracing::warn!(
                     trigger = %trigger.name,
-                    event_id,
+                    event_id = %event.id,
                     capacity = self.tx.max_capacity(),
                     "dispatch queue full: event not accepted"
                 );
-                Err(SubmitError::QueueFull)
+                return Err(SubmitError::QueueFull);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                trigger.not_accepted();
-                Err(SubmitError::Stopping)
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(SubmitError::Stopping),
+        };
+        let mut job = Job::new(trigger, event, upstream);
+        if let Some(journal) = &self.journal {
+            let entry = JournalEntry {
+                trigger: trigger.name.to_string(),
+                event: job.event.clone(),
+                upstream: job.upstream.clone(),
+            };
+            if let Err(e) = journal.append(entry).await {
+                self.metrics.dropped(&trigger.name, "journal");
+                tracing::error!(trigger = %trigger.name, event_id = %job.event.id, error = %e, "event not accepted");
+                return Err(SubmitError::Journal);
             }
+            job.journaled = true;
         }
+        self.enqueue(permit, job);
+        Ok(())
+    }
+
+    /// Waits for room and queues an event whose source keeps it durable
+    /// itself (a work queue: not journaled); `on_done` hears how its run ended.
+    pub async fn submit_tracked(
+        &self,
+        trigger: &Arc<Trigger>,
+        event: Event,
+        on_done: Completion,
+    ) -> Result<(), SubmitError> {
+        let permit = self.tx.reserve().await.map_err(|_| SubmitError::Stopping)?;
+        let mut job = Job::new(trigger, event, None);
+        job.on_done = Some(on_done);
+        self.enqueue(permit, job);
+        Ok(())
+    }
+
+    /// Queues a journaled event again after a restart, waiting for room.
+    pub(crate) async fn replay(
+        &self,
+        trigger: &Arc<Trigger>,
+        entry: JournalEntry,
+    ) -> Result<(), SubmitError> {
+        let permit = self.tx.reserve().await.map_err(|_| SubmitError::Stopping)?;
+        let mut job = Job::new(trigger, entry.event, entry.upstream);
+        job.journaled = true;
+        self.enqueue(permit, job);
+        Ok(())
+    }
+
+    /// The journal, if events are journaled.
+    pub(crate) fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Drops a journaled event that can no longer run.
+    pub(crate) fn forget(&self, event_id: &str) {
+        if let Some(journal) = &self.journal {
+            journal.complete(event_id);
+        }
+    }
+
+    fn enqueue(&self, permit: mpsc::Permit<'_, Job>, job: Job) {
+        job.trigger.accepted();
+        bump(&self.stats.accepted);
+        self.metrics.accepted(&job.trigger.name, &job.event.source);
+        permit.send(job);
     }
 
     /// A submitter on a bare channel, for unit tests of sources.
@@ -168,6 +253,7 @@ impl Submitter {
             tx,
             stats: Arc::default(),
             metrics: Metrics::new(),
+            journal: None,
         }
     }
 
@@ -214,6 +300,7 @@ impl Dispatcher {
         registry: Arc<ModuleRegistry>,
         recorder: RunRecorder,
         metrics: Arc<Metrics>,
+        journal: Option<Journal>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue_size);
         let rx = Arc::new(Mutex::new(rx));
@@ -227,6 +314,7 @@ impl Dispatcher {
             recorder: recorder.clone(),
             stats: stats.clone(),
             requeue: tx.downgrade(),
+            journal: journal.clone(),
             stopping: stopping.clone(),
             abort: abort.clone(),
         });
@@ -242,6 +330,7 @@ impl Dispatcher {
                 tx,
                 stats: stats.clone(),
                 metrics,
+                journal: journal.clone(),
             }),
             workers,
             stopping,

@@ -13,6 +13,7 @@ use crate::capabilities::secrets::merge_imports;
 use crate::capabilities::{ActionAccess, HostServices};
 use crate::config::{FilterConfig, Isolation};
 use crate::event::now_rfc3339;
+use crate::journal::Journal;
 use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
 use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
 
@@ -27,6 +28,8 @@ pub(super) struct WorkerContext {
     pub requeue: mpsc::WeakSender<Job>,
     pub stopping: CancellationToken,
     pub abort: CancellationToken,
+    /// Where accepted events are journaled, if anywhere.
+    pub journal: Option<Journal>,
 }
 
 /// The worker loop: runs jobs until the engine stops; then drains what is
@@ -57,23 +60,11 @@ pub(super) async fn run(
             }
         }
         // The job moves into `process`; keep what is needed to record an abandoned run.
-        let (trigger, event) = (job.trigger.clone(), job.event.clone());
-        let accepted = job.accepted.clone();
-        let upstream = job.upstream.clone();
+        let stub = job.stub();
         tokio::select! {
             _ = process(&ctx, job) => {}
             _ = ctx.abort.cancelled() => {
-                let job = Job {
-                    trigger,
-                    event,
-                    accepted,
-                    started: None,
-                    filter: None,
-                    filter_passed: false,
-                    attempts: Vec::new(),
-                    module: None,
-                    upstream,
-                };
+                let job = stub;
                 abandon(&ctx.recorder, &ctx.stats, job, "engine stopped before the run finished");
                 break;
             }
@@ -104,7 +95,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
             }
             Some(FilterConfig::Module(used)) => {
                 let started = (Instant::now(), now_rfc3339());
-                match ctx.registry.get(&used.name) {
+                match trigger.module(&ctx.registry, &used.name) {
                     Err(why) => Err((started, unavailable(why))),
                     Ok(module) => {
                         job.filter = Some(module.label());
@@ -151,7 +142,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
         &redactor,
     )
     .await;
-    let result = match (ctx.registry.get(&action.module.name), params) {
+    let result = match (trigger.module(&ctx.registry, &action.module.name), params) {
         (Err(why), _) => Err(unavailable(why)),
         (_, Err(why)) => Err(InvokeError::new(FailureKind::Host, why)),
         (Ok(module), Ok(params)) => {
@@ -284,11 +275,24 @@ fn finish(
         upstream: job.upstream,
     };
     ctx.recorder.record(&record);
+    if let (true, Some(journal)) = (job.journaled, &ctx.journal) {
+        journal.complete(&job.event.id);
+    }
+    if let Some(on_done) = &job.on_done {
+        on_done(&record, false);
+    }
     job.trigger.completed();
 }
 
-/// Records a job the engine gave up on while stopping.
+/// Records a job the engine gave up on while stopping. Its journal entry
+/// stays (the event is replayed at the next start) and a tracking source is
+/// told it was abandoned (a queue leaves the entry for another consumer).
 pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, job: Job, why: &str) {
+    let why = if job.journaled {
+        format!("{why}; journaled, it runs again when the engine restarts")
+    } else {
+        why.to_string()
+    };
     bump(&stats.failed);
     let now = now_rfc3339();
     let record = RunRecord {
@@ -307,10 +311,13 @@ pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, job: Job, w
         filter: job.filter,
         module: job.module,
         output: None,
-        error: Some(why.to_string()),
+        error: Some(why),
         reason: Some(FailureKind::Host),
         upstream: job.upstream,
     };
     recorder.record(&record);
+    if let Some(on_done) = &job.on_done {
+        on_done(&record, true);
+    }
     job.trigger.completed();
 }

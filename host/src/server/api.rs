@@ -91,7 +91,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
             };
             let event = Event::new(&name, "manual", "fire", &data);
             let event_id = event.id.clone();
-            match engine.submitter().submit(&trigger, event) {
+            match engine.submitter().submit(&trigger, event).await {
                 Ok(()) => json(
                     StatusCode::ACCEPTED,
                     &serde_json::json!({ "eventId": event_id }),
@@ -102,6 +102,10 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
                 Err(SubmitError::Stopping) => {
                     error(StatusCode::SERVICE_UNAVAILABLE, "engine is stopping")
                 }
+                Err(SubmitError::Journal) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "event could not be stored; retry later",
+                ),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),

@@ -78,7 +78,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     let data = event_data(&hook, &parts.headers, &body);
     let event = Event::new(&name, "webhook", "post", &data);
     let event_id = event.id.clone();
-    match engine.submitter().submit(&trigger, event) {
+    match engine.submitter().submit(&trigger, event).await {
         Ok(()) => respond(json(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "eventId": event_id }),
@@ -95,6 +95,10 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
         Err(SubmitError::Stopping) => {
             respond(error(StatusCode::SERVICE_UNAVAILABLE, "engine is stopping"))
         }
+        Err(SubmitError::Journal) => respond(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event could not be stored; retry later",
+        )),
     }
 }
 

@@ -57,7 +57,7 @@ pub async fn run(
             continue;
         }
         match config.mode {
-            ChainMode::Any => fire(&trigger, &submitter, outcome.name(), &[record]),
+            ChainMode::Any => fire(&trigger, &submitter, outcome.name(), &[record]).await,
             ChainMode::All => {
                 let now = Instant::now();
                 for i in matching {
@@ -69,7 +69,7 @@ pub async fn run(
                         met.drain().map(|(i, (_, r))| (i, r)).collect();
                     all.sort_by_key(|(i, _)| *i);
                     let records: Vec<Arc<RunRecord>> = all.into_iter().map(|(_, r)| r).collect();
-                    fire(&trigger, &submitter, "all", &records);
+                    fire(&trigger, &submitter, "all", &records).await;
                 }
             }
         }
@@ -93,7 +93,12 @@ fn describe(record: &RunRecord) -> serde_json::Value {
     })
 }
 
-fn fire(trigger: &Arc<Trigger>, submitter: &Submitter, kind: &str, records: &[Arc<RunRecord>]) {
+async fn fire(
+    trigger: &Arc<Trigger>,
+    submitter: &Submitter,
+    kind: &str,
+    records: &[Arc<RunRecord>],
+) {
     let Some(last) = records.last() else { return };
     let data = if records.len() == 1 {
         serde_json::json!({ "upstream": describe(last) })
@@ -108,5 +113,5 @@ fn fire(trigger: &Arc<Trigger>, submitter: &Submitter, kind: &str, records: &[Ar
         status: last.status,
     };
     // A refused event is counted and logged by the submitter.
-    let _ = submitter.submit_from(trigger, event, Some(upstream));
+    let _ = submitter.submit_from(trigger, event, Some(upstream)).await;
 }

@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod cron_expr;
+pub mod redis_queue;
 pub mod schedule;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::HostServices;
 use crate::config::SourceConfig;
 use crate::dispatch::Submitter;
 use crate::runs::RunRecord;
@@ -24,6 +26,8 @@ pub struct SourceContext {
     pub submitter: Submitter,
     /// Every finished run, for chains.
     pub runs: broadcast::Sender<Arc<RunRecord>>,
+    /// Capability services (secrets for connection credentials).
+    pub services: Arc<HostServices>,
 }
 
 /// Starts the source of a trigger; the task ends when `stop` is cancelled
@@ -43,5 +47,9 @@ pub fn spawn(
             tokio::spawn(chain::run(trigger, config, submitter, runs, stop))
         }
         SourceConfig::Webhook(_) => tokio::spawn(async move { stop.cancelled().await }),
+        SourceConfig::RedisQueue(config) => {
+            let services = ctx.services.clone();
+            tokio::spawn(redis_queue::run(trigger, config, submitter, services, stop))
+        }
     }
 }

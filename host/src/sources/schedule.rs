@@ -43,7 +43,7 @@ pub async fn run(
     loop {
         if schedule.pending && schedule.trigger.unfinished() == 0 {
             schedule.pending = false;
-            schedule.submit(Utc::now(), true);
+            schedule.submit(Utc::now(), true).await;
         }
         if let (Some(at), Some(until)) = (next, schedule.config.until)
             && at > until
@@ -59,7 +59,7 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = sleep_until_wall(next), if next.is_some() => {
                 if let Some(at) = next {
-                    schedule.tick(at);
+                    schedule.tick(at).await;
                     next = schedule.following(at, Utc::now());
                 }
             }
@@ -127,7 +127,7 @@ impl Schedule {
         }
     }
 
-    fn tick(&mut self, at: DateTime<Utc>) {
+    async fn tick(&mut self, at: DateTime<Utc>) {
         if let ScheduleMode::At(due) = &self.config.mode {
             // Exactly once, even if this process dies right after.
             match self
@@ -144,7 +144,7 @@ impl Schedule {
             }
         }
         if self.trigger.unfinished() == 0 {
-            return self.submit(at, false);
+            return self.submit(at, false).await;
         }
         match self.config.overlap {
             Overlap::Coalesce if !self.pending => {
@@ -160,7 +160,7 @@ impl Schedule {
     }
 
     /// Emits a tick; `coalesced` marks one that waited for an unfinished run.
-    fn submit(&mut self, scheduled: DateTime<Utc>, coalesced: bool) {
+    async fn submit(&mut self, scheduled: DateTime<Utc>, coalesced: bool) {
         self.sequence += 1;
         let mut data = serde_json::json!({
             "scheduledTime": scheduled.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -172,7 +172,7 @@ impl Schedule {
         }
         let event = Event::new(&self.trigger.name, "schedule", "tick", &data);
         // A refused tick is counted and logged by the submitter; the next one comes anyway.
-        let _ = self.submitter.submit(&self.trigger, event);
+        let _ = self.submitter.submit(&self.trigger, event).await;
     }
 }
 
