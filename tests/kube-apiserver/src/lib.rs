@@ -1,0 +1,190 @@
+//! A Kubernetes API server for wasmtrigger's tests, on 127.0.0.1, speaking
+//! the real REST protocol closely enough that the unmodified `kube` client
+//! and `kubectl` work against it: discovery, get, list with label and field
+//! selectors and paging, create, update, delete, merge / JSON / strategic
+//! (as merge) patches, server-side apply, `Status` errors (404, 409
+//! AlreadyExists and Conflict, 410 Expired, 422 Invalid), one increasing
+//! resourceVersion, and watches with ADDED / MODIFIED / DELETED / BOOKMARK
+//! and an in-stream ERROR 410 for compacted versions.
+//!
+//! Test controls: [`ApiServer::compact`], [`ApiServer::cut_watches`] and
+//! [`ApiServer::fail_next`]. What it does not do: authentication and
+//! authorization (every request is allowed), admission, defaulting,
+//! validation beyond names, strategic-merge list semantics (lists are
+//! replaced), field-ownership conflicts in server-side apply, finalizers and
+//! garbage collection, `Table` output.
+
+mod discovery;
+mod http;
+mod patch;
+mod select;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch};
+
+pub use discovery::ResourceType;
+pub use store::{ApiError, Change};
+
+/// A failure to inject: the next request matching `method` and containing
+/// `path` in its path and query gets this error instead of being served.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// HTTP method, e.g. `GET`.
+    pub method: String,
+    /// A substring of the request path.
+    pub path: String,
+    /// The error returned.
+    pub error: ApiError,
+}
+
+pub(crate) struct Shared {
+    pub store: Mutex<store::Store>,
+    /// Bumped to end every open watch.
+    pub cut: watch::Sender<u64>,
+    pub faults: Mutex<Vec<Fault>>,
+    /// Watches answered with an in-stream 410 Expired.
+    pub expired: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, store::Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running server; it stops when dropped.
+pub struct ApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Starts a server with the built-in types plus `extra` (custom kinds).
+    pub fn start(extra: &[ResourceType]) -> ApiServer {
+        let mut types = discovery::builtin();
+        types.extend(extra.iter().cloned());
+        let (changes, _) = broadcast::channel(65_536);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store::Store::new(types, changes)),
+            cut: watch::channel(0).0,
+            faults: Mutex::new(Vec::new()),
+            expired: std::sync::atomic::AtomicU64::new(0),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let serving = shared.clone();
+        // Its own runtime, so synchronous tests (kubectl) can use it too.
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(http::serve(listener, serving, stopped));
+        });
+        ApiServer {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig for this server (context `test`, namespace `default`).
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\nusers:\n- name: test\n  user:\n    token: test-token\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\n",
+            self.url()
+        );
+        std::fs::write(path, text)
+    }
+
+    /// Forgets the change history: watches from any earlier version get 410 Expired.
+    pub fn compact(&self) {
+        self.shared.lock().compact();
+    }
+
+    /// Ends every open watch connection (as a load balancer or apiserver restart would).
+    pub fn cut_watches(&self) {
+        self.shared.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Makes the next matching request fail with `error`.
+    pub fn fail_next(&self, method: &str, path: &str, error: ApiError) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Fault {
+                method: method.to_string(),
+                path: path.to_string(),
+                error,
+            });
+    }
+
+    /// How many watches were answered with an in-stream 410 Expired.
+    pub fn expired_watches(&self) -> u64 {
+        self.shared
+            .expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv()
+    }
+
+    /// An object, for assertions (`group` "" for the core group).
+    pub fn get(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let store = self.shared.lock();
+        let ty = store.type_of(group, plural)?;
+        store.get(ty, namespace, name).ok()
+    }
+
+    /// Creates an object directly (test set-up).
+    pub fn create(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut store = self.shared.lock();
+        let ty = store
+            .type_of(group, plural)
+            .ok_or_else(|| ApiError::new(404, "NotFound", format!("no type {plural}.{group}")))?;
+        store.create(ty, namespace, object)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
