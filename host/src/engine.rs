@@ -64,6 +64,8 @@ pub struct EngineOptions {
     pub listen: Option<SocketAddr>,
     /// Bearer token required by the `/api` endpoints.
     pub api_token: Option<String>,
+    /// Kubeconfig for `kube-watch` sources (default: in-cluster, then `KUBECONFIG` / `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl EngineOptions {
@@ -75,6 +77,7 @@ impl EngineOptions {
             reload: None,
             listen: None,
             api_token: None,
+            kubeconfig: None,
         }
     }
 }
@@ -503,6 +506,7 @@ impl Engine {
                 submitter: dispatcher.submitter(),
                 runs: runs_tx,
                 services: services.clone(),
+                kube: crate::kube::KubeConnector::new(options.kubeconfig.clone()),
             },
             stop_sources: CancellationToken::new(),
             running: Mutex::new(BTreeMap::new()),

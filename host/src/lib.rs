@@ -17,6 +17,7 @@ pub mod engine;
 pub mod event;
 pub mod invoke;
 pub mod journal;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod reload;

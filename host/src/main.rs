@@ -246,6 +246,9 @@ struct RunArgs {
     /// Directory for persistent state (kv) and the compiled-module cache.
     #[arg(long, env = "STATE_DIR", default_value = ".wasmtrigger")]
     state_dir: PathBuf,
+    /// Kubeconfig for kube-watch sources (default: in-cluster, then KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Do not watch the config and modules for changes.
     #[arg(long)]
     no_reload: bool,
@@ -418,6 +421,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = EngineOptions {
         listen,
         api_token: args.api_token.clone(),
+        kubeconfig: args.kubeconfig.clone(),
         state_dir: args.state_dir.clone(),
         module_cache: (!args.no_module_cache).then(|| args.state_dir.join("cache")),
         reload: (!args.no_reload).then(|| ReloadOptions {

@@ -8,14 +8,20 @@ use serde_json::{Map, Value};
 
 use super::schema::{
     ActionSpec, AuthSpec, ChainSpec, ConditionSpec, EngineSpec, FilterSpec, GrantsSpec,
-    HttpLimitsSpec, IsolationSpec, OutcomeSpec, OverlapSpec, RedisQueueSpec, RetrySpec,
-    ScheduleSpec, TriggerSpec, WebhookSpec,
+    HttpLimitsSpec, IsolationSpec, KubeEventSpec, KubeWatchSpec, OutcomeSpec, OverlapSpec,
+    RedisQueueSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
 };
 use super::*;
 use crate::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 
 /// Source types this build knows, for error messages.
-const SOURCE_TYPES: &[&str] = &["schedule", "trigger", "webhook", "redis-queue"];
+const SOURCE_TYPES: &[&str] = &[
+    "schedule",
+    "trigger",
+    "webhook",
+    "redis-queue",
+    "kube-watch",
+];
 
 /// Loads a config file, or every `.yaml`/`.yml`/`.json` file directly in a
 /// directory, applies the overrides and validates it all. Module names resolve
@@ -544,6 +550,15 @@ impl Loader<'_> {
                     None
                 }
             },
+            "kube-watch" => match parse::<KubeWatchSpec>(obj) {
+                Ok(spec) => self
+                    .kube_watch(file, label, spec)
+                    .map(SourceConfig::KubeWatch),
+                Err((f, message)) => {
+                    self.error(file, Some(label), Some(&field(&f)), message);
+                    None
+                }
+            },
             "redis-queue" => match parse::<RedisQueueSpec>(obj) {
                 Ok(spec) => self
                     .redis_queue(file, label, spec)
@@ -648,6 +663,82 @@ impl Loader<'_> {
             mode,
             conditions,
             window,
+        })
+    }
+
+    fn kube_watch(
+        &mut self,
+        file: &Path,
+        label: &str,
+        spec: KubeWatchSpec,
+    ) -> Option<KubeWatchConfig> {
+        let before = self.errors.len();
+        let version_ok = {
+            let parts: Vec<&str> = spec.api_version.split('/').collect();
+            matches!(parts.as_slice(), [v] | [_, v] if v.starts_with('v') && !v.is_empty())
+                && parts.iter().all(|p| !p.is_empty())
+        };
+        if !version_ok {
+            let message = format!(
+                "invalid apiVersion `{}`: expected `v1` or `group/version`, like apps/v1",
+                spec.api_version
+            );
+            self.error(file, Some(label), Some("source.apiVersion"), message);
+        }
+        if spec.kind.is_empty() || !spec.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+            let message = format!(
+                "invalid kind `{}`: expected a kind like Deployment",
+                spec.kind
+            );
+            self.error(file, Some(label), Some("source.kind"), message);
+        }
+        let namespaces = match (spec.namespace, spec.namespaces) {
+            (Some(_), Some(_)) => {
+                let message = "give `namespace` or `namespaces`, not both".to_string();
+                self.error(file, Some(label), Some("source.namespaces"), message);
+                Vec::new()
+            }
+            (Some(ns), None) if ns == "*" => Vec::new(),
+            (Some(ns), None) => vec![ns],
+            (None, Some(list)) => list,
+            (None, None) => Vec::new(),
+        };
+        let events = match spec.events {
+            None => vec![KubeEvent::Create, KubeEvent::Update, KubeEvent::Delete],
+            Some(list) if list.is_empty() => {
+                self.error(
+                    file,
+                    Some(label),
+                    Some("source.events"),
+                    "expected at least one of create, update, delete".into(),
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                let mut events: Vec<KubeEvent> = list
+                    .into_iter()
+                    .map(|e| match e {
+                        KubeEventSpec::Create => KubeEvent::Create,
+                        KubeEventSpec::Update => KubeEvent::Update,
+                        KubeEventSpec::Delete => KubeEvent::Delete,
+                    })
+                    .collect();
+                events.dedup();
+                events
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(KubeWatchConfig {
+            api_version: spec.api_version,
+            kind: spec.kind,
+            namespaces,
+            label_selector: spec.label_selector.filter(|s| !s.is_empty()),
+            field_selector: spec.field_selector.filter(|s| !s.is_empty()),
+            events,
+            initial: spec.initial.unwrap_or(false),
+            skip_noise: spec.skip_noise.unwrap_or(false),
         })
     }
 

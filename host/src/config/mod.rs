@@ -258,6 +258,8 @@ pub enum SourceConfig {
     Webhook(WebhookConfig),
     /// `type: redis-queue`: entries of a Redis stream, through a consumer group.
     RedisQueue(RedisQueueConfig),
+    /// `type: kube-watch`: changes to Kubernetes objects.
+    KubeWatch(KubeWatchConfig),
 }
 
 impl SourceConfig {
@@ -268,6 +270,7 @@ impl SourceConfig {
             SourceConfig::Chain(_) => "trigger",
             SourceConfig::Webhook(_) => "webhook",
             SourceConfig::RedisQueue(_) => "redis-queue",
+            SourceConfig::KubeWatch(_) => "kube-watch",
         }
     }
 }
@@ -339,6 +342,49 @@ pub enum WebhookAuth {
         /// Text before the hex digest, `sha256=` by default.
         prefix: String,
     },
+}
+
+/// A watch on one kind of Kubernetes object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeWatchConfig {
+    /// `v1`, `apps/v1`, ...
+    pub api_version: String,
+    /// `Deployment`, ...
+    pub kind: String,
+    /// Namespaces to watch; empty means all (or a cluster-scoped kind).
+    pub namespaces: Vec<String>,
+    /// Label selector, passed to the server.
+    pub label_selector: Option<String>,
+    /// Field selector, passed to the server.
+    pub field_selector: Option<String>,
+    /// Which changes become events.
+    pub events: Vec<KubeEvent>,
+    /// Fire `create` for the objects that exist when the watch starts.
+    pub initial: bool,
+    /// Skip updates that change only `status` or bookkeeping metadata.
+    pub skip_noise: bool,
+}
+
+/// A kind of object change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KubeEvent {
+    /// The object appeared.
+    Create,
+    /// The object changed.
+    Update,
+    /// The object went away.
+    Delete,
+}
+
+impl KubeEvent {
+    /// Name as in config and in events' `kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KubeEvent::Create => "create",
+            KubeEvent::Update => "update",
+            KubeEvent::Delete => "delete",
+        }
+    }
 }
 
 /// A Redis stream drained through a consumer group.

@@ -135,6 +135,30 @@ pub struct RedisQueueSpec {
     pub batch: Option<usize>,
 }
 
+/// `source: {type: kube-watch, ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeWatchSpec {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub namespaces: Option<Vec<String>>,
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub events: Option<Vec<KubeEventSpec>>,
+    pub initial: Option<bool>,
+    pub skip_noise: Option<bool>,
+}
+
+/// One of `create`, `update`, `delete`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeEventSpec {
+    Create,
+    Update,
+    Delete,
+}
+
 /// `source: {type: webhook, ...}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod cron_expr;
+pub mod kube_watch;
 pub mod redis_queue;
 pub mod schedule;
 
@@ -28,6 +29,8 @@ pub struct SourceContext {
     pub runs: broadcast::Sender<Arc<RunRecord>>,
     /// Capability services (secrets for connection credentials).
     pub services: Arc<HostServices>,
+    /// The Kubernetes connection and shared watches.
+    pub kube: Arc<crate::kube::KubeConnector>,
 }
 
 /// Starts the source of a trigger; the task ends when `stop` is cancelled
@@ -47,6 +50,10 @@ pub fn spawn(
             tokio::spawn(chain::run(trigger, config, submitter, runs, stop))
         }
         SourceConfig::Webhook(_) => tokio::spawn(async move { stop.cancelled().await }),
+        SourceConfig::KubeWatch(config) => {
+            let kube = ctx.kube.clone();
+            tokio::spawn(kube_watch::run(trigger, config, submitter, kube, stop))
+        }
         SourceConfig::RedisQueue(config) => {
             let services = ctx.services.clone();
             tokio::spawn(redis_queue::run(trigger, config, submitter, services, stop))

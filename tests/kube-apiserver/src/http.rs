@@ -372,6 +372,13 @@ fn watch(
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
     let (kind, api_version) = {
         let store = shared.lock();
+        let plural = store.types[ty].plural.clone();
+        *shared
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(plural)
+            .or_default() += 1;
         (store.types[ty].kind.clone(), store.types[ty].api_version())
     };
     let mut cut = shared.cut.subscribe();

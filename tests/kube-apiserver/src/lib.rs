@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub faults: Mutex<Vec<Fault>>,
     /// Watches answered with an in-stream 410 Expired.
     pub expired: std::sync::atomic::AtomicU64,
+    /// Watch requests by plural resource name.
+    pub watches: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Shared {
@@ -75,6 +77,7 @@ impl ApiServer {
             cut: watch::channel(0).0,
             faults: Mutex::new(Vec::new()),
             expired: std::sync::atomic::AtomicU64::new(0),
+            watches: Mutex::new(Default::default()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
@@ -142,6 +145,54 @@ impl ApiServer {
         self.shared
             .expired
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many watch requests were made on a resource (by plural), so far.
+    pub fn watch_requests(&self, plural: &str) -> u64 {
+        let watches = self
+            .shared
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        watches.get(plural).copied().unwrap_or(0)
+    }
+
+    /// Applies a merge patch directly (test set-up).
+    pub fn merge_patch(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut store = self.shared.lock();
+        let ty = store
+            .type_of(group, plural)
+            .ok_or_else(|| ApiError::new(404, "NotFound", format!("no type {plural}.{group}")))?;
+        store.patch(
+            ty,
+            namespace,
+            name,
+            "application/merge-patch+json",
+            patch.to_string().as_bytes(),
+            None,
+        )
+    }
+
+    /// Deletes an object directly (test set-up).
+    pub fn delete(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut store = self.shared.lock();
+        let ty = store
+            .type_of(group, plural)
+            .ok_or_else(|| ApiError::new(404, "NotFound", format!("no type {plural}.{group}")))?;
+        store.delete(ty, namespace, name)
     }
 
     /// The current resourceVersion.

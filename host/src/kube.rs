@@ -1,0 +1,353 @@
+//! The connection to Kubernetes and the shared watches behind `kube-watch`
+//! sources.
+//!
+//! The client is made on first use: from `--kubeconfig` if given, else
+//! in-cluster (service account) or `KUBECONFIG` / `~/.kube/config`, as
+//! kubectl does. Triggers watching the same kind with the same namespaces
+//! and selectors share one watch; each turns the shared changes into its own
+//! events (its own event types, its own noise filter).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use serde_json::Value;
+use tokio::sync::{OnceCell, broadcast};
+
+use crate::config::{KubeEvent, KubeWatchConfig};
+
+/// How a Kubernetes client is found.
+pub struct KubeConnector {
+    kubeconfig: Option<PathBuf>,
+    client: OnceCell<kube::Client>,
+    hub: Mutex<HashMap<WatchKey, broadcast::Sender<Arc<ObjectChange>>>>,
+    caches: Mutex<HashMap<WatchKey, Arc<Mutex<Cache>>>>,
+}
+
+/// What makes two watches the same watch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct WatchKey {
+    api_version: String,
+    kind: String,
+    namespaces: Vec<String>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+}
+
+/// One change to one object, as the shared watch saw it.
+#[derive(Debug)]
+pub struct ObjectChange {
+    /// What happened.
+    pub kind: KubeEvent,
+    /// The object now (as it was, for a delete).
+    pub object: Value,
+    /// The object before, for an update (and a delete seen on a relist).
+    pub old: Option<Value>,
+    /// Part of the first list: only triggers with `initial: true` want it.
+    pub initial: bool,
+}
+
+/// Objects by (namespace, name), per watch.
+#[derive(Default)]
+struct Cache {
+    objects: HashMap<(String, String), Value>,
+}
+
+/// Why Kubernetes cannot be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KubeError(pub String);
+
+impl KubeConnector {
+    /// A connector using `kubeconfig` if given, else the usual inference.
+    pub fn new(kubeconfig: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(KubeConnector {
+            kubeconfig,
+            client: OnceCell::new(),
+            hub: Mutex::new(HashMap::new()),
+            caches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The client, made on first use.
+    pub async fn client(&self) -> Result<kube::Client, KubeError> {
+        self.client
+            .get_or_try_init(|| async {
+                let config = match &self.kubeconfig {
+                    Some(path) => {
+                        let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                            KubeError(format!("cannot read kubeconfig {}: {e}", path.display()))
+                        })?;
+                        kube::Config::from_custom_kubeconfig(file, &Default::default())
+                            .await
+                            .map_err(|e| KubeError(format!("kubeconfig {}: {e}", path.display())))?
+                    }
+                    None => kube::Config::infer().await.map_err(|e| {
+                        KubeError(format!(
+                            "no Kubernetes connection: not running in a pod with a service account, and no kubeconfig ({e}); pass --kubeconfig or set KUBECONFIG"
+                        ))
+                    })?,
+                };
+                kube::Client::try_from(config)
+                    .map_err(|e| KubeError(format!("cannot create a Kubernetes client: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Subscribes to the shared watch for `config`, starting it if needed.
+    /// With `initial`, the objects already known come first as initial creates.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        config: &KubeWatchConfig,
+    ) -> Result<
+        (
+            broadcast::Receiver<Arc<ObjectChange>>,
+            Vec<Arc<ObjectChange>>,
+        ),
+        KubeError,
+    > {
+        let key = WatchKey {
+            api_version: config.api_version.clone(),
+            kind: config.kind.clone(),
+            namespaces: config.namespaces.clone(),
+            label_selector: config.label_selector.clone(),
+            field_selector: config.field_selector.clone(),
+        };
+        let client = self.client().await?;
+        let mut hub = lock(&self.hub);
+        if let Some(tx) = hub.get(&key)
+            && tx.receiver_count() > 0
+        {
+            let cache = lock(&self.caches).get(&key).cloned().unwrap_or_default();
+            // Under the cache lock: the snapshot and the subscription meet without a gap.
+            let cache = lock(&cache);
+            let rx = tx.subscribe();
+            let snapshot = cache
+                .objects
+                .values()
+                .map(|o| {
+                    Arc::new(ObjectChange {
+                        kind: KubeEvent::Create,
+                        object: o.clone(),
+                        old: None,
+                        initial: true,
+                    })
+                })
+                .collect();
+            return Ok((rx, snapshot));
+        }
+        let (tx, rx) = broadcast::channel(4096);
+        let cache = Arc::new(Mutex::new(Cache::default()));
+        hub.insert(key.clone(), tx.clone());
+        lock(&self.caches).insert(key.clone(), cache.clone());
+        drop(hub);
+        tokio::spawn(run_watch(self.clone(), client, key, tx, cache));
+        Ok((rx, Vec::new()))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
+    match api_version.split_once('/') {
+        Some((group, version)) => GroupVersionKind::gvk(group, version, kind),
+        None => GroupVersionKind::gvk("", api_version, kind),
+    }
+}
+
+fn object_key(o: &Value) -> (String, String) {
+    let meta = &o["metadata"];
+    (
+        meta["namespace"].as_str().unwrap_or_default().to_string(),
+        meta["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// One shared watch: resolves the kind, runs one watcher per namespace (or
+/// one for all), turns lists and changes into creates, updates and deletes
+/// against its cache, and ends when no trigger listens any more.
+async fn run_watch(
+    connector: Arc<KubeConnector>,
+    client: kube::Client,
+    key: WatchKey,
+    tx: broadcast::Sender<Arc<ObjectChange>>,
+    cache: Arc<Mutex<Cache>>,
+) {
+    let what = format!("{} {}", key.api_version, key.kind);
+    let resolved = loop {
+        match kube::discovery::pinned_kind(&client, &gvk(&key.api_version, &key.kind)).await {
+            Ok(found) => break found,
+            Err(e) => {
+                tracing::error!(kind = %what, error = %e, "kube-watch: cannot resolve the kind; retrying in 10s");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if tx.receiver_count() == 0 {
+                    return;
+                }
+            }
+        }
+    };
+    let (resource, caps): (ApiResource, _) = resolved;
+    let namespaced = caps.scope == Scope::Namespaced;
+    let mut wc = watcher::Config::default();
+    if let Some(l) = &key.label_selector {
+        wc = wc.labels(l);
+    }
+    if let Some(f) = &key.field_selector {
+        wc = wc.fields(f);
+    }
+    let scopes: Vec<Option<String>> = if !namespaced || key.namespaces.is_empty() {
+        vec![None]
+    } else {
+        key.namespaces.iter().cloned().map(Some).collect()
+    };
+    let streams = scopes.iter().map(|scope| {
+        let api: Api<DynamicObject> = match scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let scope = scope.clone();
+        watcher::watcher(api, wc.clone())
+            .default_backoff()
+            .map(move |e| (scope.clone(), e))
+            .boxed()
+    });
+    let mut merged = futures::stream::select_all(streams);
+    let mut buffers: HashMap<Option<String>, Vec<Value>> = HashMap::new();
+    let mut listed: HashMap<Option<String>, bool> = HashMap::new();
+    let mut idle = tokio::time::interval(Duration::from_secs(5));
+    tracing::info!(kind = %what, namespaces = ?key.namespaces, "kube-watch: watching");
+    loop {
+        let next = tokio::select! {
+            next = merged.next() => next,
+            _ = idle.tick() => {
+                if tx.receiver_count() == 0 {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some((scope, event)) = next else { break };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(kind = %what, error = %e, "kube-watch: watch error; the watcher retries");
+                continue;
+            }
+        };
+        let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
+        let mut out = Vec::new();
+        {
+            let mut cache = lock(&cache);
+            match event {
+                WatchEvent::Init => {
+                    buffers.insert(scope.clone(), Vec::new());
+                }
+                WatchEvent::InitApply(o) => {
+                    buffers.entry(scope.clone()).or_default().push(to_value(o))
+                }
+                WatchEvent::InitDone => {
+                    let first = !listed.get(&scope).copied().unwrap_or(false);
+                    listed.insert(scope.clone(), true);
+                    let fresh = buffers.remove(&scope).unwrap_or_default();
+                    let mut seen = std::collections::HashSet::new();
+                    for object in fresh {
+                        let k = object_key(&object);
+                        seen.insert(k.clone());
+                        match cache.objects.insert(k, object.clone()) {
+                            None => out.push(ObjectChange {
+                                kind: KubeEvent::Create,
+                                object,
+                                old: None,
+                                initial: first,
+                            }),
+                            Some(old)
+                                if old["metadata"]["resourceVersion"]
+                                    != object["metadata"]["resourceVersion"] =>
+                            {
+                                out.push(ObjectChange {
+                                    kind: KubeEvent::Update,
+                                    object,
+                                    old: Some(old),
+                                    initial: false,
+                                })
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    // Gone while we were not watching.
+                    let gone: Vec<(String, String)> = cache
+                        .objects
+                        .keys()
+                        .filter(|(ns, _)| scope.as_deref().is_none_or(|s| s == ns))
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        if let Some(old) = cache.objects.remove(&k) {
+                            out.push(ObjectChange {
+                                kind: KubeEvent::Delete,
+                                object: old.clone(),
+                                old: Some(old),
+                                initial: false,
+                            });
+                        }
+                    }
+                }
+                WatchEvent::Apply(o) => {
+                    let object = to_value(o);
+                    match cache.objects.insert(object_key(&object), object.clone()) {
+                        None => out.push(ObjectChange {
+                            kind: KubeEvent::Create,
+                            object,
+                            old: None,
+                            initial: false,
+                        }),
+                        Some(old)
+                            if old["metadata"]["resourceVersion"]
+                                == object["metadata"]["resourceVersion"] => {}
+                        Some(old) => out.push(ObjectChange {
+                            kind: KubeEvent::Update,
+                            object,
+                            old: Some(old),
+                            initial: false,
+                        }),
+                    }
+                }
+                WatchEvent::Delete(o) => {
+                    let object = to_value(o);
+                    let old = cache.objects.remove(&object_key(&object));
+                    out.push(ObjectChange {
+                        kind: KubeEvent::Delete,
+                        object,
+                        old,
+                        initial: false,
+                    });
+                }
+            }
+            // Sent under the cache lock, so a subscriber's snapshot never overlaps a send.
+            for change in out {
+                let _ = tx.send(Arc::new(change));
+            }
+        }
+        if tx.receiver_count() == 0 {
+            break;
+        }
+    }
+    lock(&connector.hub).retain(|k, t| !(k == &key && t.same_channel(&tx)));
+    {
+        let mut caches = lock(&connector.caches);
+        if caches.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cache)) {
+            caches.remove(&key);
+        }
+    }
+    tracing::info!(kind = %what, "kube-watch: stopped (no trigger listens)");
+}

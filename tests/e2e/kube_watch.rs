@@ -1,0 +1,353 @@
+//! The `kube-watch` source against the loopback test API server (real
+//! protocol, unmodified kube client): Deployments through the ready-replicas
+//! filter, initial lists only when asked, one shared watch serving triggers
+//! with different event types, noise skipping, and a cut watch plus a
+//! compaction that lose and duplicate nothing. Verified only against the
+//! test server (see tests/kube-apiserver/README.md for how it differs).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use wasmtrigger::engine::{Engine, EngineOptions};
+use wasmtrigger::runs::RunStatus;
+use wasmtrigger_test_apiserver::{ApiError, ApiServer};
+
+use crate::support::{self, Collector, Workspace};
+
+async fn start(ws: &Workspace, server: &ApiServer, yaml: &str) -> (Engine, Arc<Collector>) {
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write("triggers.yaml", yaml);
+    let options = EngineOptions {
+        module_cache: Some(support::shared_cache()),
+        kubeconfig: Some(kubeconfig),
+        ..EngineOptions::new(ws.state_dir())
+    };
+    support::start_engine_at(&config, support::modules(), options).await
+}
+
+/// The event a log-event run received (its output is the event).
+fn event_of(record: &wasmtrigger::runs::RunRecord) -> Value {
+    serde_json::from_str(record.output.as_deref().expect("output")).unwrap()
+}
+
+fn deployment(name: &str, replicas: i64, ready: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {}},
+        "status": {"readyReplicas": ready},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_flow_through_the_ready_replicas_filter() {
+    let server = ApiServer::start(&[]);
+    let ws = Workspace::new();
+    let (engine, runs) = start(
+        &ws,
+        &server,
+        r#"
+triggers:
+  - name: rollout-done
+    source: { type: kube-watch, apiVersion: apps/v1, kind: Deployment, namespace: default }
+    filter: { module: ready-replicas.wasm }
+    action: { module: log-event.wasm }
+"#,
+    )
+    .await;
+    // The watch starts asynchronously; objects created before it lists are
+    // part of the initial list, which fires nothing without `initial: true`.
+    support::eventually("the watch to start", || {
+        (server.watch_requests("deployments") > 0).then_some(())
+    })
+    .await;
+    server
+        .create("apps", "deployments", "default", deployment("web", 3, 0))
+        .unwrap();
+    let first = runs.wait_runs("rollout-done", 1).await;
+    assert_eq!(first[0].status, RunStatus::Filtered, "0 of 3 ready");
+    assert_eq!(first[0].kind, "create");
+
+    server
+        .merge_patch(
+            "apps",
+            "deployments",
+            "default",
+            "web",
+            &json!({"status": {"readyReplicas": 3}}),
+        )
+        .unwrap();
+    let runs_now = runs.wait_runs("rollout-done", 2).await;
+    let done = &runs_now[1];
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:?}");
+    let event = event_of(done);
+    assert_eq!(event["source"], "kube-watch");
+    assert_eq!(event["kind"], "update");
+    assert_eq!(event["data"]["type"], "update");
+    assert_eq!(event["data"]["object"]["status"]["readyReplicas"], 3);
+    assert_eq!(
+        event["data"]["oldObject"]["status"]["readyReplicas"], 0,
+        "the old object comes along"
+    );
+
+    server
+        .delete("apps", "deployments", "default", "web")
+        .unwrap();
+    let all = runs.wait_runs("rollout-done", 3).await;
+    assert_eq!(all[2].kind, "delete");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shared_watch_serves_each_trigger_only_its_own_events() {
+    let server = ApiServer::start(&[]);
+    server
+        .create(
+            "",
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "pre"}, "data": {"n": "0"}}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    let (engine, runs) = start(
+        &ws,
+        &server,
+        r#"
+triggers:
+  - name: on-create
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: default, events: [create], initial: true }
+    action: { module: log-event.wasm }
+  - name: on-update
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: default, events: [update] }
+    action: { module: log-event.wasm }
+  - name: loud
+    source: { type: kube-watch, apiVersion: apps/v1, kind: Deployment, namespace: default, events: [update] }
+    action: { module: log-event.wasm }
+  - name: quiet
+    source: { type: kube-watch, apiVersion: apps/v1, kind: Deployment, namespace: default, events: [update], skipNoise: true }
+    action: { module: log-event.wasm }
+"#,
+    )
+    .await;
+    // The existing object: a create for the trigger that wants the initial list only.
+    let created = runs.wait_runs("on-create", 1).await;
+    assert_eq!(
+        event_of(&created[0])["data"]["object"]["metadata"]["name"],
+        "pre"
+    );
+
+    server
+        .create(
+            "",
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "new"}}),
+        )
+        .unwrap();
+    runs.wait_runs("on-create", 2).await;
+    server
+        .merge_patch(
+            "",
+            "configmaps",
+            "default",
+            "new",
+            &json!({"data": {"k": "v"}}),
+        )
+        .unwrap();
+    server
+        .merge_patch(
+            "",
+            "configmaps",
+            "default",
+            "new",
+            &json!({"data": {"k": "w"}}),
+        )
+        .unwrap();
+    let updates = runs.wait_runs("on-update", 2).await;
+    server.delete("", "configmaps", "default", "new").unwrap();
+
+    // A status-only change is noise for `quiet`, a change for `loud`.
+    support::eventually("the deployment watch", || {
+        (server.watch_requests("deployments") > 0).then_some(())
+    })
+    .await;
+    server
+        .create("apps", "deployments", "default", deployment("api", 2, 0))
+        .unwrap();
+    let status = json!({"status": {"readyReplicas": 1}});
+    server
+        .merge_patch("apps", "deployments", "default", "api", &status)
+        .unwrap();
+    let spec = json!({"spec": {"replicas": 3}});
+    server
+        .merge_patch("apps", "deployments", "default", "api", &spec)
+        .unwrap();
+    runs.wait_runs("loud", 2).await;
+    let quiet = runs.wait_runs("quiet", 1).await;
+    assert_eq!(event_of(&quiet[0])["data"]["object"]["spec"]["replicas"], 3);
+    // Give a wrongly routed delete time to show up, bounded by a later marker event.
+    server
+        .create(
+            "",
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "marker"}}),
+        )
+        .unwrap();
+    runs.wait_runs("on-create", 3).await;
+    engine.shutdown().await;
+    assert_eq!(
+        runs.of("on-create").len(),
+        3,
+        "creates only: pre, new, marker"
+    );
+    assert_eq!(runs.of("on-update").len(), updates.len());
+    assert_eq!(runs.of("on-update").len(), 2, "updates only");
+    assert_eq!(
+        runs.of("quiet").len(),
+        1,
+        "the status-only update was skipped"
+    );
+    assert_eq!(runs.of("loud").len(), 2);
+    assert_eq!(
+        server.watch_requests("configmaps"),
+        1,
+        "two triggers, one watch"
+    );
+    assert_eq!(
+        server.watch_requests("deployments"),
+        1,
+        "two triggers, one watch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_watch_and_a_compaction_lose_and_duplicate_nothing() {
+    let server = ApiServer::start(&[]);
+    server
+        .create(
+            "",
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "c"}, "data": {"n": "0"}}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    let (engine, runs) = start(
+        &ws,
+        &server,
+        r#"
+triggers:
+  - name: changes
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: default, events: [update, delete] }
+    action: { module: log-event.wasm }
+"#,
+    )
+    .await;
+    support::eventually("the watch to start", || {
+        (server.watch_requests("configmaps") > 0).then_some(())
+    })
+    .await;
+    let set = |n: &str| {
+        server
+            .merge_patch("", "configmaps", "default", "c", &json!({"data": {"n": n}}))
+            .unwrap();
+    };
+    set("1");
+    runs.wait_runs("changes", 1).await;
+    // Cut the watch, keep it away for a moment, change the object and compact
+    // the history: the re-watch gets 410 and the watcher relists.
+    server.fail_next(
+        "GET",
+        "watch=true",
+        ApiError::new(500, "InternalError", "injected"),
+    );
+    server.cut_watches();
+    set("2");
+    server.compact();
+    runs.wait_runs("changes", 2).await;
+    set("3");
+    server.delete("", "configmaps", "default", "c").unwrap();
+    runs.wait_runs("changes", 4).await;
+    engine.shutdown().await;
+    let seen: Vec<(String, String)> = runs
+        .of("changes")
+        .iter()
+        .map(|r| {
+            let e = event_of(r);
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["data"]["object"]["data"]["n"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("update", "1"),
+        ("update", "2"),
+        ("update", "3"),
+        ("delete", "3"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    // With the history compacted, the second change can only have come from
+    // a relist (after the in-stream 410 or the failed re-watch, whichever the
+    // watcher met first), diffed against what the source had seen.
+    assert_eq!(seen, expected, "every change once, in order");
+}
+
+#[tokio::test]
+async fn an_unusable_kubeconfig_is_a_clear_error() {
+    let connector = wasmtrigger::kube::KubeConnector::new(Some("/nonexistent/kubeconfig".into()));
+    let Err(err) = connector.client().await else {
+        panic!("a missing kubeconfig must not connect");
+    };
+    let err = err.to_string();
+    assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
+}
+
+#[test]
+fn kube_watch_configs_are_checked_field_by_field() {
+    support::assert_check_errors(
+        r#"
+triggers:
+  - name: bad-version
+    source: { type: kube-watch, apiVersion: "apps/", kind: Deployment }
+    action: { module: counter.wasm }
+  - name: bad-kind
+    source: { type: kube-watch, apiVersion: v1, kind: configmap }
+    action: { module: counter.wasm }
+  - name: both-scopes
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: a, namespaces: [b] }
+    action: { module: counter.wasm }
+  - name: no-events
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, events: [] }
+    action: { module: counter.wasm }
+  - name: odd-event
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, events: [modify] }
+    action: { module: counter.wasm }
+"#,
+        &[
+            (
+                "bad-version",
+                &["`source.apiVersion`", "expected `v1` or `group/version`"],
+            ),
+            (
+                "bad-kind",
+                &["`source.kind`", "expected a kind like Deployment"],
+            ),
+            ("both-scopes", &["`source.namespaces`", "not both"]),
+            (
+                "no-events",
+                &["`source.events`", "at least one of create, update, delete"],
+            ),
+            ("odd-event", &["`source.events", "unknown variant `modify`"]),
+        ],
+    );
+}
