@@ -454,8 +454,16 @@ impl Engine {
         } else {
             (None, Vec::new())
         };
-        let services = HostServices::new(SecretStore::from_settings(&config.engine.secrets))
-            .map_err(EngineError::Services)?;
+        let kube = crate::kube::KubeConnector::new(options.kubeconfig.clone());
+        let mut secret_store = SecretStore::from_settings(&config.engine.secrets);
+        if let Some((namespace, name)) = &config.engine.secrets.kubernetes {
+            secret_store = secret_store.with_provider(Arc::new(crate::kube::KubeSecretProvider {
+                connector: kube.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }));
+        }
+        let services = HostServices::new(secret_store).map_err(EngineError::Services)?;
         let settings = RuntimeSettings {
             stdio_limit: config.engine.stdio_limit,
             pool_instances: (config.engine.workers * 4).clamp(16, 1000) as u32,
@@ -506,7 +514,7 @@ impl Engine {
                 submitter: dispatcher.submitter(),
                 runs: runs_tx,
                 services: services.clone(),
-                kube: crate::kube::KubeConnector::new(options.kubeconfig.clone()),
+                kube,
             },
             stop_sources: CancellationToken::new(),
             running: Mutex::new(BTreeMap::new()),

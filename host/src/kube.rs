@@ -59,6 +59,50 @@ struct Cache {
     objects: HashMap<(String, String), Value>,
 }
 
+/// Secrets from the keys of one Kubernetes Secret, read through the API at
+/// each call (so a rotated Secret is picked up without a restart).
+pub struct KubeSecretProvider {
+    /// The connection.
+    pub connector: Arc<KubeConnector>,
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+}
+
+#[async_trait::async_trait]
+impl crate::capabilities::secrets::SecretProvider for KubeSecretProvider {
+    fn describe(&self) -> String {
+        format!("Kubernetes Secret {}/{}", self.namespace, self.name)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+        let client = self.connector.client().await.map_err(|e| e.0)?;
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, &self.namespace);
+        let secret = api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| format!("cannot read {}: {}", self.describe(), status_reason(&e)))?;
+        let Some(secret) = secret else {
+            return Err(format!("{} does not exist", self.describe()));
+        };
+        match secret.data.as_ref().and_then(|d| d.get(key)) {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes.0.clone())
+                .map(Some)
+                .map_err(|_| format!("key `{key}` of {} is not UTF-8 text", self.describe())),
+        }
+    }
+}
+
+/// A kube error without anything a response body might echo.
+fn status_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
 /// Why Kubernetes cannot be reached.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

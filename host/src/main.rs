@@ -534,6 +534,7 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         secrets: config::SecretsSettings {
             dir: args.secrets.secrets_dir,
             env_prefix: args.secrets.secrets_env_prefix,
+            kubernetes: None,
         },
     };
     match wasmtrigger::invoke::invoke(request).await {

@@ -1,4 +1,5 @@
-//! The `kube-watch` source against the loopback test API server (real
+//! Kubernetes, against the loopback test API server: the Secret provider,
+//! and the `kube-watch` source (real
 //! protocol, unmodified kube client): Deployments through the ready-replicas
 //! filter, initial lists only when asked, one shared watch serving triggers
 //! with different event types, noise skipping, and a cut watch plus a
@@ -300,6 +301,63 @@ triggers:
     // a relist (after the in-stream 410 or the failed re-watch, whichever the
     // watcher met first), diffed against what the source had seen.
     assert_eq!(seen, expected, "every change once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_a_kubernetes_secret_and_stay_redacted() {
+    use base64::Engine as _;
+    let server = ApiServer::start(&[]);
+    let value = "s3cret-from-the-api";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    server
+        .create(
+            "",
+            "secrets",
+            "default",
+            json!({"metadata": {"name": "app-secrets"}, "data": {"token": encoded}}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    let (engine, runs) = start(
+        &ws,
+        &server,
+        r#"
+engine:
+  secrets: { kubernetes: { name: app-secrets } }
+triggers:
+  - name: reader
+    source: { type: schedule, now: true }
+    action: { module: hostile.wasm, params: { mode: secret, name: token }, grants: { secrets: [token] }, retry: { max: 0 } }
+  - name: absent
+    source: { type: schedule, now: true }
+    action: { module: hostile.wasm, params: { mode: secret, name: other }, grants: { secrets: [other] }, retry: { max: 0 } }
+"#,
+    )
+    .await;
+    let read = runs.wait_runs("reader", 1).await;
+    assert_eq!(read[0].status, RunStatus::Succeeded, "{:?}", read[0]);
+    assert_eq!(
+        read[0].output.as_deref(),
+        Some("[redacted]"),
+        "the value was read, and hidden"
+    );
+    let absent = runs.wait_runs("absent", 1).await;
+    assert_eq!(absent[0].status, RunStatus::Failed);
+    assert!(
+        absent[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not found"),
+        "{:?}",
+        absent[0]
+    );
+    engine.shutdown().await;
+    let everything = format!("{:?}", runs.all());
+    assert!(
+        !everything.contains(value),
+        "the value never appears in a record"
+    );
 }
 
 #[tokio::test]

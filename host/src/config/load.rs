@@ -269,6 +269,9 @@ fn engine_settings(
                 if let Some(secrets) = spec.secrets {
                     settings.secrets.dir = secrets.dir;
                     settings.secrets.env_prefix = secrets.env_prefix;
+                    settings.secrets.kubernetes = secrets
+                        .kubernetes
+                        .map(|k| (k.namespace.unwrap_or_else(|| "default".into()), k.name));
                 }
                 if let Some(h) = &spec.history {
                     if let Some(v) = h.max_age {

@@ -111,6 +111,8 @@ pub struct SecretsSettings {
     pub dir: Option<PathBuf>,
     /// Environment variables `PREFIX` + the name upper-cased, `-` and `.` as `_`.
     pub env_prefix: Option<String>,
+    /// A Kubernetes Secret read through the API: (namespace, name).
+    pub kubernetes: Option<(String, String)>,
 }
 
 impl EngineSettings {

@@ -40,6 +40,15 @@ pub struct HttpLimitsSpec {
 pub struct SecretsSpec {
     pub dir: Option<std::path::PathBuf>,
     pub env_prefix: Option<String>,
+    pub kubernetes: Option<KubeSecretSpec>,
+}
+
+/// `engine.secrets.kubernetes:` a Secret whose keys are secret names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeSecretSpec {
+    pub namespace: Option<String>,
+    pub name: String,
 }
 
 /// `engine.kv:` caps per trigger.
