@@ -515,6 +515,23 @@ impl Loader<'_> {
         })
     }
 
+    /// Reads a source's fields as `S` (errors located under `source.`) and builds it.
+    fn typed_source<S: DeserializeOwned>(
+        &mut self,
+        file: &Path,
+        label: &str,
+        obj: Value,
+        build: impl FnOnce(&mut Self, S) -> Option<SourceConfig>,
+    ) -> Option<SourceConfig> {
+        match parse::<S>(obj) {
+            Ok(spec) => build(self, spec),
+            Err((f, message)) => {
+                self.error(file, Some(label), Some(&prefixed("source", &f)), message);
+                None
+            }
+        }
+    }
+
     fn source(&mut self, file: &Path, label: &str, raw: Value) -> Option<SourceConfig> {
         let Value::Object(mut obj) = raw else {
             self.error(
@@ -537,47 +554,23 @@ impl Loader<'_> {
             }
         };
         let obj = Value::Object(obj);
-        let field = |f: &str| prefixed("source", f);
         match kind.as_str() {
-            "schedule" => match parse::<ScheduleSpec>(obj) {
-                Ok(spec) => self.schedule(file, label, spec).map(SourceConfig::Schedule),
-                Err((f, message)) => {
-                    self.error(file, Some(label), Some(&field(&f)), message);
-                    None
-                }
-            },
-            "trigger" => match parse::<ChainSpec>(obj) {
-                Ok(spec) => self.chain(file, label, spec).map(SourceConfig::Chain),
-                Err((f, message)) => {
-                    self.error(file, Some(label), Some(&field(&f)), message);
-                    None
-                }
-            },
-            "kube-watch" => match parse::<KubeWatchSpec>(obj) {
-                Ok(spec) => self
-                    .kube_watch(file, label, spec)
-                    .map(SourceConfig::KubeWatch),
-                Err((f, message)) => {
-                    self.error(file, Some(label), Some(&field(&f)), message);
-                    None
-                }
-            },
-            "redis-queue" => match parse::<RedisQueueSpec>(obj) {
-                Ok(spec) => self
-                    .redis_queue(file, label, spec)
-                    .map(SourceConfig::RedisQueue),
-                Err((f, message)) => {
-                    self.error(file, Some(label), Some(&field(&f)), message);
-                    None
-                }
-            },
-            "webhook" => match parse::<WebhookSpec>(obj) {
-                Ok(spec) => self.webhook(file, label, spec).map(SourceConfig::Webhook),
-                Err((f, message)) => {
-                    self.error(file, Some(label), Some(&field(&f)), message);
-                    None
-                }
-            },
+            "schedule" => self.typed_source(file, label, obj, |s, spec| {
+                s.schedule(file, label, spec).map(SourceConfig::Schedule)
+            }),
+            "trigger" => self.typed_source(file, label, obj, |s, spec| {
+                s.chain(file, label, spec).map(SourceConfig::Chain)
+            }),
+            "kube-watch" => self.typed_source(file, label, obj, |s, spec| {
+                s.kube_watch(file, label, spec).map(SourceConfig::KubeWatch)
+            }),
+            "redis-queue" => self.typed_source(file, label, obj, |s, spec| {
+                s.redis_queue(file, label, spec)
+                    .map(SourceConfig::RedisQueue)
+            }),
+            "webhook" => self.typed_source(file, label, obj, |s, spec| {
+                s.webhook(file, label, spec).map(SourceConfig::Webhook)
+            }),
             other => {
                 let message = format!(
                     "unknown source type `{other}`, expected one of: {}",

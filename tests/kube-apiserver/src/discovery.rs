@@ -30,6 +30,15 @@ impl ResourceType {
         }
     }
 
+    /// `plural` for the core group, else `plural.group` (as error messages name resources).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
     /// `v1` or `group/version`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

@@ -167,11 +167,7 @@ impl Store {
 
     fn not_found(&self, ty: TypeId, name: &str) -> ApiError {
         let t = &self.types[ty];
-        let what = if t.group.is_empty() {
-            t.plural.clone()
-        } else {
-            format!("{}.{}", t.plural, t.group)
-        };
+        let what = t.qualified();
         ApiError::new(404, "NotFound", format!("{what} \"{name}\" not found"))
     }
 
@@ -293,11 +289,7 @@ impl Store {
             name.clone(),
         );
         if self.objects.contains_key(&key) {
-            let what = if t.group.is_empty() {
-                t.plural.clone()
-            } else {
-                format!("{}.{}", t.plural, t.group)
-            };
+            let what = t.qualified();
             return Err(ApiError::new(
                 409,
                 "AlreadyExists",
@@ -342,11 +334,7 @@ impl Store {
                     .as_str()
                     .unwrap_or_default()
         {
-            let what = if t.group.is_empty() {
-                t.plural.clone()
-            } else {
-                format!("{}.{}", t.plural, t.group)
-            };
+            let what = t.qualified();
             return Err(ApiError::new(
                 409,
                 "Conflict",
