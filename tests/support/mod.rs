@@ -517,24 +517,22 @@ pub async fn start_engine(
     (engine, collector)
 }
 
-/// Runs `check` on a config that must be rejected and asserts that, for each
-/// `(trigger, parts)`, one error line names the trigger and contains every part.
-pub fn assert_check_errors(yaml: &str, expected: &[(&str, &[&str])]) -> String {
+/// Runs `check` on a config that must be rejected; returns what it printed.
+pub fn check_rejects(yaml: &str) -> String {
     let ws = Workspace::new();
     let file = ws.write("bad.yaml", yaml);
     let modules = modules().display().to_string();
-    let (code, out, err) = run_cli(
-        &[
-            "check",
-            "--config",
-            &file.display().to_string(),
-            "--modules",
-            &modules,
-        ],
-        None,
-    );
+    let config = file.display().to_string();
+    let (code, out, err) = run_cli(&["check", "--config", &config, "--modules", &modules], None);
     let text = format!("{out}{err}");
     assert_eq!(code, 1, "check should reject:\n{text}");
+    text
+}
+
+/// Runs `check` on a config that must be rejected and asserts that, for each
+/// `(trigger, parts)`, one error line names the trigger and contains every part.
+pub fn assert_check_errors(yaml: &str, expected: &[(&str, &[&str])]) -> String {
+    let text = check_rejects(yaml);
     for (trigger, parts) in expected {
         let named = format!("trigger `{trigger}`");
         assert!(
