@@ -203,6 +203,24 @@ pub mod secrets {
     pub use super::wit::secrets::get;
 }
 
+/// The Kubernetes API, within the trigger's `grants.kube`. Objects are JSON
+/// text; [`kube::target`] builds the kind-and-namespace a call is about.
+pub mod kube {
+    pub use super::wit::kube::{
+        PatchType, Target, apply, create, delete, get, list_objects, patch,
+    };
+
+    /// A target: `api_version` like `apps/v1`, `kind` like `Deployment`,
+    /// and the namespace (None for cluster-scoped kinds).
+    pub fn target(api_version: &str, kind: &str, namespace: Option<&str>) -> Target {
+        Target {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.map(str::to_string),
+        }
+    }
+}
+
 /// Per-trigger key/value state that persists across runs and restarts.
 ///
 /// Each call is atomic on its own; use [`kv::compare_and_swap`] or

@@ -463,7 +463,8 @@ impl Engine {
                 name: name.clone(),
             }));
         }
-        let services = HostServices::new(secret_store).map_err(EngineError::Services)?;
+        let services = HostServices::with_kube(secret_store, Some(kube.clone()))
+            .map_err(EngineError::Services)?;
         let settings = RuntimeSettings {
             stdio_limit: config.engine.stdio_limit,
             pool_instances: (config.engine.workers * 4).clamp(16, 1000) as u32,

@@ -27,6 +27,7 @@ pub struct KubeConnector {
     kubeconfig: Option<PathBuf>,
     client: OnceCell<kube::Client>,
     hub: Mutex<HashMap<WatchKey, broadcast::Sender<Arc<ObjectChange>>>>,
+    resolved: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
     caches: Mutex<HashMap<WatchKey, Arc<Mutex<Cache>>>>,
 }
 
@@ -115,6 +116,7 @@ impl KubeConnector {
             kubeconfig,
             client: OnceCell::new(),
             hub: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
             caches: Mutex::new(HashMap::new()),
         })
     }
@@ -143,6 +145,30 @@ impl KubeConnector {
             })
             .await
             .cloned()
+    }
+
+    /// The API resource of a kind and whether it is namespaced (discovery, cached).
+    pub async fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, bool), KubeError> {
+        let key = (api_version.to_string(), kind.to_string());
+        if let Some(found) = lock(&self.resolved).get(&key) {
+            return Ok(found.clone());
+        }
+        let client = self.client().await?;
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk(api_version, kind))
+            .await
+            .map_err(|e| {
+                KubeError(format!(
+                    "unknown kind {api_version} {kind}: {}",
+                    status_reason(&e)
+                ))
+            })?;
+        let found = (resource, caps.scope == Scope::Namespaced);
+        lock(&self.resolved).insert(key, found.clone());
+        Ok(found)
     }
 
     /// Subscribes to the shared watch for `config`, starting it if needed.

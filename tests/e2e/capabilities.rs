@@ -308,10 +308,10 @@ triggers:
 #[test]
 fn grants_are_validated_by_check() {
     let out = support::check_rejects(
-        "triggers:\n  - name: a\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm, grants: { kube: [] } }\n  - name: b\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm, grants: { http: [\"hooks.example.com\", \"*\", \"ftp://x\"], secrets: [\"../etc\"] } }\n",
+        "triggers:\n  - name: a\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm, grants: { files: [] } }\n  - name: b\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm, grants: { http: [\"hooks.example.com\", \"*\", \"ftp://x\"], secrets: [\"../etc\"] } }\n",
     );
     for needle in [
-        "trigger `a`: field `action.grants.kube`: unknown field `kube`, expected `http` or `secrets`",
+        "trigger `a`: field `action.grants.files`: unknown field `files`, expected one of `http`, `secrets`, `kube`",
         "trigger `b`: field `action.grants.http[1]`: invalid HTTP grant `*`",
         "trigger `b`: field `action.grants.http[2]`: invalid HTTP grant `ftp://x`: scheme `ftp` is not http or https",
         "trigger `b`: field `action.grants.secrets[0]`: invalid secret name `../etc`",

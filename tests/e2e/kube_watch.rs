@@ -409,3 +409,146 @@ triggers:
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_capability_does_what_grants_allow_and_nothing_else() {
+    let server = ApiServer::start(&[]);
+    server
+        .create("apps", "deployments", "default", deployment("web", 1, 1))
+        .unwrap();
+    server
+        .create("", "namespaces", "", json!({"metadata": {"name": "other"}}))
+        .unwrap();
+    server
+        .create("apps", "deployments", "other", deployment("web", 1, 1))
+        .unwrap();
+    let ws = Workspace::new();
+    let call = |name: &str, kube: Value| {
+        format!(
+            "  - name: {name}\n    source: {{ type: schedule, now: true }}\n    action:\n      module: hostile.wasm\n      retry: {{ max: 0 }}\n      params: {{ mode: kube, kube: {kube} }}\n      grants:\n        kube:\n          - {{ verbs: [get, list, patch], apiVersion: apps/v1, kind: Deployment, namespaces: [default] }}\n          - {{ verbs: [create, delete], apiVersion: v1, kind: ConfigMap, namespaces: [default], names: [made-by-wasm] }}\n"
+        )
+    };
+    let mut yaml = String::from("triggers:\n");
+    for (name, kube) in [
+        (
+            "patch-ok",
+            json!({"op": "patch", "api_version": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "web", "object": {"metadata": {"annotations": {"bumped": "1"}}}}),
+        ),
+        (
+            "list-ok",
+            json!({"op": "list", "api_version": "apps/v1", "kind": "Deployment", "namespace": "default", "label_selector": "app=web"}),
+        ),
+        (
+            "create-ok",
+            json!({"op": "create", "api_version": "v1", "kind": "ConfigMap", "namespace": "default", "object": {"metadata": {"name": "made-by-wasm"}, "data": {"k": "v"}}}),
+        ),
+        (
+            "other-namespace",
+            json!({"op": "patch", "api_version": "apps/v1", "kind": "Deployment", "namespace": "other", "name": "web", "object": {"metadata": {"annotations": {"bumped": "1"}}}}),
+        ),
+        (
+            "verb-not-granted",
+            json!({"op": "delete", "api_version": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "web"}),
+        ),
+        (
+            "name-not-granted",
+            json!({"op": "create", "api_version": "v1", "kind": "ConfigMap", "namespace": "default", "object": {"metadata": {"name": "sneaky"}}}),
+        ),
+        (
+            "missing",
+            json!({"op": "get", "api_version": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "nope"}),
+        ),
+    ] {
+        yaml.push_str(&call(name, kube));
+    }
+    let (engine, runs) = start(&ws, &server, &yaml).await;
+    let outcome = |name: &str| {
+        let runs = runs.clone();
+        let name = name.to_string();
+        async move {
+            let r = runs.wait_runs(&name, 1).await.remove(0);
+            (
+                r.status,
+                r.output.unwrap_or_default(),
+                r.error.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, _, error) = outcome("patch-ok").await;
+    assert_eq!(status, RunStatus::Succeeded, "{error}");
+    let web = server.get("apps", "deployments", "default", "web").unwrap();
+    assert_eq!(
+        web["metadata"]["annotations"]["bumped"], "1",
+        "the patch reached the object"
+    );
+    let (status, output, _) = outcome("list-ok").await;
+    assert_eq!(status, RunStatus::Succeeded);
+    let listed: Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let (status, _, error) = outcome("create-ok").await;
+    assert_eq!(status, RunStatus::Succeeded, "{error}");
+    assert_eq!(
+        server
+            .get("", "configmaps", "default", "made-by-wasm")
+            .unwrap()["data"]["k"],
+        "v"
+    );
+    for name in ["other-namespace", "verb-not-granted", "name-not-granted"] {
+        let (status, _, error) = outcome(name).await;
+        assert_eq!(status, RunStatus::Failed, "{name}");
+        assert!(error.contains("denied: kube:"), "{name}: {error}");
+    }
+    let untouched = server.get("apps", "deployments", "other", "web").unwrap();
+    assert!(
+        untouched["metadata"]["annotations"].is_null(),
+        "the other namespace was not touched"
+    );
+    assert!(
+        server
+            .get("apps", "deployments", "default", "web")
+            .is_some(),
+        "not deleted"
+    );
+    assert!(
+        server.get("", "configmaps", "default", "sneaky").is_none(),
+        "not created"
+    );
+    let (status, _, error) = outcome("missing").await;
+    assert_eq!(status, RunStatus::Failed);
+    assert!(error.contains("not found"), "{error}");
+    let stats = engine.capability_stats();
+    assert_eq!(stats.kube_denials, 3);
+    engine.shutdown().await;
+}
+
+#[test]
+fn kube_grants_are_checked_field_by_field() {
+    support::assert_check_errors(
+        r#"
+triggers:
+  - name: no-verbs
+    source: { type: schedule, now: true }
+    action: { module: counter.wasm, grants: { kube: [{ verbs: [], apiVersion: v1, kind: ConfigMap }] } }
+  - name: odd-verb
+    source: { type: schedule, now: true }
+    action: { module: counter.wasm, grants: { kube: [{ verbs: [escalate], apiVersion: v1, kind: ConfigMap }] } }
+  - name: bad-version
+    source: { type: schedule, now: true }
+    action: { module: counter.wasm, grants: { kube: [{ verbs: [get], apiVersion: "/v1", kind: ConfigMap }] } }
+"#,
+        &[
+            (
+                "no-verbs",
+                &["`action.grants.kube[0].verbs`", "at least one of get"],
+            ),
+            (
+                "odd-verb",
+                &["action.grants.kube", "unknown variant `escalate`"],
+            ),
+            (
+                "bad-version",
+                &["`action.grants.kube[0].apiVersion`", "invalid apiVersion"],
+            ),
+        ],
+    );
+}

@@ -113,7 +113,7 @@ async fn check_action(lang: &str, exception: &str) {
     inv.access = Some(Arc::new(ActionAccess {
         grants: Grants {
             http: vec![HttpGrant::parse(&server.grant()).unwrap()],
-            secrets: Vec::new(),
+            ..Grants::default()
         },
         http: Default::default(),
     }));

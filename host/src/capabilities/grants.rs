@@ -14,6 +14,82 @@ pub struct Grants {
     pub http: Vec<HttpGrant>,
     /// Secret names the guest may read.
     pub secrets: Vec<String>,
+    /// Kubernetes API calls the guest may make.
+    pub kube: Vec<KubeGrant>,
+}
+
+/// A verb of the `kube` capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeVerb {
+    /// Read one object.
+    Get,
+    /// List objects.
+    List,
+    /// Create an object.
+    Create,
+    /// Server-side apply.
+    Apply,
+    /// Patch an object.
+    Patch,
+    /// Delete an object.
+    Delete,
+}
+
+impl KubeVerb {
+    /// Name as in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            KubeVerb::Get => "get",
+            KubeVerb::List => "list",
+            KubeVerb::Create => "create",
+            KubeVerb::Apply => "apply",
+            KubeVerb::Patch => "patch",
+            KubeVerb::Delete => "delete",
+        }
+    }
+}
+
+/// One `grants.kube` entry: verbs on a kind, in namespaces, optionally on names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeGrant {
+    /// Allowed verbs.
+    pub verbs: Vec<KubeVerb>,
+    /// `v1`, `apps/v1`, ...
+    pub api_version: String,
+    /// `Deployment`, ...
+    pub kind: String,
+    /// Namespaces; `*` allows all; empty allows only cluster-scoped calls.
+    pub namespaces: Vec<String>,
+    /// Object names; empty allows any (and `list`; a names-limited grant does not allow `list`).
+    pub names: Vec<String>,
+}
+
+impl KubeGrant {
+    /// Whether this grant allows `verb` on `api_version`/`kind` in `namespace` for `name`.
+    pub fn allows(
+        &self,
+        verb: KubeVerb,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> bool {
+        let ns_ok = match namespace {
+            None => self.namespaces.is_empty(),
+            Some(ns) => self.namespaces.iter().any(|n| n == "*" || n == ns),
+        };
+        let name_ok = match name {
+            _ if self.names.is_empty() => true,
+            None => false,
+            Some(n) => self.names.iter().any(|g| g == n),
+        };
+        self.verbs.contains(&verb)
+            && self.api_version == api_version
+            && self.kind == kind
+            && ns_ok
+            && name_ok
+    }
 }
 
 /// Host part of an HTTP grant.

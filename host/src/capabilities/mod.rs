@@ -4,6 +4,7 @@
 
 pub mod grants;
 mod http;
+mod kube;
 mod kv;
 mod log;
 pub mod redact;
@@ -32,6 +33,8 @@ pub enum Capability {
     Secrets,
     /// Key/value state.
     Kv,
+    /// The Kubernetes API.
+    Kube,
 }
 
 impl Capability {
@@ -41,6 +44,7 @@ impl Capability {
             Capability::Http => "http",
             Capability::Secrets => "secrets",
             Capability::Kv => "kv",
+            Capability::Kube => "kube",
         }
     }
 }
@@ -48,8 +52,8 @@ impl Capability {
 /// Calls and denials per capability.
 #[derive(Debug, Default)]
 pub struct CapabilityStats {
-    calls: [AtomicU64; 3],
-    denials: [AtomicU64; 3],
+    calls: [AtomicU64; 4],
+    denials: [AtomicU64; 4],
 }
 
 /// A point-in-time copy of [`CapabilityStats`].
@@ -61,6 +65,8 @@ pub struct CapabilitySnapshot {
     pub secrets_denials: u64,
     pub kv_calls: u64,
     pub kv_denials: u64,
+    pub kube_calls: u64,
+    pub kube_denials: u64,
 }
 
 impl CapabilityStats {
@@ -69,12 +75,13 @@ impl CapabilityStats {
             Capability::Http => 0,
             Capability::Secrets => 1,
             Capability::Kv => 2,
+            Capability::Kube => 3,
         }
     }
 
     /// Reads every counter.
     pub fn snapshot(&self) -> CapabilitySnapshot {
-        let get = |a: &[AtomicU64; 3], c| a[Self::index(c)].load(Ordering::Relaxed);
+        let get = |a: &[AtomicU64; 4], c| a[Self::index(c)].load(Ordering::Relaxed);
         CapabilitySnapshot {
             http_calls: get(&self.calls, Capability::Http),
             http_denials: get(&self.denials, Capability::Http),
@@ -82,6 +89,8 @@ impl CapabilityStats {
             secrets_denials: get(&self.denials, Capability::Secrets),
             kv_calls: get(&self.calls, Capability::Kv),
             kv_denials: get(&self.denials, Capability::Kv),
+            kube_calls: get(&self.calls, Capability::Kube),
+            kube_denials: get(&self.denials, Capability::Kube),
         }
     }
 }
@@ -94,11 +103,21 @@ pub struct HostServices {
     pub secrets: SecretStore,
     /// Counters.
     pub stats: CapabilityStats,
+    /// The Kubernetes connection, for the `kube` capability.
+    pub kube: Option<Arc<crate::kube::KubeConnector>>,
 }
 
 impl HostServices {
-    /// Builds the services.
+    /// Builds the services without Kubernetes.
     pub fn new(secrets: SecretStore) -> Result<Arc<Self>, String> {
+        Self::with_kube(secrets, None)
+    }
+
+    /// Builds the services.
+    pub fn with_kube(
+        secrets: SecretStore,
+        kube: Option<Arc<crate::kube::KubeConnector>>,
+    ) -> Result<Arc<Self>, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wasmtrigger/", env!("CARGO_PKG_VERSION")))
@@ -108,6 +127,7 @@ impl HostServices {
             http,
             secrets,
             stats: CapabilityStats::default(),
+            kube,
         }))
     }
 }

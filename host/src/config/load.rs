@@ -12,7 +12,7 @@ use super::schema::{
     RedisQueueSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
 };
 use super::*;
-use crate::capabilities::grants::{Grants, HttpGrant, check_secret_name};
+use crate::capabilities::grants::{Grants, HttpGrant, KubeGrant, check_secret_name};
 
 /// Source types this build knows, for error messages.
 const SOURCE_TYPES: &[&str] = &[
@@ -669,12 +669,7 @@ impl Loader<'_> {
         spec: KubeWatchSpec,
     ) -> Option<KubeWatchConfig> {
         let before = self.errors.len();
-        let version_ok = {
-            let parts: Vec<&str> = spec.api_version.split('/').collect();
-            matches!(parts.as_slice(), [v] | [_, v] if v.starts_with('v') && !v.is_empty())
-                && parts.iter().all(|p| !p.is_empty())
-        };
-        if !version_ok {
+        if !valid_api_version(&spec.api_version) {
             let message = format!(
                 "invalid apiVersion `{}`: expected `v1` or `group/version`, like apps/v1",
                 spec.api_version
@@ -1088,6 +1083,32 @@ impl Loader<'_> {
                 }
             }
         }
+        for (i, g) in spec.kube.iter().enumerate() {
+            let field = |f: &str| format!("action.grants.kube[{i}].{f}");
+            if g.verbs.is_empty() {
+                let message =
+                    "expected at least one of get, list, create, apply, patch, delete".to_string();
+                self.error(file, Some(label), Some(&field("verbs")), message);
+            }
+            if !valid_api_version(&g.api_version) {
+                let message = format!(
+                    "invalid apiVersion `{}`: expected `v1` or `group/version`, like apps/v1",
+                    g.api_version
+                );
+                self.error(file, Some(label), Some(&field("apiVersion")), message);
+            }
+            if !g.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+                let message = format!("invalid kind `{}`: expected a kind like Deployment", g.kind);
+                self.error(file, Some(label), Some(&field("kind")), message);
+            }
+            grants.kube.push(KubeGrant {
+                verbs: g.verbs.clone(),
+                api_version: g.api_version.clone(),
+                kind: g.kind.clone(),
+                namespaces: g.namespaces.clone(),
+                names: g.names.clone(),
+            });
+        }
         (self.errors.len() == before).then_some(grants)
     }
 
@@ -1147,6 +1168,13 @@ impl Loader<'_> {
             isolation: Isolation::Fresh,
         })
     }
+}
+
+/// `v1` or `group/version` with a version starting with `v`.
+fn valid_api_version(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('/').collect();
+    matches!(parts.as_slice(), [v] | [_, v] if v.starts_with('v'))
+        && parts.iter().all(|p| !p.is_empty())
 }
 
 /// Chains must name existing triggers and must not form a cycle: a chain that

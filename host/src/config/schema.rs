@@ -67,6 +67,21 @@ pub struct GrantsSpec {
     pub http: Vec<String>,
     #[serde(default)]
     pub secrets: Vec<String>,
+    #[serde(default)]
+    pub kube: Vec<KubeGrantSpec>,
+}
+
+/// One `grants.kube` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeGrantSpec {
+    pub verbs: Vec<crate::capabilities::grants::KubeVerb>,
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// `retry:` at engine or action level.

@@ -5,7 +5,8 @@
 //! `ok`, `fail`, `loop`, `alloc`, `panic`, `read-file` (`path`), `env` (`name`),
 //! `print` (`bytes`), `sleep` (`ms`; returns the event data), `flaky` (`failures`: fail until the
 //! kv counter `attempts` passes it), `echo-params`, `http` (`request`, `repeat`),
-//! `secret` and `leak-secret` (`name`), `kv-set` (`key`, `value`), `cas-increment` (`key`).
+//! `secret` and `leak-secret` (`name`), `kv-set` (`key`, `value`), `cas-increment` (`key`),
+//! `kube` (`kube`: a call of the kube capability; returns its result).
 
 use std::hint::black_box;
 
@@ -23,9 +24,54 @@ struct HttpCall {
     body: Option<String>,
 }
 
+/// One call of the kube capability.
+#[derive(Deserialize)]
+struct KubeCall {
+    op: String,
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    object: Option<serde_json::Value>,
+    patch_type: Option<String>,
+    label_selector: Option<String>,
+}
+
+impl KubeCall {
+    fn run(self) -> Result<String, String> {
+        use wasmtrigger_guest::kube::{self, PatchType};
+        let target = kube::target(&self.api_version, &self.kind, self.namespace.as_deref());
+        let name = || self.name.clone().ok_or("`name` is needed");
+        let body = || {
+            self.object
+                .as_ref()
+                .map(|o| o.to_string())
+                .ok_or("`object` is needed")
+        };
+        let result = match self.op.as_str() {
+            "get" => kube::get(&target, &name()?),
+            "list" => kube::list_objects(&target, self.label_selector.as_deref()),
+            "create" => kube::create(&target, &body()?),
+            "apply" => kube::apply(&target, &name()?, &body()?),
+            "patch" => {
+                let kind = match self.patch_type.as_deref() {
+                    Some("json") => PatchType::Json,
+                    Some("strategic") => PatchType::Strategic,
+                    _ => PatchType::Merge,
+                };
+                kube::patch(&target, &name()?, kind, &body()?)
+            }
+            "delete" => kube::delete(&target, &name()?).map(|()| "deleted".to_string()),
+            other => return Err(format!("unknown kube op {other}")),
+        };
+        result.map_err(|e| e.describe())
+    }
+}
+
 #[derive(Deserialize)]
 struct Params {
     mode: String,
+    kube: Option<KubeCall>,
     request: Option<HttpCall>,
     repeat: Option<u32>,
     key: Option<String>,
@@ -125,6 +171,7 @@ impl Action for Hostile {
                         .to_string(),
                 )
             }
+            "kube" => p.kube.ok_or("params need `kube`")?.run(),
             "secret" => {
                 let name = p.name.ok_or("params need `name`")?;
                 secrets::get(&name).map_err(|e| e.describe())

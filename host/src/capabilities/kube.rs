@@ -1,0 +1,177 @@
+//! `kube`: the Kubernetes API for actions, under `grants.kube`. A call is
+//! checked against the trigger's grants before any request is made; the
+//! kind is resolved through discovery (cached per process by the connector).
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::Value;
+
+use super::Capability;
+use super::grants::KubeVerb;
+use crate::runtime::HostState;
+use crate::runtime::bindings::WitError;
+use crate::runtime::bindings::wasmtrigger::plugin::kube::{Host, PatchType, Target};
+
+/// Field manager of server-side apply.
+const FIELD_MANAGER: &str = "wasmtrigger";
+
+impl HostState {
+    /// Checks the grant and builds the API handle for a call.
+    async fn kube_api(
+        &mut self,
+        verb: KubeVerb,
+        target: &Target,
+        name: Option<&str>,
+    ) -> Result<Api<DynamicObject>, WitError> {
+        let caps = &self.caps;
+        caps.count(Capability::Kube);
+        let ns = target.namespace.as_deref();
+        let granted = caps.access.as_ref().is_some_and(|a| {
+            a.grants
+                .kube
+                .iter()
+                .any(|g| g.allows(verb, &target.api_version, &target.kind, ns, name))
+        });
+        if !granted {
+            let asked = format!(
+                "{} {} {}{}{}",
+                verb.name(),
+                target.api_version,
+                target.kind,
+                ns.map(|n| format!(" in {n}")).unwrap_or_default(),
+                name.map(|n| format!(" named {n}")).unwrap_or_default()
+            );
+            return Err(caps.deny(Capability::Kube, &asked, "not granted to this trigger"));
+        }
+        let Some(connector) = caps.services.kube.clone() else {
+            return Err(WitError::Failed(
+                "no Kubernetes connection in this context".into(),
+            ));
+        };
+        let client = connector
+            .client()
+            .await
+            .map_err(|e| WitError::Failed(e.0))?;
+        let (resource, namespaced) = connector
+            .resolve(&target.api_version, &target.kind)
+            .await
+            .map_err(|e| WitError::Invalid(e.0))?;
+        match (namespaced, ns) {
+            (true, Some(ns)) => Ok(Api::namespaced_with(client, ns, &resource)),
+            (true, None) => Err(WitError::Invalid(format!(
+                "{} is namespaced: give a namespace",
+                target.kind
+            ))),
+            (false, None) => Ok(Api::all_with(client, &resource)),
+            (false, Some(_)) => Err(WitError::Invalid(format!(
+                "{} is cluster-scoped: give no namespace",
+                target.kind
+            ))),
+        }
+    }
+}
+
+/// A kube error as the guest sees it: 404 not-found, client errors invalid, the rest failed.
+fn guest_error(e: kube::Error) -> WitError {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => WitError::NotFound,
+        kube::Error::Api(s) if (400..500).contains(&s.code) => {
+            WitError::Invalid(format!("{} {}: {}", s.code, s.reason, s.message))
+        }
+        kube::Error::Api(s) => WitError::Failed(format!("{} {}: {}", s.code, s.reason, s.message)),
+        other => WitError::Failed(other.to_string()),
+    }
+}
+
+fn to_text(object: &impl serde::Serialize) -> Result<String, WitError> {
+    serde_json::to_string(object).map_err(|e| WitError::Failed(e.to_string()))
+}
+
+fn parse(text: &str, what: &str) -> Result<Value, WitError> {
+    serde_json::from_str(text).map_err(|e| WitError::Invalid(format!("{what} is not JSON: {e}")))
+}
+
+impl Host for HostState {
+    async fn get(&mut self, target: Target, name: String) -> Result<String, WitError> {
+        let api = self.kube_api(KubeVerb::Get, &target, Some(&name)).await?;
+        to_text(&api.get(&name).await.map_err(guest_error)?)
+    }
+
+    async fn list_objects(
+        &mut self,
+        target: Target,
+        label_selector: Option<String>,
+    ) -> Result<String, WitError> {
+        let api = self.kube_api(KubeVerb::List, &target, None).await?;
+        let mut params = ListParams::default();
+        if let Some(l) = &label_selector {
+            params = params.labels(l);
+        }
+        let list = api.list(&params).await.map_err(guest_error)?;
+        to_text(&list.items)
+    }
+
+    async fn create(&mut self, target: Target, object: String) -> Result<String, WitError> {
+        let value = parse(&object, "the object")?;
+        let name = value["metadata"]["name"].as_str().map(str::to_string);
+        let api = self
+            .kube_api(KubeVerb::Create, &target, name.as_deref())
+            .await?;
+        let object: DynamicObject = serde_json::from_value(value)
+            .map_err(|e| WitError::Invalid(format!("not a Kubernetes object: {e}")))?;
+        to_text(
+            &api.create(&PostParams::default(), &object)
+                .await
+                .map_err(guest_error)?,
+        )
+    }
+
+    async fn apply(
+        &mut self,
+        target: Target,
+        name: String,
+        object: String,
+    ) -> Result<String, WitError> {
+        let value = parse(&object, "the object")?;
+        let api = self.kube_api(KubeVerb::Apply, &target, Some(&name)).await?;
+        let params = PatchParams::apply(FIELD_MANAGER);
+        to_text(
+            &api.patch(&name, &params, &Patch::Apply(value))
+                .await
+                .map_err(guest_error)?,
+        )
+    }
+
+    async fn patch(
+        &mut self,
+        target: Target,
+        name: String,
+        patch_type: PatchType,
+        patch: String,
+    ) -> Result<String, WitError> {
+        let value = parse(&patch, "the patch")?;
+        let api = self.kube_api(KubeVerb::Patch, &target, Some(&name)).await?;
+        let patch = match patch_type {
+            PatchType::Merge => Patch::Merge(value),
+            PatchType::Strategic => Patch::Strategic(value),
+            PatchType::Json => Patch::Json::<Value>(
+                serde_json::from_value(value)
+                    .map_err(|e| WitError::Invalid(format!("not a JSON patch: {e}")))?,
+            ),
+        };
+        to_text(
+            &api.patch(&name, &PatchParams::default(), &patch)
+                .await
+                .map_err(guest_error)?,
+        )
+    }
+
+    async fn delete(&mut self, target: Target, name: String) -> Result<(), WitError> {
+        let api = self
+            .kube_api(KubeVerb::Delete, &target, Some(&name))
+            .await?;
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .map(drop)
+            .map_err(guest_error)
+    }
+}
