@@ -315,6 +315,22 @@ impl Shared {
         change
     }
 
+    /// Reload and module-cache counters.
+    fn reload_snapshot(&self) -> ReloadSnapshot {
+        let r = &self.reload;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let cache = self.runtime.cache().map(|c| &c.stats);
+        ReloadSnapshot {
+            config_reloads: get(&r.config_reloads),
+            config_rejections: get(&r.config_rejections),
+            module_reloads: get(&r.module_reloads),
+            module_rejections: get(&r.module_rejections),
+            cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
+            cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
+            cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
+        }
+    }
+
     /// Keeps the compiled-module cache within its bound.
     pub fn evict_cache(&self) {
         if let Some(cache) = self.runtime.cache() {
@@ -353,9 +369,6 @@ fn readings(shared: &std::sync::Weak<Shared>) -> EngineReadings {
     let Some(shared) = shared.upgrade() else {
         return EngineReadings::default();
     };
-    let r = &shared.reload;
-    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let cache = shared.runtime.cache().map(|c| &c.stats);
     let submitter = shared.submitter();
     EngineReadings {
         ready: true,
@@ -367,13 +380,7 @@ fn readings(shared: &std::sync::Weak<Shared>) -> EngineReadings {
             .try_lock()
             .map(|r| r.len() as u64)
             .unwrap_or_default(),
-        config_reloads: get(&r.config_reloads),
-        config_rejections: get(&r.config_rejections),
-        module_reloads: get(&r.module_reloads),
-        module_rejections: get(&r.module_rejections),
-        cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
-        cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
-        cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
+        reload: shared.reload_snapshot(),
         capabilities: shared.services.stats.snapshot(),
     }
 }
@@ -605,18 +612,7 @@ impl Engine {
 
     /// Reload and module-cache counters.
     pub fn reload_stats(&self) -> ReloadSnapshot {
-        let r = &self.shared.reload;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let cache = self.shared.runtime.cache().map(|c| &c.stats);
-        ReloadSnapshot {
-            config_reloads: get(&r.config_reloads),
-            config_rejections: get(&r.config_rejections),
-            module_reloads: get(&r.module_reloads),
-            module_rejections: get(&r.module_rejections),
-            cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
-            cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
-            cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
-        }
+        self.shared.reload_snapshot()
     }
 
     /// Stops the reloader and the sources, lets queued and running events

@@ -58,13 +58,7 @@ pub struct EngineReadings {
     pub queue_capacity: u64,
     pub modules_loaded: u64,
     pub triggers: u64,
-    pub config_reloads: u64,
-    pub config_rejections: u64,
-    pub module_reloads: u64,
-    pub module_rejections: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub cache_discarded: u64,
+    pub reload: crate::engine::ReloadSnapshot,
     pub capabilities: CapabilitySnapshot,
 }
 
@@ -341,43 +335,43 @@ impl Collector for EngineCollector {
             e,
             "config_reloads",
             "Config changes applied",
-            r.config_reloads,
+            r.reload.config_reloads,
         )?;
         counter(
             e,
             "config_rejections",
             "Config changes rejected",
-            r.config_rejections,
+            r.reload.config_rejections,
         )?;
         counter(
             e,
             "module_reloads",
             "Module versions swapped in",
-            r.module_reloads,
+            r.reload.module_reloads,
         )?;
         counter(
             e,
             "module_rejections",
             "Module versions rejected",
-            r.module_rejections,
+            r.reload.module_rejections,
         )?;
         counter(
             e,
             "module_cache_hits",
             "Modules loaded from the compiled-module cache",
-            r.cache_hits,
+            r.reload.cache_hits,
         )?;
         counter(
             e,
             "module_cache_misses",
             "Modules compiled (not in the cache)",
-            r.cache_misses,
+            r.reload.cache_misses,
         )?;
         counter(
             e,
             "module_cache_discarded",
             "Invalid cache entries discarded",
-            r.cache_discarded,
+            r.reload.cache_discarded,
         )?;
         let c = &r.capabilities;
         #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
