@@ -219,6 +219,127 @@ pub mod kube {
             namespace: namespace.map(str::to_string),
         }
     }
+
+    /// The object a `kube-watch` event is about (`data.object`).
+    pub fn watched_object(event: &super::Event) -> Result<serde_json::Value, String> {
+        let mut data = event.json()?;
+        match data.get_mut("object").map(serde_json::Value::take) {
+            Some(object) if object.is_object() => Ok(object),
+            _ => Err(format!(
+                "event {} from `{}` carries no Kubernetes object (`data.object`); \
+                 use this action with a kube-watch source or give the target in params",
+                event.id, event.source
+            )),
+        }
+    }
+
+    /// `metadata.name` of an object, or "".
+    pub fn name_of(object: &serde_json::Value) -> &str {
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    }
+
+    /// `metadata.namespace` of an object, if it has one.
+    pub fn namespace_of(object: &serde_json::Value) -> Option<&str> {
+        object["metadata"]["namespace"].as_str()
+    }
+}
+
+/// Placeholders in params: `{name}` in any string inside a JSON value.
+pub mod template {
+    use serde_json::Value;
+
+    /// Names and their values; `{name}` in a template becomes the value.
+    #[derive(Debug, Clone, Default)]
+    pub struct Vars(Vec<(String, String)>);
+
+    impl Vars {
+        /// `{trigger}`, `{event.id}`, `{event.kind}`, `{event.source}`,
+        /// `{event.time}`, `{event.hash}` (16 hex digits of the event id), and
+        /// for an object `{object.name}`, `{object.namespace}`, `{object.kind}`,
+        /// `{object.apiVersion}`, `{object.uid}`.
+        pub fn for_event(event: &super::Event, object: Option<&Value>) -> Vars {
+            let vars = Vars::default()
+                .with("trigger", &event.trigger)
+                .with("event.id", &event.id)
+                .with("event.kind", &event.kind)
+                .with("event.source", &event.source)
+                .with("event.time", &event.time)
+                .with("event.hash", &short_hash(&event.id));
+            match object {
+                None => vars,
+                Some(object) => {
+                    let field = |a: &str, b: &str| object[a][b].as_str().unwrap_or_default();
+                    vars.with("object.name", field("metadata", "name"))
+                        .with("object.namespace", field("metadata", "namespace"))
+                        .with("object.uid", field("metadata", "uid"))
+                        .with("object.kind", object["kind"].as_str().unwrap_or_default())
+                        .with(
+                            "object.apiVersion",
+                            object["apiVersion"].as_str().unwrap_or_default(),
+                        )
+                }
+            }
+        }
+
+        /// Adds (or shadows) one name.
+        pub fn with(mut self, name: &str, value: &str) -> Vars {
+            self.0.insert(0, (name.to_string(), value.to_string()));
+            self
+        }
+
+        /// Returns `value` with every `{name}` in its strings (not its keys)
+        /// replaced; unknown placeholders stay as they are.
+        pub fn fill(&self, value: &Value) -> Value {
+            match value {
+                Value::String(text) => Value::String(self.fill_str(text)),
+                Value::Array(items) => Value::Array(items.iter().map(|v| self.fill(v)).collect()),
+                Value::Object(map) => {
+                    Value::Object(map.iter().map(|(k, v)| (k.clone(), self.fill(v))).collect())
+                }
+                other => other.clone(),
+            }
+        }
+
+        /// [`Vars::fill`] for one string, in one pass (values are not re-read).
+        pub fn fill_str(&self, text: &str) -> String {
+            let mut out = String::with_capacity(text.len());
+            let mut rest = text;
+            while let Some(open) = rest.find('{') {
+                out.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                let value = after.find('}').and_then(|close| {
+                    let name = &after[..close];
+                    self.0
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| (v, close))
+                });
+                match value {
+                    Some((value, close)) => {
+                        out.push_str(value);
+                        rest = &after[close + 1..];
+                    }
+                    None => {
+                        out.push('{');
+                        rest = after;
+                    }
+                }
+            }
+            out.push_str(rest);
+            out
+        }
+    }
+
+    /// A short, stable hex digest (FNV-1a, 64 bits) of `text`: the same input
+    /// gives the same name on a retry, different events give different names.
+    pub fn short_hash(text: &str) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
 }
 
 /// Per-trigger key/value state that persists across runs and restarts.
@@ -268,3 +389,34 @@ macro_rules! warn { ($($arg:tt)+) => { $crate::__log!(Warn, $($arg)+) }; }
 /// Logs a formatted message at error level.
 #[macro_export]
 macro_rules! error { ($($arg:tt)+) => { $crate::__log!(Error, $($arg)+) }; }
+
+#[cfg(test)]
+mod tests {
+    use super::template::{Vars, short_hash};
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_fill_strings_in_one_pass() {
+        let vars = Vars::default()
+            .with("object.name", "web-{event.id}")
+            .with("event.id", "42");
+        let filled = vars.fill(&json!({
+            "name": "job-{object.name}",
+            "{event.id}": ["{event.id}", "{unknown}", "{", 3, "a}b{event.id}"],
+        }));
+        assert_eq!(
+            filled,
+            json!({
+                "name": "job-web-{event.id}",
+                "{event.id}": ["42", "{unknown}", "{", 3, "a}b42"],
+            })
+        );
+    }
+
+    #[test]
+    fn short_hashes_are_stable_and_distinct() {
+        assert_eq!(short_hash("a"), short_hash("a"));
+        assert_ne!(short_hash("event-1"), short_hash("event-2"));
+        assert_eq!(short_hash("").len(), 16);
+    }
+}

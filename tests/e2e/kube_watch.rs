@@ -15,24 +15,37 @@ use wasmtrigger_test_apiserver::{ApiError, ApiServer};
 
 use crate::support::{self, Collector, Workspace};
 
-async fn start(ws: &Workspace, server: &ApiServer, yaml: &str) -> (Engine, Arc<Collector>) {
+pub(crate) async fn start(
+    ws: &Workspace,
+    server: &ApiServer,
+    yaml: &str,
+) -> (Engine, Arc<Collector>) {
+    let config = ws.write("triggers.yaml", yaml);
+    start_config(ws, server, &config).await
+}
+
+/// Starts an engine on a config file, connected to `server`.
+pub(crate) async fn start_config(
+    ws: &Workspace,
+    server: &ApiServer,
+    config: &std::path::Path,
+) -> (Engine, Arc<Collector>) {
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = ws.write("triggers.yaml", yaml);
     let options = EngineOptions {
         module_cache: Some(support::shared_cache()),
         kubeconfig: Some(kubeconfig),
         ..EngineOptions::new(ws.state_dir())
     };
-    support::start_engine_at(&config, support::modules(), options).await
+    support::start_engine_at(config, support::modules(), options).await
 }
 
 /// The event a log-event run received (its output is the event).
-fn event_of(record: &wasmtrigger::runs::RunRecord) -> Value {
+pub(crate) fn event_of(record: &wasmtrigger::runs::RunRecord) -> Value {
     serde_json::from_str(record.output.as_deref().expect("output")).unwrap()
 }
 
-fn deployment(name: &str, replicas: i64, ready: i64) -> Value {
+pub(crate) fn deployment(name: &str, replicas: i64, ready: i64) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -12,6 +12,7 @@ mod dispatch;
 mod engine_process;
 mod filters;
 mod isolation;
+mod kube_actions;
 mod kube_watch;
 mod languages;
 mod queue;

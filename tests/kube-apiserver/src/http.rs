@@ -83,16 +83,6 @@ struct Target {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let query: HashMap<String, String> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
     let method = req.method().clone();
     let full_uri = req.uri().to_string();
     let injected = {
@@ -104,9 +94,29 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             })
             .map(|i| faults.remove(i))
     };
-    if let Some(fault) = injected {
-        return fail(&fault.error);
+    match injected {
+        None => route(shared, req).await,
+        Some(fault) if fault.after => {
+            // The write happens; only its answer is lost (a timeout after commit).
+            drop(route(shared, req).await);
+            fail(&fault.error)
+        }
+        Some(fault) => fail(&fault.error),
     }
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let method = req.method().clone();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let types = shared.lock().types.clone();
     // Discovery.

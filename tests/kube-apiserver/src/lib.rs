@@ -39,6 +39,8 @@ pub struct Fault {
     pub path: String,
     /// The error returned.
     pub error: ApiError,
+    /// Carry the request out first, then answer with the error.
+    pub after: bool,
 }
 
 pub(crate) struct Shared {
@@ -129,6 +131,16 @@ impl ApiServer {
 
     /// Makes the next matching request fail with `error`.
     pub fn fail_next(&self, method: &str, path: &str, error: ApiError) {
+        self.add_fault(method, path, error, false);
+    }
+
+    /// Carries the next matching request out but answers it with `error`, as
+    /// when a response is lost after the write was committed.
+    pub fn fail_after_next(&self, method: &str, path: &str, error: ApiError) {
+        self.add_fault(method, path, error, true);
+    }
+
+    fn add_fault(&self, method: &str, path: &str, error: ApiError, after: bool) {
         self.shared
             .faults
             .lock()
@@ -137,6 +149,7 @@ impl ApiServer {
                 method: method.to_string(),
                 path: path.to_string(),
                 error,
+                after,
             });
     }
 
@@ -211,6 +224,24 @@ impl ApiServer {
         let store = self.shared.lock();
         let ty = store.type_of(group, plural)?;
         store.get(ty, namespace, name).ok()
+    }
+
+    /// The objects of a type in `namespace` (None: all), for assertions.
+    pub fn list(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Vec<serde_json::Value> {
+        let store = self.shared.lock();
+        match store.type_of(group, plural) {
+            Some(ty) => store
+                .list(ty, namespace)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Creates an object directly (test set-up).

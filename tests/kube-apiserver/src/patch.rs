@@ -1,4 +1,5 @@
-//! JSON merge patch (RFC 7386) and JSON patch (RFC 6902).
+//! JSON merge patch (RFC 7386), JSON patch (RFC 6902) and the common part of
+//! Kubernetes strategic merge patch (lists merged by their merge key).
 
 use serde_json::Value;
 
@@ -17,6 +18,79 @@ pub fn merge(target: &mut Value, patch: &Value) {
             map.remove(k);
         } else {
             merge(map.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// The merge key of the lists the built-in types merge element-wise under a
+/// strategic merge patch (from the Kubernetes API reference's
+/// `patchMergeKey`); other lists are replaced, as in a merge patch.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "volumeMounts"
+        | "imagePullSecrets"
+        | "volumeDevices"
+        | "hostAliases" => Some(match field {
+            "hostAliases" => "ip",
+            "volumeDevices" => "devicePath",
+            "volumeMounts" => "mountPath",
+            _ => "name",
+        }),
+        "ports" => Some("containerPort"),
+        "tolerations" => Some("key"),
+        "conditions" => Some("type"),
+        _ => None,
+    }
+}
+
+/// Applies a strategic merge patch: as [`merge`], except that lists with a
+/// merge key merge element by element (an element with `$patch: delete`
+/// removes its match) and `$patch: replace` in an object replaces it whole.
+pub fn strategic(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if patch_map.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut replaced = patch_map.clone();
+        replaced.remove("$patch");
+        *target = Value::Object(replaced);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let Value::Object(map) = target else { return };
+    for (k, v) in patch_map {
+        match (merge_key(k), map.get_mut(k), v) {
+            (_, _, Value::Null) => {
+                map.remove(k);
+            }
+            (Some(key), Some(Value::Array(items)), Value::Array(patches)) => {
+                merge_list(items, patches, key)
+            }
+            _ => strategic(map.entry(k.clone()).or_insert(Value::Null), v),
+        }
+    }
+}
+
+fn merge_list(items: &mut Vec<Value>, patches: &[Value], key: &str) {
+    for element in patches {
+        let id = element.get(key);
+        let found = id.and_then(|id| items.iter().position(|item| item.get(key) == Some(id)));
+        let delete = element.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (found, delete) {
+            (Some(i), true) => {
+                items.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => strategic(&mut items[i], element),
+            (None, false) => items.push(element.clone()),
         }
     }
 }
@@ -182,5 +256,43 @@ mod tests {
             .is_err()
         );
         assert_eq!(doc, before, "a failed patch changes nothing");
+    }
+
+    #[test]
+    fn strategic_patches_merge_keyed_lists_and_replace_others() {
+        let mut pod = json!({"spec": {
+            "containers": [
+                {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}]},
+                {"name": "sidecar", "image": "side:1"},
+            ],
+            "args": ["a", "b"],
+        }});
+        strategic(
+            &mut pod,
+            &json!({"spec": {
+                "containers": [
+                    {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]},
+                    {"name": "sidecar", "$patch": "delete"},
+                    {"name": "new", "image": "new:1"},
+                ],
+                "args": ["c"],
+            }}),
+        );
+        assert_eq!(
+            pod,
+            json!({"spec": {
+                "containers": [
+                    {"name": "app", "image": "app:2",
+                     "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                    {"name": "new", "image": "new:1"},
+                ],
+                "args": ["c"],
+            }})
+        );
+        strategic(
+            &mut pod,
+            &json!({"spec": {"$patch": "replace", "args": []}}),
+        );
+        assert_eq!(pod, json!({"spec": {"args": []}}));
     }
 }

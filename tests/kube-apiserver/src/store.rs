@@ -410,9 +410,8 @@ impl Store {
             serde_json::from_slice(patch_body).map_err(|e| bad(format!("invalid patch: {e}")))?;
         let mut object = self.get(ty, ns, name)?;
         match kind {
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                patch::merge(&mut object, &patch)
-            }
+            "application/merge-patch+json" => patch::merge(&mut object, &patch),
+            "application/strategic-merge-patch+json" => patch::strategic(&mut object, &patch),
             "application/json-patch+json" => {
                 patch::json_patch(&mut object, &patch).map_err(|e| {
                     ApiError::new(422, "Invalid", format!("the JSON patch failed: {e}"))

@@ -1,0 +1,109 @@
+//! When a ConfigMap (or any watched object) changes, bumps a revision
+//! annotation on every Deployment carrying a label, so they roll out with the
+//! new configuration — kube-trigger's quick start as a module.
+//!
+//! Params:
+//! - `selector` (required): label selector of the Deployments, e.g. `app=web`;
+//! - `namespace`: where the Deployments are (default: the watched object's);
+//! - `annotation`: default `wasmtrigger.dev/revision`; its value is a counter;
+//! - `podTemplate`: also write the annotation into `spec.template`, which makes
+//!   the Deployment roll its pods (default true; false only marks it).
+//!
+//! Each Deployment also gets `wasmtrigger.dev/revision-from:
+//! <kind>/<name>@<resourceVersion>` naming the change it was bumped for; a
+//! Deployment already marked with this change is skipped, so a retried run
+//! never bumps twice.
+//!
+//! Output: `{"bumped": [names], "skipped": [names], "from": "<change>"}`.
+//! Grants needed: `kube` verbs `list` and `patch` on `apps/v1` Deployment in
+//! that namespace.
+
+use serde::Deserialize;
+use wasmtrigger_guest::serde_json::{self, Map, Value, json};
+use wasmtrigger_guest::{Action, Event, export_action, info, kube, params_as};
+
+const FROM: &str = "wasmtrigger.dev/revision-from";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Params {
+    selector: String,
+    namespace: Option<String>,
+    #[serde(default = "default_annotation")]
+    annotation: String,
+    #[serde(default = "yes")]
+    pod_template: bool,
+}
+
+fn default_annotation() -> String {
+    "wasmtrigger.dev/revision".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+struct BumpRevision;
+
+impl Action for BumpRevision {
+    fn run(event: Event, params: String) -> Result<String, String> {
+        let p: Params = params_as(&params)?;
+        if p.selector.trim().is_empty() {
+            return Err("`selector` must not be empty: it would bump every Deployment".into());
+        }
+        let changed = kube::watched_object(&event)?;
+        let namespace = p
+            .namespace
+            .clone()
+            .or_else(|| kube::namespace_of(&changed).map(str::to_string))
+            .ok_or("no namespace: set `namespace` in params")?;
+        let change = format!(
+            "{}/{}@{}",
+            changed["kind"].as_str().unwrap_or("object"),
+            kube::name_of(&changed),
+            changed["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+        );
+        let target = kube::target("apps/v1", "Deployment", Some(&namespace));
+        let listed = kube::list_objects(&target, Some(&p.selector))
+            .map_err(|e| format!("listing Deployments in {namespace}: {}", e.describe()))?;
+        let deployments: Vec<Value> = serde_json::from_str(&listed)
+            .map_err(|e| format!("the API server's list is not JSON: {e}"))?;
+
+        let (mut bumped, mut skipped) = (Vec::new(), Vec::new());
+        for deployment in &deployments {
+            let name = kube::name_of(deployment);
+            let annotations = &deployment["metadata"]["annotations"];
+            if annotations[FROM].as_str() == Some(change.as_str()) {
+                skipped.push(name.to_string());
+                continue;
+            }
+            let revision = annotations[p.annotation.as_str()]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            let patch = bump_patch(&p, revision, &change);
+            kube::patch(&target, name, kube::PatchType::Merge, &patch.to_string())
+                .map_err(|e| format!("patching Deployment {namespace}/{name}: {}", e.describe()))?;
+            info!("bumped Deployment {namespace}/{name} to revision {revision} for {change}");
+            bumped.push(name.to_string());
+        }
+        Ok(json!({ "bumped": bumped, "skipped": skipped, "from": change }).to_string())
+    }
+}
+
+/// The merge patch that sets the counter (and the change marker) on one Deployment.
+fn bump_patch(p: &Params, revision: u64, change: &str) -> Value {
+    let mut annotations = Map::new();
+    annotations.insert(p.annotation.clone(), json!(revision.to_string()));
+    let mut patch = json!({ "metadata": { "annotations": annotations.clone() } });
+    if p.pod_template {
+        patch["spec"] = json!({ "template": { "metadata": { "annotations": annotations } } });
+    }
+    patch["metadata"]["annotations"][FROM] = json!(change);
+    patch
+}
+
+export_action!(BumpRevision);
