@@ -64,8 +64,8 @@ pub struct EngineOptions {
     pub listen: Option<SocketAddr>,
     /// Bearer token required by the `/api` endpoints.
     pub api_token: Option<String>,
-    /// Kubeconfig for `kube-watch` sources (default: in-cluster, then `KUBECONFIG` / `~/.kube/config`).
-    pub kubeconfig: Option<PathBuf>,
+    /// How Kubernetes is reached (kube-watch, the kube capability, Secrets).
+    pub kube: crate::kube::KubeConnection,
 }
 
 impl EngineOptions {
@@ -77,7 +77,7 @@ impl EngineOptions {
             reload: None,
             listen: None,
             api_token: None,
-            kubeconfig: None,
+            kube: Default::default(),
         }
     }
 }
@@ -461,7 +461,7 @@ impl Engine {
         } else {
             (None, Vec::new())
         };
-        let kube = crate::kube::KubeConnector::new(options.kubeconfig.clone());
+        let kube = crate::kube::KubeConnector::new(options.kube.clone());
         let mut secret_store = SecretStore::from_settings(&config.engine.secrets);
         if let Some((namespace, name)) = &config.engine.secrets.kubernetes {
             secret_store = secret_store.with_provider(Arc::new(crate::kube::KubeSecretProvider {

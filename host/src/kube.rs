@@ -8,7 +8,7 @@
 //! events (its own event types, its own noise filter).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use crate::config::{KubeEvent, KubeWatchConfig};
 
 /// How a Kubernetes client is found.
 pub struct KubeConnector {
-    kubeconfig: Option<PathBuf>,
+    connection: KubeConnection,
     client: OnceCell<kube::Client>,
     hub: Mutex<HashMap<WatchKey, broadcast::Sender<Arc<ObjectChange>>>>,
     resolved: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
@@ -109,11 +109,107 @@ fn status_reason(e: &kube::Error) -> String {
 #[error("{0}")]
 pub struct KubeError(pub String);
 
+/// Where a pod's service account credentials are mounted by default.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How to reach the API server.
+#[derive(Clone, Debug)]
+pub struct KubeConnection {
+    /// An explicit kubeconfig (`--kubeconfig`): used alone when given.
+    pub kubeconfig: Option<PathBuf>,
+    /// The service account directory (`token`, `ca.crt`, `namespace`) used
+    /// in a cluster when no kubeconfig is found.
+    pub service_account_dir: PathBuf,
+}
+
+impl Default for KubeConnection {
+    fn default() -> Self {
+        KubeConnection {
+            kubeconfig: None,
+            service_account_dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
+        }
+    }
+}
+
+impl KubeConnection {
+    /// Only this kubeconfig.
+    pub fn kubeconfig(path: PathBuf) -> Self {
+        KubeConnection {
+            kubeconfig: Some(path),
+            ..KubeConnection::default()
+        }
+    }
+
+    /// The client configuration: the explicit kubeconfig; else `KUBECONFIG`
+    /// or `~/.kube/config`; else the pod's service account (as kubectl and
+    /// kube-rs infer it).
+    pub async fn config(&self) -> Result<kube::Config, KubeError> {
+        if let Some(path) = &self.kubeconfig {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                KubeError(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            return kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| KubeError(format!("kubeconfig {}: {e}", path.display())));
+        }
+        match kube::Config::from_kubeconfig(&Default::default()).await {
+            Ok(config) => Ok(config),
+            Err(kubeconfig) => in_cluster(&self.service_account_dir).map_err(|in_cluster| {
+                KubeError(format!(
+                    "no Kubernetes connection: no usable kubeconfig ({kubeconfig}), and not in a cluster ({in_cluster}); pass --kubeconfig or set KUBECONFIG"
+                ))
+            }),
+        }
+    }
+}
+
+/// The in-cluster configuration: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`,
+/// trusting `ca.crt`, authenticating with `token` (re-read as it rotates),
+/// defaulting to the pod's `namespace`.
+fn in_cluster(dir: &Path) -> Result<kube::Config, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let host = var("KUBERNETES_SERVICE_HOST")?;
+    let port: u16 = var("KUBERNETES_SERVICE_PORT")?
+        .parse()
+        .map_err(|_| "KUBERNETES_SERVICE_PORT is not a port".to_string())?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("https://{host}:{port}")
+        .parse()
+        .map_err(|e| format!("bad API server address {host}:{port}: {e}"))?;
+    let ca_path = dir.join("ca.crt");
+    let ca = std::fs::read(&ca_path).map_err(|e| format!("{}: {e}", ca_path.display()))?;
+    let roots = CertificateDer::pem_slice_iter(&ca)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", ca_path.display()))?;
+    if roots.is_empty() {
+        return Err(format!("{}: no certificates", ca_path.display()));
+    }
+    let token = dir.join("token");
+    std::fs::metadata(&token).map_err(|e| format!("{}: {e}", token.display()))?;
+    let namespace = std::fs::read_to_string(dir.join("namespace"))
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let mut config = kube::Config::new(url);
+    config.default_namespace = namespace;
+    config.root_cert = Some(roots);
+    config.auth_info.token_file = Some(token.display().to_string());
+    Ok(config)
+}
+
 impl KubeConnector {
-    /// A connector using `kubeconfig` if given, else the usual inference.
-    pub fn new(kubeconfig: Option<PathBuf>) -> Arc<Self> {
+    /// A connector that connects on first use.
+    pub fn new(connection: KubeConnection) -> Arc<Self> {
         Arc::new(KubeConnector {
-            kubeconfig,
+            connection,
             client: OnceCell::new(),
             hub: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
@@ -125,21 +221,7 @@ impl KubeConnector {
     pub async fn client(&self) -> Result<kube::Client, KubeError> {
         self.client
             .get_or_try_init(|| async {
-                let config = match &self.kubeconfig {
-                    Some(path) => {
-                        let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                            KubeError(format!("cannot read kubeconfig {}: {e}", path.display()))
-                        })?;
-                        kube::Config::from_custom_kubeconfig(file, &Default::default())
-                            .await
-                            .map_err(|e| KubeError(format!("kubeconfig {}: {e}", path.display())))?
-                    }
-                    None => kube::Config::infer().await.map_err(|e| {
-                        KubeError(format!(
-                            "no Kubernetes connection: not running in a pod with a service account, and no kubeconfig ({e}); pass --kubeconfig or set KUBECONFIG"
-                        ))
-                    })?,
-                };
+                let config = self.connection.config().await?;
                 kube::Client::try_from(config)
                     .map_err(|e| KubeError(format!("cannot create a Kubernetes client: {e}")))
             })
@@ -257,7 +339,7 @@ async fn run_watch(
         match kube::discovery::pinned_kind(&client, &gvk(&key.api_version, &key.kind)).await {
             Ok(found) => break found,
             Err(e) => {
-                tracing::error!(kind = %what, error = %e, "kube-watch: cannot resolve the kind; retrying in 10s");
+                tracing::error!(kind = %what, error = %status_reason(&e), "kube-watch: cannot resolve the kind; retrying in 10s");
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 if tx.receiver_count() == 0 {
                     return;

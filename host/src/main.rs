@@ -246,9 +246,12 @@ struct RunArgs {
     /// Directory for persistent state (kv) and the compiled-module cache.
     #[arg(long, env = "STATE_DIR", default_value = ".wasmtrigger")]
     state_dir: PathBuf,
-    /// Kubeconfig for kube-watch sources (default: in-cluster, then KUBECONFIG, then ~/.kube/config).
+    /// Kubeconfig to use alone (default: KUBECONFIG, then ~/.kube/config, then the pod's service account).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Where the pod's service account token, ca.crt and namespace are mounted.
+    #[arg(long, env = "SERVICE_ACCOUNT_DIR", default_value = wasmtrigger::kube::SERVICE_ACCOUNT_DIR)]
+    service_account_dir: PathBuf,
     /// Do not watch the config and modules for changes.
     #[arg(long)]
     no_reload: bool,
@@ -421,7 +424,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = EngineOptions {
         listen,
         api_token: args.api_token.clone(),
-        kubeconfig: args.kubeconfig.clone(),
+        kube: wasmtrigger::kube::KubeConnection {
+            kubeconfig: args.kubeconfig.clone(),
+            service_account_dir: args.service_account_dir.clone(),
+        },
         state_dir: args.state_dir.clone(),
         module_cache: (!args.no_module_cache).then(|| args.state_dir.join("cache")),
         reload: (!args.no_reload).then(|| ReloadOptions {

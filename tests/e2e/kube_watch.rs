@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use wasmtrigger::engine::{Engine, EngineOptions};
 use wasmtrigger::runs::RunStatus;
-use wasmtrigger_test_apiserver::{ApiError, ApiServer};
+use wasmtrigger_test_apiserver::{ApiError, ApiServer, ServerOptions};
 
-use crate::support::{self, Collector, Workspace};
+use crate::support::{self, Collector, EngineProcess, Workspace};
 
 pub(crate) async fn start(
     ws: &Workspace,
@@ -34,7 +34,7 @@ pub(crate) async fn start_config(
     server.write_kubeconfig(&kubeconfig).unwrap();
     let options = EngineOptions {
         module_cache: Some(support::shared_cache()),
-        kubeconfig: Some(kubeconfig),
+        kube: wasmtrigger::kube::KubeConnection::kubeconfig(kubeconfig),
         ..EngineOptions::new(ws.state_dir())
     };
     support::start_engine_at(config, support::modules(), options).await
@@ -375,12 +375,176 @@ triggers:
 
 #[tokio::test]
 async fn an_unusable_kubeconfig_is_a_clear_error() {
-    let connector = wasmtrigger::kube::KubeConnector::new(Some("/nonexistent/kubeconfig".into()));
+    let connector = wasmtrigger::kube::KubeConnector::new(
+        wasmtrigger::kube::KubeConnection::kubeconfig("/nonexistent/kubeconfig".into()),
+    );
     let Err(err) = connector.client().await else {
         panic!("a missing kubeconfig must not connect");
     };
     let err = err.to_string();
     assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
+}
+
+/// A service account directory as the kubelet mounts it.
+fn service_account(ws: &Workspace, token: &str) -> std::path::PathBuf {
+    let dir = ws.path().join("serviceaccount");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), token).unwrap();
+    std::fs::write(dir.join("ca.crt"), wasmtrigger_test_apiserver::TEST_CA_PEM).unwrap();
+    std::fs::write(dir.join("namespace"), "default\n").unwrap();
+    dir
+}
+
+/// `wasmtrigger run` as in a pod: no kubeconfig anywhere, the API server's
+/// address in the environment, the service account mounted.
+fn run_in_pod(ws: &Workspace, server: &ApiServer, sa: &std::path::Path) -> EngineProcess {
+    let config = ws.write(
+        "triggers.yaml",
+        r#"
+triggers:
+  - name: in-cluster
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: default, events: [create] }
+    action: { module: log-event.wasm }
+"#,
+    );
+    let home = ws.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let port = server.port().to_string();
+    EngineProcess::start_with_env(
+        &config,
+        &ws.state_dir(),
+        &["--service-account-dir", sa.to_str().unwrap()],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+            ("HOME", home.to_str().unwrap()),
+            ("KUBECONFIG", ""),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn in_a_pod_the_service_account_connects_over_https_and_kubeconfig_outside() {
+    let server = ApiServer::start_with(ServerOptions {
+        https: true,
+        token: Some("sa-token-1".into()),
+        ..ServerOptions::default()
+    });
+    let ws = Workspace::new();
+    let sa = service_account(&ws, "sa-token-1");
+    let engine = run_in_pod(&ws, &server, &sa);
+    engine.wait_started();
+    support::eventually("the watch to start", || {
+        (server.watch_requests("configmaps") > 0).then_some(())
+    })
+    .await;
+    server
+        .create(
+            "",
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "x"}}),
+        )
+        .unwrap();
+    let runs = engine.wait_runs("in-cluster", 1);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(server.unauthorized(), 0, "every request carried the token");
+    assert_eq!(engine.stop(), 0);
+
+    // Outside a pod, `KUBECONFIG` (here with the CA and token inline) wins.
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write(
+        "triggers.yaml",
+        "triggers:\n  - name: from-kubeconfig\n    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, events: [update] }\n    action: { module: log-event.wasm }\n",
+    );
+    let engine = EngineProcess::start_with_env(
+        &config,
+        &ws.state_dir(),
+        &[],
+        &[
+            ("KUBERNETES_SERVICE_HOST", ""),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    engine.wait_started();
+    let before = server.watch_requests("configmaps");
+    support::eventually("the second watch to start", || {
+        (server.watch_requests("configmaps") > before).then_some(())
+    })
+    .await;
+    server
+        .merge_patch(
+            "",
+            "configmaps",
+            "default",
+            "x",
+            &json!({"data": {"a": "1"}}),
+        )
+        .unwrap();
+    let runs = engine.wait_runs("from-kubeconfig", 1);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(server.unauthorized(), 0);
+    assert_eq!(engine.stop(), 0);
+}
+
+#[test]
+fn a_wrong_service_account_token_or_no_connection_is_reported() {
+    let server = ApiServer::start_with(ServerOptions {
+        https: true,
+        token: Some("the-right-one".into()),
+        ..ServerOptions::default()
+    });
+    let ws = Workspace::new();
+    let sa = service_account(&ws, "a-stale-token");
+    let engine = run_in_pod(&ws, &server, &sa);
+    let line = engine.wait_for("the watch to fail", |lines| {
+        lines
+            .iter()
+            .find(|l| l["error"] == "401 Unauthorized")
+            .cloned()
+    });
+    assert_eq!(line["kind"], "v1 ConfigMap", "{line}");
+    assert!(server.unauthorized() > 0);
+    let (_, log) = engine.stop_and_log();
+    assert!(
+        !log.contains("a-stale-token"),
+        "the token stays out of the log"
+    );
+
+    // Neither a kubeconfig nor a cluster: one clear line.
+    let ws = Workspace::new();
+    let config = ws.write(
+        "triggers.yaml",
+        "triggers:\n  - name: w\n    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap }\n    action: { module: log-event.wasm }\n",
+    );
+    let home = ws.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let engine = EngineProcess::start_with_env(
+        &config,
+        &ws.state_dir(),
+        &[],
+        &[
+            ("KUBERNETES_SERVICE_HOST", ""),
+            ("KUBERNETES_SERVICE_PORT", ""),
+            ("HOME", home.to_str().unwrap()),
+            ("KUBECONFIG", ""),
+        ],
+    );
+    let line = engine.wait_for("the connection error", |lines| {
+        lines
+            .iter()
+            .find(|l| l.to_string().contains("no Kubernetes connection"))
+            .cloned()
+    });
+    let text = line.to_string();
+    assert!(
+        text.contains("KUBERNETES_SERVICE_HOST is not set"),
+        "{text}"
+    );
+    assert!(text.contains("--kubeconfig"), "{text}");
+    assert_eq!(engine.stop(), 0, "other triggers keep the engine up");
 }
 
 #[test]

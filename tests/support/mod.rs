@@ -152,6 +152,20 @@ struct Lines {
     changed: Condvar,
 }
 
+/// Removes several variables from a command's environment.
+trait EnvRemoveAll {
+    fn env_remove_all<'a>(&mut self, names: impl Iterator<Item = &'a str>) -> &mut Self;
+}
+
+impl EnvRemoveAll for Command {
+    fn env_remove_all<'a>(&mut self, names: impl Iterator<Item = &'a str>) -> &mut Self {
+        for name in names {
+            self.env_remove(name);
+        }
+        self
+    }
+}
+
 /// A `wasmtrigger run` process with `--log-format json`, its log collected.
 pub struct EngineProcess {
     child: Child,
@@ -166,7 +180,8 @@ impl EngineProcess {
         Self::start_with_env(config, state_dir, extra, &[])
     }
 
-    /// Like [`EngineProcess::start`], with extra environment variables for the process.
+    /// Like [`EngineProcess::start`], with extra environment variables for the
+    /// process; a variable given an empty value is removed instead.
     pub fn start_with_env(
         config: &Path,
         state_dir: &Path,
@@ -191,7 +206,8 @@ impl EngineProcess {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(binary())
             .args(&args)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied().filter(|(_, v)| !v.is_empty()))
+            .env_remove_all(env.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| *k))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

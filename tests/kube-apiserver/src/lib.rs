@@ -7,12 +7,15 @@
 //! resourceVersion, and watches with ADDED / MODIFIED / DELETED / BOOKMARK
 //! and an in-stream ERROR 410 for compacted versions.
 //!
-//! Test controls: [`ApiServer::compact`], [`ApiServer::cut_watches`] and
-//! [`ApiServer::fail_next`]. What it does not do: authentication and
-//! authorization (every request is allowed), admission, defaulting,
-//! validation beyond names, strategic-merge list semantics (lists are
-//! replaced), field-ownership conflicts in server-side apply, finalizers and
-//! garbage collection, `Table` output.
+//! Plain HTTP by default; [`ApiServer::start_with`] serves HTTPS with a test
+//! CA and requires a bearer token, as a pod's service account sees it.
+//!
+//! Test controls: [`ApiServer::compact`], [`ApiServer::cut_watches`],
+//! [`ApiServer::fail_next`] and [`ApiServer::fail_after_next`]. What it does
+//! not do: authorization (every authenticated request is allowed),
+//! admission, defaulting, validation beyond names, strategic-merge
+//! directives beyond `$patch`, field-ownership conflicts in server-side
+//! apply, finalizers and garbage collection, `Table` output.
 
 mod discovery;
 mod http;
@@ -52,7 +55,26 @@ pub(crate) struct Shared {
     pub expired: std::sync::atomic::AtomicU64,
     /// Watch requests by plural resource name.
     pub watches: Mutex<std::collections::HashMap<String, u64>>,
+    /// The bearer token every request must carry, if any.
+    pub token: Option<String>,
+    /// Requests refused with 401.
+    pub unauthorized: std::sync::atomic::AtomicU64,
 }
+
+/// How a server is started.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Custom kinds to serve besides the built-in ones.
+    pub extra: Vec<ResourceType>,
+    /// Serve HTTPS with the test certificate (see [`TEST_CA_PEM`]).
+    pub https: bool,
+    /// Require `Authorization: Bearer <token>` on every request.
+    pub token: Option<String>,
+}
+
+/// The CA that signed the HTTPS server's certificate (for 127.0.0.1, ::1,
+/// localhost and kubernetes.default.svc). Test-only material.
+pub const TEST_CA_PEM: &str = include_str!("../certs/ca.crt");
 
 impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, store::Store> {
@@ -63,16 +85,25 @@ impl Shared {
 /// A running server; it stops when dropped.
 pub struct ApiServer {
     addr: SocketAddr,
+    https: bool,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ApiServer {
-    /// Starts a server with the built-in types plus `extra` (custom kinds).
+    /// Starts a plain-HTTP server with the built-in types plus `extra` (custom kinds).
     pub fn start(extra: &[ResourceType]) -> ApiServer {
+        ApiServer::start_with(ServerOptions {
+            extra: extra.to_vec(),
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Starts a server as `options` say.
+    pub fn start_with(options: ServerOptions) -> ApiServer {
         let mut types = discovery::builtin();
-        types.extend(extra.iter().cloned());
+        types.extend(options.extra.iter().cloned());
         let (changes, _) = broadcast::channel(65_536);
         let shared = Arc::new(Shared {
             store: Mutex::new(store::Store::new(types, changes)),
@@ -80,7 +111,10 @@ impl ApiServer {
             faults: Mutex::new(Vec::new()),
             expired: std::sync::atomic::AtomicU64::new(0),
             watches: Mutex::new(Default::default()),
+            token: options.token.clone(),
+            unauthorized: std::sync::atomic::AtomicU64::new(0),
         });
+        let tls = options.https.then(http::test_tls);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
             .set_nonblocking(true)
@@ -95,25 +129,48 @@ impl ApiServer {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(http::serve(listener, serving, stopped));
+            rt.block_on(http::serve(listener, serving, tls, stopped));
         });
         ApiServer {
             addr,
+            https: options.https,
             shared,
             stop: Some(stop),
             thread: Some(thread),
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or `https://`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// Writes a kubeconfig for this server (context `test`, namespace `default`).
+    /// The port the server listens on (at 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests refused for a missing or wrong bearer token.
+    pub fn unauthorized(&self) -> u64 {
+        self.shared
+            .unauthorized
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes a kubeconfig for this server (context `test`, namespace
+    /// `default`), with the CA and the token it requires.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        use base64::Engine as _;
+        let ca = if self.https {
+            let data = base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM);
+            format!("    certificate-authority-data: {data}\n")
+        } else {
+            String::new()
+        };
+        let token = self.shared.token.as_deref().unwrap_or("test-token");
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\nusers:\n- name: test\n  user:\n    token: test-token\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n{ca}users:\n- name: test\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\n",
             self.url()
         );
         std::fs::write(path, text)
