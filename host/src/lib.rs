@@ -20,6 +20,7 @@ pub mod journal;
 pub mod kube;
 pub mod logging;
 pub mod metrics;
+pub mod rbac;
 pub mod reload;
 pub mod runs;
 pub mod runtime;

@@ -67,6 +67,27 @@ enum Command {
     New(NewArgs),
     /// Add a work item to a Redis stream drained by `type: redis-queue` triggers.
     Enqueue(EnqueueArgs),
+    /// Print the least-privilege Role/ClusterRole and bindings a config needs, as YAML.
+    Rbac(RbacArgs),
+}
+
+#[derive(Args)]
+struct RbacArgs {
+    /// Trigger config: a YAML/JSON file, or a directory of them.
+    #[arg(long, env = "CONFIG")]
+    config: PathBuf,
+    /// Namespace of the engine's ServiceAccount (and its leader Lease).
+    #[arg(long, default_value = "wasmtrigger")]
+    namespace: String,
+    /// The engine's ServiceAccount.
+    #[arg(long, default_value = "wasmtrigger")]
+    service_account: String,
+    /// Name of the generated Roles, ClusterRole and bindings.
+    #[arg(long, default_value = "wasmtrigger")]
+    name: String,
+    /// Also allow leader election through this Lease (as `run --leader-election`).
+    #[arg(long, value_name = "LEASE", num_args = 0..=1, default_missing_value = "wasmtrigger-leader")]
+    leader_election: Option<String>,
 }
 
 #[derive(Args)]
@@ -362,6 +383,7 @@ fn main() -> ExitCode {
             Command::Fire(args) => fire(args).await,
             Command::New(args) => new_project(args),
             Command::Enqueue(args) => enqueue(args).await,
+            Command::Rbac(args) => rbac(args),
         }
     });
     match result {
@@ -462,6 +484,29 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+fn rbac(args: RbacArgs) -> anyhow::Result<ExitCode> {
+    let config = match wasmtrigger::config::load_declarations(&args.config, &Default::default()) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let options = wasmtrigger::rbac::RbacOptions {
+        namespace: args.namespace,
+        service_account: args.service_account,
+        name: args.name,
+        leader_lease: args.leader_election,
+    };
+    print!(
+        "{}",
+        wasmtrigger::rbac::derive(&config, &options).to_yaml(&options)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {

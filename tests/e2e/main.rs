@@ -16,6 +16,7 @@ mod kube_actions;
 mod kube_watch;
 mod languages;
 mod queue;
+mod rbac;
 mod reload;
 mod sandbox;
 mod scaffold;

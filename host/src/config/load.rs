@@ -44,6 +44,24 @@ pub fn load_partial(
     modules_dir: Option<&Path>,
     overrides: &EngineOverrides,
 ) -> (Option<Config>, Vec<ConfigError>) {
+    load_with(path, modules_dir, overrides, true)
+}
+
+/// Like [`load`], but without looking for the module files: for commands
+/// that read only what the triggers declare (`rbac`).
+pub fn load_declarations(path: &Path, overrides: &EngineOverrides) -> Result<Config, ConfigErrors> {
+    match load_with(path, None, overrides, false) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+fn load_with(
+    path: &Path,
+    modules_dir: Option<&Path>,
+    overrides: &EngineOverrides,
+    modules_required: bool,
+) -> (Option<Config>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let files = match config_files(path) {
         Ok(files) => files,
@@ -69,6 +87,7 @@ pub fn load_partial(
     let mut ctx = Loader {
         engine: &engine,
         modules_dir: &modules_dir,
+        modules_required,
         errors: &mut errors,
     };
     let mut triggers: Vec<TriggerConfig> = Vec::new();
@@ -444,6 +463,8 @@ fn prefixed(prefix: &str, field: &str) -> String {
 struct Loader<'a> {
     engine: &'a EngineSettings,
     modules_dir: &'a Path,
+    /// Whether a module file that does not exist is an error.
+    modules_required: bool,
     errors: &'a mut Vec<ConfigError>,
 }
 
@@ -1152,7 +1173,7 @@ impl Loader<'_> {
             );
         }
         let path = self.modules_dir.join(name);
-        if !path.is_file() {
+        if self.modules_required && !path.is_file() {
             let message = format!(
                 "module `{name}` not found at {} (modules are resolved against {})",
                 path.display(),

@@ -18,7 +18,7 @@ use crate::cel::CelFilter;
 use crate::sources::cron_expr::CronSchedule;
 use crate::state::KvLimits;
 
-pub use load::{load, load_partial};
+pub use load::{load, load_declarations, load_partial};
 
 /// Largest per-invocation memory limit a trigger may ask for.
 pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
