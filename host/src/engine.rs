@@ -49,6 +49,9 @@ pub enum EngineError {
     /// Modules failed to load or do not fit their triggers.
     #[error("{0}")]
     Modules(ConfigErrors),
+    /// Leader election settings are inconsistent.
+    #[error("{0}")]
+    Leader(String),
 }
 
 /// How the engine runs.
@@ -66,6 +69,8 @@ pub struct EngineOptions {
     pub api_token: Option<String>,
     /// How Kubernetes is reached (kube-watch, the kube capability, Secrets).
     pub kube: crate::kube::KubeConnection,
+    /// Elect a leader among replicas; singleton sources run on the leader only.
+    pub leader: Option<crate::leader::LeaderConfig>,
 }
 
 impl EngineOptions {
@@ -78,6 +83,7 @@ impl EngineOptions {
             listen: None,
             api_token: None,
             kube: Default::default(),
+            leader: None,
         }
     }
 }
@@ -427,6 +433,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     dispatcher: Dispatcher,
     reloader: Option<(CancellationToken, JoinHandle<()>)>,
+    election: Option<(CancellationToken, JoinHandle<()>)>,
     server: Option<(Server, Arc<ServerState>)>,
     history_writer: JoinHandle<()>,
     shutdown_grace: Duration,
@@ -462,6 +469,15 @@ impl Engine {
             (None, Vec::new())
         };
         let kube = crate::kube::KubeConnector::new(options.kube.clone());
+        let (leading, election) = match options.leader.clone() {
+            None => (None, None),
+            Some(leader) => {
+                leader.validate().map_err(EngineError::Leader)?;
+                let stop = CancellationToken::new();
+                let (leading, task) = crate::leader::spawn(kube.clone(), leader, stop.clone());
+                (Some(leading), Some((stop, task)))
+            }
+        };
         let mut secret_store = SecretStore::from_settings(&config.engine.secrets);
         if let Some((namespace, name)) = &config.engine.secrets.kubernetes {
             secret_store = secret_store.with_provider(Arc::new(crate::kube::KubeSecretProvider {
@@ -523,6 +539,7 @@ impl Engine {
                 runs: runs_tx,
                 services: services.clone(),
                 kube,
+                leading,
             },
             stop_sources: CancellationToken::new(),
             running: Mutex::new(BTreeMap::new()),
@@ -558,6 +575,7 @@ impl Engine {
             shared,
             dispatcher,
             reloader,
+            election,
             server,
             history_writer,
             shutdown_grace,
@@ -631,6 +649,11 @@ impl Engine {
         let running = std::mem::take(&mut *self.shared.running.lock().await);
         for (_, r) in running {
             let _ = r.source.await;
+        }
+        // Sources have stopped: now the lease may go to another replica.
+        if let Some((stop, task)) = self.election {
+            stop.cancel();
+            let _ = task.await;
         }
         let stats = self.dispatcher.stats().clone();
         let journal = self.shared.submitter().journal().cloned();

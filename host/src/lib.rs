@@ -18,6 +18,7 @@ pub mod event;
 pub mod invoke;
 pub mod journal;
 pub mod kube;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod rbac;

@@ -14,6 +14,7 @@ use wasmtrigger::client::{ApiClient, runs_table, triggers_table};
 use wasmtrigger::config::{self, EngineOverrides, Limits, values};
 use wasmtrigger::engine::{Engine, EngineError, EngineOptions, ReloadOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
+use wasmtrigger::leader::LeaderConfig;
 use wasmtrigger::logging::{self, LogFormat};
 use wasmtrigger::runs::LogSink;
 use wasmtrigger::runs::RunStatus;
@@ -50,7 +51,7 @@ enum LogFormatArg {
 #[derive(Subcommand)]
 enum Command {
     /// Run the engine until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate a config and compile every module it uses; exit 0 only if all is well.
     Check(ConfigArgs),
     /// Run one filter or action once, offline, and print its result.
@@ -270,6 +271,24 @@ struct RunArgs {
     /// Kubeconfig to use alone (default: KUBECONFIG, then ~/.kube/config, then the pod's service account).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Elect a leader among replicas through this Lease; schedules and kube watches run on the leader only.
+    #[arg(long, env = "LEADER_ELECTION", value_name = "LEASE", num_args = 0..=1, default_missing_value = "wasmtrigger-leader")]
+    leader_election: Option<String>,
+    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// This replica's identity in the election (default: POD_NAME or the host name, plus a random suffix).
+    #[arg(long, env = "LEADER_IDENTITY")]
+    leader_identity: Option<String>,
+    /// How long a lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
+    /// How long the leader tries to renew before it steps down (less than --lease-duration).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    renew_deadline: Duration,
+    /// How often candidates try to acquire or renew the lease (less than --renew-deadline).
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    retry_period: Duration,
     /// Where the pod's service account token, ca.crt and namespace are mounted.
     #[arg(long, env = "SERVICE_ACCOUNT_DIR", default_value = wasmtrigger::kube::SERVICE_ACCOUNT_DIR)]
     service_account_dir: PathBuf,
@@ -374,7 +393,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Check(args) => check(args).await,
             Command::Invoke(args) => invoke(args).await,
             Command::Modules(args) => modules(args).await,
@@ -450,6 +469,23 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             kubeconfig: args.kubeconfig.clone(),
             service_account_dir: args.service_account_dir.clone(),
         },
+        leader: args.leader_election.clone().map(|lease| LeaderConfig {
+            namespace: args.leader_election_namespace.clone().unwrap_or_else(|| {
+                std::fs::read_to_string(args.service_account_dir.join("namespace"))
+                    .map(|n| n.trim().to_string())
+                    .ok()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "default".to_string())
+            }),
+            lease,
+            identity: args
+                .leader_identity
+                .clone()
+                .unwrap_or_else(LeaderConfig::default_identity),
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
+        }),
         state_dir: args.state_dir.clone(),
         module_cache: (!args.no_module_cache).then(|| args.state_dir.join("cache")),
         reload: (!args.no_reload).then(|| ReloadOptions {

@@ -15,6 +15,7 @@ mod isolation;
 mod kube_actions;
 mod kube_watch;
 mod languages;
+mod leader;
 mod queue;
 mod rbac;
 mod reload;

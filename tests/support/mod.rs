@@ -257,6 +257,11 @@ impl EngineProcess {
         });
     }
 
+    /// The JSON log lines so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lines.lock().unwrap().clone()
+    }
+
     /// Everything the process wrote to stderr so far.
     pub fn raw_log(&self) -> String {
         self.raw.lock().unwrap().clone()

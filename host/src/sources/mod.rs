@@ -31,10 +31,13 @@ pub struct SourceContext {
     pub services: Arc<HostServices>,
     /// The Kubernetes connection and shared watches.
     pub kube: Arc<crate::kube::KubeConnector>,
+    /// Whether this replica leads, when replicas elect a leader (None: it always does).
+    pub leading: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Starts the source of a trigger; the task ends when `stop` is cancelled
-/// or the source is exhausted (a one-shot schedule).
+/// or the source is exhausted (a one-shot schedule). Schedules and kube
+/// watches are singletons: with leader election they run on the leader only.
 pub fn spawn(
     trigger: Arc<Trigger>,
     ctx: &SourceContext,
@@ -42,9 +45,9 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     let submitter = ctx.submitter.clone();
     match trigger.config().source.clone() {
-        SourceConfig::Schedule(config) => {
-            tokio::spawn(schedule::run(trigger, config, submitter, stop))
-        }
+        SourceConfig::Schedule(config) => singleton(ctx, stop, move |stop| {
+            schedule::run(trigger.clone(), config.clone(), submitter.clone(), stop)
+        }),
         SourceConfig::Chain(config) => {
             let runs = ctx.runs.subscribe();
             tokio::spawn(chain::run(trigger, config, submitter, runs, stop))
@@ -52,11 +55,31 @@ pub fn spawn(
         SourceConfig::Webhook(_) => tokio::spawn(async move { stop.cancelled().await }),
         SourceConfig::KubeWatch(config) => {
             let kube = ctx.kube.clone();
-            tokio::spawn(kube_watch::run(trigger, config, submitter, kube, stop))
+            singleton(ctx, stop, move |stop| {
+                kube_watch::run(
+                    trigger.clone(),
+                    config.clone(),
+                    submitter.clone(),
+                    kube.clone(),
+                    stop,
+                )
+            })
         }
         SourceConfig::RedisQueue(config) => {
             let services = ctx.services.clone();
             tokio::spawn(redis_queue::run(trigger, config, submitter, services, stop))
         }
+    }
+}
+
+/// Spawns a source that must run on one replica only.
+fn singleton<F, Fut>(ctx: &SourceContext, stop: CancellationToken, start: F) -> JoinHandle<()>
+where
+    F: Fn(CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    match &ctx.leading {
+        None => tokio::spawn(start(stop)),
+        Some(leading) => tokio::spawn(crate::leader::while_leading(leading.clone(), stop, start)),
     }
 }
