@@ -20,7 +20,8 @@ COPY --from=build /out/wasmtrigger /usr/local/bin/wasmtrigger
 COPY --from=build /out/modules /modules
 COPY --from=build /out/config /config
 COPY --from=build --chown=65532:65532 /out/state /var/lib/wasmtrigger
-ENV CONFIG=/config MODULES=/modules STATE_DIR=/var/lib/wasmtrigger LOG_FORMAT=json
+ENV CONFIG=/config MODULES=/modules STATE_DIR=/var/lib/wasmtrigger LOG_FORMAT=json LISTEN=0.0.0.0:7070
+EXPOSE 7070
 VOLUME ["/var/lib/wasmtrigger"]
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/wasmtrigger"]

@@ -457,8 +457,10 @@ triggers:
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics exposition");
 
     // Every metric the shipped Grafana dashboard queries is one the engine exposes.
-    let dashboard =
-        std::fs::read_to_string(support::repo().join("deploy/grafana/wasmtrigger.json")).unwrap();
+    let dashboard = std::fs::read_to_string(
+        support::repo().join("deploy/monitoring/wasmtrigger-dashboard.json"),
+    )
+    .unwrap();
     let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
     let mut queried = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {

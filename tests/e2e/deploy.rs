@@ -1,0 +1,329 @@
+//! The manifests in `deploy/`: every kustomization renders with
+//! `kubectl kustomize`, the workloads are locked down and probed, the rendered
+//! ConfigMaps hold a config and modules that `check` accepts, the output
+//! applies (server-side, idempotently) to the test API server, and the
+//! checked-in RBAC is exactly what `wasmtrigger rbac` derives.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use wasmtrigger_test_apiserver::{ApiServer, ResourceType};
+
+use crate::support::{self, Workspace, run_cli};
+
+const OVERLAYS: [&str; 3] = ["base", "sidecar", "monitoring"];
+
+/// A copy of `deploy/` with the modules each kustomization lists built into
+/// its `modules/` directory, as the README's build step leaves it.
+fn deploy_copy(ws: &Workspace) -> PathBuf {
+    let root = ws.path().join("deploy");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(support::repo().join("deploy"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for overlay in ["base", "sidecar"] {
+        let modules = root.join(overlay).join("modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        for entry in std::fs::read_dir(support::modules()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wasm") {
+                std::fs::copy(&path, modules.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    root
+}
+
+fn kubectl(args: &[&str], kubeconfig: Option<&Path>, stdin: Option<&str>) -> String {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args).env_remove("KUBERNETES_SERVICE_HOST");
+    if let Some(k) = kubeconfig {
+        cmd.env("KUBECONFIG", k);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn render(root: &Path, overlay: &str) -> String {
+    kubectl(
+        &["kustomize", root.join(overlay).to_str().unwrap()],
+        None,
+        None,
+    )
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn container<'a>(deployment: &'a Value, name: &str) -> &'a Value {
+    deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| &e["value"])
+        .unwrap_or(&Value::Null)
+}
+
+/// The engine container of a workload is locked down, probed and bounded.
+fn assert_hardened(deployment: &Value, engine: &Value) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let sc = &engine["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(engine["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(engine["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(engine["resources"]["requests"]["memory"].is_string());
+    assert!(engine["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        env(engine, "LISTEN"),
+        "0.0.0.0:7070",
+        "probes reach it from outside the pod"
+    );
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+}
+
+#[test]
+fn every_kustomization_renders_locked_down_and_probed() {
+    let ws = Workspace::new();
+    let root = deploy_copy(&ws);
+    let base = documents(&render(&root, "base"));
+    let deployment = find(&base, "Deployment", "wasmtrigger");
+    let engine = container(deployment, "wasmtrigger");
+    assert_hardened(deployment, engine);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(engine["args"], json!(["run", "--leader-election"]));
+    assert!(
+        engine["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("ghcr.io/wasmtrigger/wasmtrigger:"),
+        "the images transformer applied"
+    );
+    let service = find(&base, "Service", "wasmtrigger");
+    assert_eq!(service["spec"]["ports"][0]["name"], "http");
+    let modules = find(&base, "ConfigMap", "wasmtrigger-modules");
+    let keys: Vec<&String> = modules["binaryData"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["bump-revision.wasm", "log-event.wasm", "record-event.wasm"]
+    );
+
+    let sidecar = documents(&render(&root, "sidecar"));
+    let web = find(&sidecar, "Deployment", "web");
+    let containers: Vec<&str> = web["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(containers, ["web", "wasmtrigger"]);
+    assert_hardened(web, container(web, "wasmtrigger"));
+    assert_eq!(web["spec"]["template"]["spec"]["serviceAccountName"], "web");
+
+    let monitoring = documents(&render(&root, "monitoring"));
+    let monitor = find(&monitoring, "ServiceMonitor", "wasmtrigger");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"], "http",
+        "the Service's port name"
+    );
+    for (label, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][label], value,
+            "selects the Service"
+        );
+    }
+    let dashboard = find(&monitoring, "ConfigMap", "wasmtrigger-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["wasmtrigger-dashboard.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(json["panels"].is_array());
+}
+
+#[test]
+fn the_rendered_config_maps_hold_a_config_and_modules_that_check() {
+    let ws = Workspace::new();
+    let root = deploy_copy(&ws);
+    for (overlay, config_map, modules_map) in [
+        ("base", "wasmtrigger-config", "wasmtrigger-modules"),
+        ("sidecar", "web-triggers", "web-modules"),
+    ] {
+        let docs = documents(&render(&root, overlay));
+        // As the kubelet mounts them: one file per key.
+        let config_dir = ws.path().join(format!("{overlay}-config"));
+        let modules_dir = ws.path().join(format!("{overlay}-modules"));
+        std::fs::create_dir_all(&config_dir).unwrap();
+        std::fs::create_dir_all(&modules_dir).unwrap();
+        for (key, text) in find(&docs, "ConfigMap", config_map)["data"]
+            .as_object()
+            .unwrap()
+        {
+            std::fs::write(config_dir.join(key), text.as_str().unwrap()).unwrap();
+        }
+        for (key, data) in find(&docs, "ConfigMap", modules_map)["binaryData"]
+            .as_object()
+            .unwrap()
+        {
+            // kustomize folds long base64 lines.
+            let data: String = data.as_str().unwrap().split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            std::fs::write(modules_dir.join(key), bytes).unwrap();
+        }
+        let (code, out, err) = run_cli(
+            &[
+                "check",
+                "--config",
+                config_dir.to_str().unwrap(),
+                "--modules",
+                modules_dir.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(code, 0, "{overlay}: {out}{err}");
+    }
+}
+
+#[test]
+fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
+    let ws = Workspace::new();
+    let root = deploy_copy(&ws);
+    let server = ApiServer::start(&[ResourceType::new(
+        "monitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+        "servicemonitors",
+        true,
+    )]);
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
+    let mut rendered = Vec::new();
+    for overlay in OVERLAYS {
+        let yaml = render(&root, overlay);
+        kubectl(&apply, Some(&kubeconfig), Some(&yaml));
+        rendered.push(yaml);
+    }
+    let deployment = server
+        .get("apps", "deployments", "wasmtrigger", "wasmtrigger")
+        .expect("the Deployment exists");
+    assert!(
+        server
+            .get(
+                "monitoring.coreos.com",
+                "servicemonitors",
+                "wasmtrigger",
+                "wasmtrigger"
+            )
+            .is_some()
+    );
+    assert!(
+        server
+            .get("", "configmaps", "demo", "web-modules")
+            .is_some()
+    );
+    let version = server.resource_version();
+    for yaml in &rendered {
+        kubectl(&apply, Some(&kubeconfig), Some(yaml));
+    }
+    assert_eq!(
+        server.resource_version(),
+        version,
+        "re-applying changes nothing"
+    );
+    assert_eq!(
+        server
+            .get("apps", "deployments", "wasmtrigger", "wasmtrigger")
+            .unwrap()["metadata"]["resourceVersion"],
+        deployment["metadata"]["resourceVersion"]
+    );
+}
+
+#[test]
+fn the_checked_in_rbac_is_what_the_rbac_command_derives() {
+    for (overlay, args) in [
+        (
+            "base",
+            &["--namespace", "wasmtrigger", "--leader-election"][..],
+        ),
+        (
+            "sidecar",
+            &[
+                "--namespace",
+                "demo",
+                "--service-account",
+                "web",
+                "--name",
+                "web-wasmtrigger",
+            ][..],
+        ),
+    ] {
+        let dir = support::repo().join("deploy").join(overlay);
+        let config = dir.join("triggers.yaml");
+        let mut cli = vec!["rbac", "--config", config.to_str().unwrap()];
+        cli.extend(args);
+        let (code, out, err) = run_cli(&cli, None);
+        assert_eq!(code, 0, "{err}");
+        let checked_in = std::fs::read_to_string(dir.join("rbac.yaml")).unwrap();
+        assert!(
+            out == checked_in,
+            "deploy/{overlay}/rbac.yaml is stale; regenerate it with `wasmtrigger {}`",
+            cli.join(" ")
+        );
+    }
+}
