@@ -71,6 +71,8 @@ pub struct EngineOptions {
     pub kube: crate::kube::KubeConnection,
     /// Elect a leader among replicas; singleton sources run on the leader only.
     pub leader: Option<crate::leader::LeaderConfig>,
+    /// Also take triggers from Trigger objects.
+    pub trigger_objects: Option<crate::crd_sync::TriggerObjects>,
 }
 
 impl EngineOptions {
@@ -84,6 +86,7 @@ impl EngineOptions {
             api_token: None,
             kube: Default::default(),
             leader: None,
+            trigger_objects: None,
         }
     }
 }
@@ -154,10 +157,13 @@ pub(crate) struct Shared {
     pub state: Arc<StateStore>,
     pub history: Arc<RunStore>,
     pub reload: ReloadStats,
-    sources: SourceContext,
+    pub(crate) sources: SourceContext,
     stop_sources: CancellationToken,
     running: Mutex<BTreeMap<String, RunningTrigger>>,
     config: std::sync::Mutex<Arc<Config>>,
+    /// The triggers applied from Trigger objects; held while a config is
+    /// composed and applied, so file reloads and object changes take turns.
+    pub(crate) objects: Mutex<Vec<crate::config::TriggerConfig>>,
 }
 
 impl Shared {
@@ -434,6 +440,7 @@ pub struct Engine {
     dispatcher: Dispatcher,
     reloader: Option<(CancellationToken, JoinHandle<()>)>,
     election: Option<(CancellationToken, JoinHandle<()>)>,
+    objects: Option<(CancellationToken, JoinHandle<()>)>,
     server: Option<(Server, Arc<ServerState>)>,
     history_writer: JoinHandle<()>,
     shutdown_grace: Duration,
@@ -542,6 +549,7 @@ impl Engine {
                 leading,
             },
             stop_sources: CancellationToken::new(),
+            objects: Mutex::new(Vec::new()),
             running: Mutex::new(BTreeMap::new()),
             config: std::sync::Mutex::new(Arc::new(Config {
                 triggers: Vec::new(),
@@ -558,6 +566,11 @@ impl Engine {
             server_state.attach(shared.clone());
             server_state.set_ready(true);
         }
+        let objects = options.trigger_objects.clone().map(|scope| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(crate::crd_sync::run(shared.clone(), scope, stop.clone()));
+            (stop, task)
+        });
         let reloader = options.reload.map(|reload| {
             let stop = CancellationToken::new();
             let task = tokio::spawn(crate::reload::run(shared.clone(), reload, stop.clone()));
@@ -576,6 +589,7 @@ impl Engine {
             dispatcher,
             reloader,
             election,
+            objects,
             server,
             history_writer,
             shutdown_grace,
@@ -641,7 +655,7 @@ impl Engine {
         if let Some((_, server_state)) = &self.server {
             server_state.set_ready(false);
         }
-        if let Some((stop, task)) = self.reloader {
+        for (stop, task) in [self.reloader, self.objects].into_iter().flatten() {
             stop.cancel();
             let _ = task.await;
         }

@@ -12,6 +12,8 @@ pub mod cel;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod crd;
+pub mod crd_sync;
 pub mod dispatch;
 pub mod engine;
 pub mod event;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wasmtrigger::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 use wasmtrigger::client::{ApiClient, runs_table, triggers_table};
 use wasmtrigger::config::{self, EngineOverrides, Limits, values};
+use wasmtrigger::crd_sync::TriggerObjects;
 use wasmtrigger::engine::{Engine, EngineError, EngineOptions, ReloadOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
 use wasmtrigger::leader::LeaderConfig;
@@ -70,6 +71,8 @@ enum Command {
     Enqueue(EnqueueArgs),
     /// Print the least-privilege Role/ClusterRole and bindings a config needs, as YAML.
     Rbac(RbacArgs),
+    /// Print the Trigger CustomResourceDefinition (as checked in at deploy/crd/trigger.yaml).
+    Crd,
 }
 
 #[derive(Args)]
@@ -86,6 +89,9 @@ struct RbacArgs {
     /// Name of the generated Roles, ClusterRole and bindings.
     #[arg(long, default_value = "wasmtrigger")]
     name: String,
+    /// Also allow reading Trigger objects and writing their status (as `run --trigger-objects`; `*`: all namespaces).
+    #[arg(long, value_name = "NAMESPACE", num_args = 0..=1, default_missing_value = "")]
+    trigger_objects: Option<String>,
     /// Also allow leader election through this Lease (as `run --leader-election`).
     #[arg(long, value_name = "LEASE", num_args = 0..=1, default_missing_value = "wasmtrigger-leader")]
     leader_election: Option<String>,
@@ -271,6 +277,9 @@ struct RunArgs {
     /// Kubeconfig to use alone (default: KUBECONFIG, then ~/.kube/config, then the pod's service account).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Also take triggers from Trigger objects in this namespace (no value: the pod's; `*`: all namespaces).
+    #[arg(long, env = "TRIGGER_OBJECTS", value_name = "NAMESPACE", num_args = 0..=1, default_missing_value = "")]
+    trigger_objects: Option<String>,
     /// Elect a leader among replicas through this Lease; schedules and kube watches run on the leader only.
     #[arg(long, env = "LEADER_ELECTION", value_name = "LEASE", num_args = 0..=1, default_missing_value = "wasmtrigger-leader")]
     leader_election: Option<String>,
@@ -403,6 +412,10 @@ fn main() -> ExitCode {
             Command::New(args) => new_project(args),
             Command::Enqueue(args) => enqueue(args).await,
             Command::Rbac(args) => rbac(args),
+            Command::Crd => {
+                print!("{}", wasmtrigger::crd::crd_yaml());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -437,7 +450,17 @@ fn overrides(args: &EngineArgs) -> EngineOverrides {
         retry_delay: args.retry_delay,
         secrets_dir: args.secrets.secrets_dir.clone(),
         secrets_env_prefix: args.secrets.secrets_env_prefix.clone(),
+        allow_no_triggers: false,
     }
+}
+
+/// The namespace of the pod the engine runs in, from its service account, else `default`.
+fn pod_namespace(service_account_dir: &std::path::Path) -> String {
+    std::fs::read_to_string(service_account_dir.join("namespace"))
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -445,7 +468,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // handled (as a graceful stop) instead of killing the process.
     let stop = stop_signal()?;
     let c = &args.config;
-    let config = match config::load(&c.config, c.modules.as_deref(), &overrides(&c.engine)) {
+    let mut engine_overrides = overrides(&c.engine);
+    engine_overrides.allow_no_triggers = args.trigger_objects.is_some();
+    let config = match config::load(&c.config, c.modules.as_deref(), &engine_overrides) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -469,14 +494,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             kubeconfig: args.kubeconfig.clone(),
             service_account_dir: args.service_account_dir.clone(),
         },
+        trigger_objects: args.trigger_objects.as_deref().map(|ns| match ns {
+            "*" | "all" => TriggerObjects::All,
+            "" => TriggerObjects::Namespace(pod_namespace(&args.service_account_dir)),
+            ns => TriggerObjects::Namespace(ns.to_string()),
+        }),
         leader: args.leader_election.clone().map(|lease| LeaderConfig {
-            namespace: args.leader_election_namespace.clone().unwrap_or_else(|| {
-                std::fs::read_to_string(args.service_account_dir.join("namespace"))
-                    .map(|n| n.trim().to_string())
-                    .ok()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "default".to_string())
-            }),
+            namespace: args
+                .leader_election_namespace
+                .clone()
+                .unwrap_or_else(|| pod_namespace(&args.service_account_dir)),
             lease,
             identity: args
                 .leader_identity
@@ -491,7 +518,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reload: (!args.no_reload).then(|| ReloadOptions {
             config_path: c.config.clone(),
             modules_dir: c.modules.clone(),
-            overrides: overrides(&c.engine),
+            overrides: engine_overrides.clone(),
             poll_interval: args.poll_interval,
         }),
     };
@@ -537,6 +564,7 @@ fn rbac(args: RbacArgs) -> anyhow::Result<ExitCode> {
         service_account: args.service_account,
         name: args.name,
         leader_lease: args.leader_election,
+        trigger_objects: args.trigger_objects,
     };
     print!(
         "{}",

@@ -21,6 +21,8 @@ pub struct RbacOptions {
     pub name: String,
     /// The leader-election Lease's name, when replicas elect a leader.
     pub leader_lease: Option<String>,
+    /// Where Trigger objects are read: a namespace, `*` for all, "" for `namespace`.
+    pub trigger_objects: Option<String>,
 }
 
 /// Where a rule applies.
@@ -341,6 +343,36 @@ pub fn derive(config: &Config, options: &RbacOptions) -> Rbac {
             &["get"],
             "engine.secrets.kubernetes".into(),
         );
+    }
+    if let Some(objects) = &options.trigger_objects {
+        let scope = match objects.as_str() {
+            "*" | "all" => Scope::Cluster,
+            "" => Scope::Namespace(options.namespace.clone()),
+            ns => Scope::Namespace(ns.to_string()),
+        };
+        let (api, why) = ("wasmtrigger.dev/v1alpha1", "Trigger objects".to_string());
+        rbac.add(
+            scope.clone(),
+            api,
+            "Trigger",
+            &[],
+            &["list", "watch"],
+            why.clone(),
+        );
+        // The status subresource is a resource of its own to RBAC.
+        let group = group_of(api);
+        let needs = rbac
+            .scopes
+            .entry(scope)
+            .or_default()
+            .entry(Resource {
+                group,
+                resource: "triggers/status".into(),
+                names: Vec::new(),
+            })
+            .or_default();
+        needs.verbs.insert("patch");
+        needs.why.insert(why);
     }
     if let Some(lease) = &options.leader_lease {
         let scope = Scope::Namespace(options.namespace.clone());

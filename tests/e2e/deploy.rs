@@ -139,7 +139,16 @@ fn every_kustomization_renders_locked_down_and_probed() {
     let engine = container(deployment, "wasmtrigger");
     assert_hardened(deployment, engine);
     assert_eq!(deployment["spec"]["replicas"], 2);
-    assert_eq!(engine["args"], json!(["run", "--leader-election"]));
+    assert_eq!(
+        engine["args"],
+        json!(["run", "--leader-election", "--trigger-objects"])
+    );
+    let crd = find(
+        &base,
+        "CustomResourceDefinition",
+        "triggers.wasmtrigger.dev",
+    );
+    assert_eq!(crd["spec"]["group"], "wasmtrigger.dev");
     assert!(
         engine["image"]
             .as_str()
@@ -243,13 +252,22 @@ fn the_rendered_config_maps_hold_a_config_and_modules_that_check() {
 fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
     let ws = Workspace::new();
     let root = deploy_copy(&ws);
-    let server = ApiServer::start(&[ResourceType::new(
-        "monitoring.coreos.com",
-        "v1",
-        "ServiceMonitor",
-        "servicemonitors",
-        true,
-    )]);
+    let server = ApiServer::start(&[
+        ResourceType::new(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+            "servicemonitors",
+            true,
+        ),
+        ResourceType::new(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        ),
+    ]);
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
@@ -295,11 +313,44 @@ fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
 }
 
 #[test]
+fn the_checked_in_crd_is_what_the_rust_types_generate() {
+    let (code, out, err) = run_cli(&["crd"], None);
+    assert_eq!(code, 0, "{err}");
+    let checked_in =
+        std::fs::read_to_string(support::repo().join("deploy/crd/trigger.yaml")).unwrap();
+    assert!(
+        out == checked_in,
+        "deploy/crd/trigger.yaml drifted from host/src/crd.rs; regenerate it with `wasmtrigger crd > deploy/crd/trigger.yaml`"
+    );
+    let crd = &documents(&out)[0];
+    let version = &crd["spec"]["versions"][0];
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["State", "Last Success", "Last Failure", "Failures", "Age"]
+    );
+    assert!(
+        version["subresources"]["status"].is_object(),
+        "status is a subresource"
+    );
+}
+
+#[test]
 fn the_checked_in_rbac_is_what_the_rbac_command_derives() {
     for (overlay, args) in [
         (
             "base",
-            &["--namespace", "wasmtrigger", "--leader-election"][..],
+            &[
+                "--namespace",
+                "wasmtrigger",
+                "--leader-election",
+                "--trigger-objects",
+            ][..],
         ),
         (
             "sidecar",

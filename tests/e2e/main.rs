@@ -23,4 +23,5 @@ mod reload;
 mod sandbox;
 mod scaffold;
 mod schedules;
+mod trigger_objects;
 mod workflows;

@@ -122,7 +122,7 @@ fn load_with(
         }
     }
     check_chains(&triggers, &mut errors);
-    if errors.is_empty() && triggers.is_empty() {
+    if errors.is_empty() && triggers.is_empty() && !overrides.allow_no_triggers {
         errors.push(ConfigError {
             file: path.to_path_buf(),
             trigger: None,
@@ -1196,6 +1196,34 @@ fn valid_api_version(text: &str) -> bool {
     let parts: Vec<&str> = text.split('/').collect();
     matches!(parts.as_slice(), [v] | [_, v] if v.starts_with('v'))
         && parts.iter().all(|p| !p.is_empty())
+}
+
+/// Validates one trigger entry from outside the files (a Trigger object's
+/// spec, `origin` naming it) with the engine settings and modules directory
+/// of an already loaded config. Chains are checked separately, on the whole set.
+pub fn load_trigger(
+    raw: &Value,
+    origin: &Path,
+    config: &Config,
+) -> Result<TriggerConfig, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut ctx = Loader {
+        engine: &config.engine,
+        modules_dir: &config.modules_dir,
+        modules_required: true,
+        errors: &mut errors,
+    };
+    match ctx.trigger(origin, 0, raw) {
+        Some(trigger) if errors.is_empty() => Ok(trigger),
+        _ => Err(errors),
+    }
+}
+
+/// The chain problems of a set of triggers (unknown upstreams, cycles).
+pub fn chain_errors(triggers: &[TriggerConfig]) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    check_chains(triggers, &mut errors);
+    errors
 }
 
 /// Chains must name existing triggers and must not form a cycle: a chain that

@@ -18,7 +18,7 @@ use crate::cel::CelFilter;
 use crate::sources::cron_expr::CronSchedule;
 use crate::state::KvLimits;
 
-pub use load::{load, load_declarations, load_partial};
+pub use load::{chain_errors, load, load_declarations, load_partial, load_trigger};
 
 /// Largest per-invocation memory limit a trigger may ask for.
 pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
@@ -186,6 +186,8 @@ pub struct EngineOverrides {
     pub retry_delay: Option<Duration>,
     pub secrets_dir: Option<PathBuf>,
     pub secrets_env_prefix: Option<String>,
+    /// Accept files without triggers (Trigger objects bring them).
+    pub allow_no_triggers: bool,
 }
 
 /// Exponential backoff with jitter: attempt n waits `delay * 2^(n-1)`, at most `max_delay`.

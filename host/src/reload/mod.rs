@@ -224,6 +224,17 @@ impl Reloader {
             }
             Err(e) => return self.reject_config(vec![format!("config loader failed: {e}")]),
         };
+        // Triggers from Trigger objects stay, unless a file now defines the name.
+        let objects = self.shared.objects.lock().await;
+        let mut config = config;
+        let in_files: std::collections::HashSet<String> =
+            config.triggers.iter().map(|t| t.name.clone()).collect();
+        config.triggers.extend(
+            objects
+                .iter()
+                .filter(|t| !in_files.contains(&t.name))
+                .cloned(),
+        );
         let fingerprints: Vec<(PathBuf, Fingerprint)> = module_uses(&config)
             .into_iter()
             .map(|(_, p, _)| {
@@ -237,6 +248,7 @@ impl Reloader {
         }
         self.modules_seen.extend(fingerprints);
         let change = self.shared.apply(config, modules).await;
+        drop(objects);
         self.shared
             .reload
             .config_reloads

@@ -1,0 +1,161 @@
+//! Triggers from `Trigger` objects, created with kubectl against the test API
+//! server: valid ones run and get Ready status with their run counts and
+//! module version; invalid ones get an Invalid condition naming the field;
+//! fixing or deleting an object takes effect without a restart.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use wasmtrigger_test_apiserver::{ApiServer, ResourceType};
+
+use crate::support::{self, EngineProcess, Workspace};
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn status(server: &ApiServer, name: &str) -> Value {
+    server
+        .get("wasmtrigger.dev", "triggers", "default", name)
+        .map(|t| t["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+const TRIGGERS: &str = r#"
+apiVersion: wasmtrigger.dev/v1alpha1
+kind: Trigger
+metadata: { name: heartbeat, namespace: default }
+spec:
+  description: ticks from a Trigger object
+  source: { type: schedule, every: 200ms }
+  action: { module: log-event.wasm }
+---
+apiVersion: wasmtrigger.dev/v1alpha1
+kind: Trigger
+metadata: { name: broken, namespace: default }
+spec:
+  source: { type: schedule, cron: "not a cron" }
+  action: { module: log-event.wasm }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_objects_run_and_get_their_status_written() {
+    let server = ApiServer::start(&[ResourceType::new(
+        "wasmtrigger.dev",
+        "v1alpha1",
+        "Trigger",
+        "triggers",
+        true,
+    )]);
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    // Files may bring no triggers at all when Trigger objects are used.
+    let config = ws.write("triggers.yaml", "triggers: []\n");
+    let engine = EngineProcess::start(
+        &config,
+        &ws.state_dir(),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--trigger-objects",
+            "default",
+        ],
+    );
+    engine.wait_started();
+    let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
+    kubectl(&kubeconfig, &apply, TRIGGERS);
+
+    let runs = engine.wait_runs("heartbeat", 2);
+    assert_eq!(runs[0]["status"], "succeeded");
+    let ready = support::eventually("heartbeat's status", || {
+        let s = status(&server, "heartbeat");
+        (s["successCount"].as_u64().unwrap_or(0) >= 2).then_some(s)
+    })
+    .await;
+    assert_eq!(ready["state"], "Ready", "{ready}");
+    assert_eq!(condition(&ready, "Ready")["status"], "True");
+    assert_eq!(condition(&ready, "Invalid")["status"], "False");
+    assert_eq!(ready["lastResult"], "succeeded");
+    assert!(ready["lastSuccess"].is_string() && ready["lastFailure"].is_null());
+    assert!(
+        ready["moduleVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("log-event.wasm@"),
+        "{ready}"
+    );
+    assert_eq!(ready["observedGeneration"], 1);
+
+    let invalid = support::eventually("broken's status", || {
+        let s = status(&server, "broken");
+        (s["state"] == "Invalid").then_some(s)
+    })
+    .await;
+    let message = condition(&invalid, "Invalid")["message"].as_str().unwrap();
+    assert!(
+        message.contains("Trigger default/broken") && message.contains("source.cron"),
+        "names the object and the field: {message}"
+    );
+    assert!(engine.runs("broken").is_empty());
+
+    // Fixing the object makes it run; deleting the other stops it.
+    kubectl(
+        &kubeconfig,
+        &apply,
+        &TRIGGERS.replace("\"not a cron\"", "\"* * * * * *\""),
+    );
+    support::eventually("broken to become Ready", || {
+        (status(&server, "broken")["state"] == "Ready").then_some(())
+    })
+    .await;
+    engine.wait_runs("broken", 1);
+    kubectl(&kubeconfig, &["delete", "trigger", "heartbeat"], "");
+    engine.wait_for("heartbeat to be removed", |lines| {
+        lines
+            .iter()
+            .any(|l| {
+                l["message"] == "Trigger objects applied"
+                    && l["removed"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("heartbeat")
+            })
+            .then_some(())
+    });
+    let after = engine.runs("heartbeat").len();
+    engine.wait_runs("broken", 3);
+    assert!(
+        engine.runs("heartbeat").len() <= after + 1,
+        "heartbeat stopped (at most one run was already in flight)"
+    );
+    assert_eq!(engine.stop(), 0);
+}
