@@ -83,7 +83,16 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
     let mut pending = false;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // The counts made since the last write are not lost on a stop.
+                let writing = shared.sources.leading.as_ref().is_none_or(|l| *l.borrow());
+                for key in dirty_status.drain().filter(|_| writing) {
+                    if let Some(o) = objects.get(&key) {
+                        write_status(&client, o).await;
+                    }
+                }
+                break;
+            }
             event = events.next() => match event {
                 None => break,
                 Some(Err(e)) => tracing::warn!(error = %e, "Trigger objects: watch error; retrying"),
@@ -96,13 +105,23 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
                             }
                         }
                         WatchEvent::InitDone => {
-                            objects = initial.take().unwrap_or_default();
+                            let mut fresh = initial.take().unwrap_or_default();
+                            keep_own_status(&objects, &mut fresh);
+                            objects = fresh;
                             pending = true;
                         }
                         WatchEvent::Apply(t) => {
-                            if let Some(o) = object(t) {
+                            if let Some(mut o) = object(t) {
                                 let key = (o.namespace.clone(), o.name.clone());
-                                let changed = objects.get(&key).is_none_or(|old| old.generation != o.generation || old.generation.is_none());
+                                let changed = match objects.get(&key) {
+                                    // This engine writes the status: the echo of an
+                                    // older write must not undo counts made since.
+                                    Some(old) => {
+                                        o.status = old.status.clone();
+                                        old.generation != o.generation || old.generation.is_none()
+                                    }
+                                    None => true,
+                                };
                                 objects.insert(key, o);
                                 pending |= changed;
                             }
@@ -152,6 +171,18 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
                     }
                 }
             }
+        }
+    }
+}
+
+/// After a relist, objects already known keep the status this engine keeps.
+fn keep_own_status(
+    known: &BTreeMap<(String, String), Object>,
+    fresh: &mut BTreeMap<(String, String), Object>,
+) {
+    for (key, o) in fresh.iter_mut() {
+        if let Some(old) = known.get(key) {
+            o.status = old.status.clone();
         }
     }
 }

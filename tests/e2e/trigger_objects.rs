@@ -157,5 +157,22 @@ async fn trigger_objects_run_and_get_their_status_written() {
         engine.runs("heartbeat").len() <= after + 1,
         "heartbeat stopped (at most one run was already in flight)"
     );
-    assert_eq!(engine.stop(), 0);
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0);
+    let engine_runs: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "run finished" && l["trigger"] == "broken")
+        .collect();
+    // The status counts every run the engine logged (one may have ended after
+    // the final write at shutdown).
+    let succeeded = engine_runs
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .count() as u64;
+    let counted = status(&server, "broken")["successCount"].as_u64().unwrap();
+    assert!(
+        counted <= succeeded && counted + 1 >= succeeded,
+        "status counts {counted}, the engine logged {succeeded}"
+    );
 }
