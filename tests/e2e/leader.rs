@@ -164,3 +164,110 @@ triggers:
         "ticks fired twice across replicas: {doubled:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_cannot_renew_stops_its_schedules_before_stepping_down() {
+    let server = ApiServer::start(&[]);
+    let collector = TestServer::start().await;
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write(
+        "triggers.yaml",
+        &format!(
+            r#"
+triggers:
+  - name: tick
+    source: {{ type: schedule, cron: "* * * * * *" }}
+    action:
+      module: http-notify.wasm
+      params: {{ url: "{}", text: "{{data}}" }}
+      grants: {{ http: ["{}"] }}
+"#,
+            collector.url("/echo"),
+            collector.grant()
+        ),
+    );
+    let start = |n: usize| {
+        let identity = format!("replica-{n}");
+        EngineProcess::start(
+            &config,
+            &ws.path().join(format!("state-{n}")),
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--leader-election",
+                "--leader-election-namespace",
+                "default",
+                "--leader-identity",
+                &identity,
+                "--lease-duration",
+                "3s",
+                "--renew-deadline",
+                "2s",
+                "--retry-period",
+                "250ms",
+            ],
+        )
+    };
+    let replicas = [start(0), start(1)];
+    let leader = support::eventually("a leader", || replicas.iter().position(became_leader)).await;
+    replicas[leader].wait_runs("tick", 2);
+
+    // The API server refuses every Lease write for a while (a 500: the kube
+    // client itself retries 429, 503 and 504).
+    for _ in 0..40 {
+        server.fail_next(
+            "PUT",
+            "/leases/wasmtrigger-leader",
+            wasmtrigger_test_apiserver::ApiError::new(500, "InternalError", "etcd is unavailable"),
+        );
+    }
+    let lines = replicas[leader].wait_for("the leader to step down", |lines| {
+        lines
+            .iter()
+            .any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("could not renew the lease"))
+            })
+            .then(|| lines.to_vec())
+    });
+    // The schedule stopped with the step-down: no tick ran after it on this
+    // replica until it led again (one run may have been in flight).
+    let down = lines
+        .iter()
+        .position(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("could not renew the lease"))
+        })
+        .unwrap();
+    let other = 1 - leader;
+    support::eventually("a leader after the outage", || {
+        let led_again = replicas[leader].lines()[down..]
+            .iter()
+            .any(|l| l["message"] == "became the leader");
+        (led_again || became_leader(&replicas[other])).then_some(())
+    })
+    .await;
+    let after = replicas[leader].lines();
+    let again = after[down..]
+        .iter()
+        .position(|l| l["message"] == "became the leader")
+        .map(|i| down + i)
+        .unwrap_or(after.len());
+    let late_runs = after[down..again]
+        .iter()
+        .filter(|l| l["message"] == "run finished" && l["trigger"] == "tick")
+        .count();
+    assert!(late_runs <= 1, "{late_runs} ticks ran after stepping down");
+    for replica in replicas {
+        assert_eq!(replica.stop(), 0);
+    }
+    let doubled: Vec<_> = ticks(&collector)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(doubled.is_empty(), "ticks fired twice: {doubled:?}");
+}
