@@ -671,12 +671,16 @@ impl Engine {
         }
         let stats = self.dispatcher.stats().clone();
         let journal = self.shared.submitter().journal().cloned();
+        // The journal holds the store weakly; keep it open until the last
+        // removals are written, or a finished event would replay on restart.
+        let state = self.shared.state.clone();
         drop(self.shared);
         self.dispatcher.stop(self.shutdown_grace).await;
         // Removals of the last runs' entries are committed before we return.
         if let Some(journal) = journal {
             journal.flush().await;
         }
+        drop(state);
         // Every record is out; the history writer stores the last batch and ends.
         if tokio::time::timeout(Duration::from_secs(10), self.history_writer)
             .await

@@ -269,22 +269,25 @@ impl Rbac {
     }
 }
 
+/// Where rules for these namespaces go: a Role in each, or one ClusterRole
+/// for all namespaces (none listed, or `*`) and cluster-scoped kinds.
+fn scopes(namespaces: &[String]) -> Vec<Scope> {
+    if namespaces.is_empty() || namespaces.iter().any(|n| n == "*") {
+        return vec![Scope::Cluster];
+    }
+    namespaces
+        .iter()
+        .map(|ns| Scope::Namespace(ns.clone()))
+        .collect()
+}
+
 /// Derives the rules `config` needs.
 pub fn derive(config: &Config, options: &RbacOptions) -> Rbac {
     let mut rbac = Rbac::default();
     for trigger in &config.triggers {
         if let SourceConfig::KubeWatch(watch) = &trigger.source {
             let why = format!("trigger {} watches", trigger.name);
-            let scopes: Vec<Scope> = if watch.namespaces.is_empty() {
-                vec![Scope::Cluster]
-            } else {
-                watch
-                    .namespaces
-                    .iter()
-                    .map(|ns| Scope::Namespace(ns.clone()))
-                    .collect()
-            };
-            for scope in scopes {
+            for scope in scopes(&watch.namespaces) {
                 rbac.add(
                     scope,
                     &watch.api_version,
@@ -312,17 +315,7 @@ pub fn derive(config: &Config, options: &RbacOptions) -> Rbac {
                 .collect();
             let verbs: Vec<&'static str> = verbs.into_iter().collect();
             let why = format!("trigger {} grant", trigger.name);
-            let scopes: Vec<Scope> =
-                if grant.namespaces.is_empty() || grant.namespaces.iter().any(|n| n == "*") {
-                    vec![Scope::Cluster]
-                } else {
-                    grant
-                        .namespaces
-                        .iter()
-                        .map(|ns| Scope::Namespace(ns.clone()))
-                        .collect()
-                };
-            for scope in scopes {
+            for scope in scopes(&grant.namespaces) {
                 rbac.add(
                     scope,
                     &grant.api_version,

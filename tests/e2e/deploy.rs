@@ -4,9 +4,8 @@
 //! applies (server-side, idempotently) to the test API server, and the
 //! checked-in RBAC is exactly what `wasmtrigger rbac` derives.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -40,42 +39,11 @@ fn deploy_copy(ws: &Workspace) -> PathBuf {
     root
 }
 
-fn kubectl(args: &[&str], kubeconfig: Option<&Path>, stdin: Option<&str>) -> String {
-    let mut cmd = Command::new("kubectl");
-    cmd.args(args).env_remove("KUBERNETES_SERVICE_HOST");
-    if let Some(k) = kubeconfig {
-        cmd.env("KUBECONFIG", k);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn render(root: &Path, overlay: &str) -> String {
-    kubectl(
+    support::kubectl(
+        None,
         &["kustomize", root.join(overlay).to_str().unwrap()],
-        None,
-        None,
+        "",
     )
 }
 
@@ -134,7 +102,7 @@ fn assert_hardened(deployment: &Value, engine: &Value) {
 fn every_kustomization_renders_locked_down_and_probed() {
     let ws = Workspace::new();
     let root = deploy_copy(&ws);
-    let base = documents(&render(&root, "base"));
+    let base = support::yaml_documents(&render(&root, "base"));
     let deployment = find(&base, "Deployment", "wasmtrigger");
     let engine = container(deployment, "wasmtrigger");
     assert_hardened(deployment, engine);
@@ -165,7 +133,7 @@ fn every_kustomization_renders_locked_down_and_probed() {
         ["bump-revision.wasm", "log-event.wasm", "record-event.wasm"]
     );
 
-    let sidecar = documents(&render(&root, "sidecar"));
+    let sidecar = support::yaml_documents(&render(&root, "sidecar"));
     let web = find(&sidecar, "Deployment", "web");
     let containers: Vec<&str> = web["spec"]["template"]["spec"]["containers"]
         .as_array()
@@ -177,7 +145,7 @@ fn every_kustomization_renders_locked_down_and_probed() {
     assert_hardened(web, container(web, "wasmtrigger"));
     assert_eq!(web["spec"]["template"]["spec"]["serviceAccountName"], "web");
 
-    let monitoring = documents(&render(&root, "monitoring"));
+    let monitoring = support::yaml_documents(&render(&root, "monitoring"));
     let monitor = find(&monitoring, "ServiceMonitor", "wasmtrigger");
     assert_eq!(
         monitor["spec"]["endpoints"][0]["port"], "http",
@@ -211,7 +179,7 @@ fn the_rendered_config_maps_hold_a_config_and_modules_that_check() {
         ("base", "wasmtrigger-config", "wasmtrigger-modules"),
         ("sidecar", "web-triggers", "web-modules"),
     ] {
-        let docs = documents(&render(&root, overlay));
+        let docs = support::yaml_documents(&render(&root, overlay));
         // As the kubelet mounts them: one file per key.
         let config_dir = ws.path().join(format!("{overlay}-config"));
         let modules_dir = ws.path().join(format!("{overlay}-modules"));
@@ -274,7 +242,7 @@ fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
     let mut rendered = Vec::new();
     for overlay in OVERLAYS {
         let yaml = render(&root, overlay);
-        kubectl(&apply, Some(&kubeconfig), Some(&yaml));
+        support::kubectl(Some(&kubeconfig), &apply, &yaml);
         rendered.push(yaml);
     }
     let deployment = server
@@ -297,7 +265,7 @@ fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
     );
     let version = server.resource_version();
     for yaml in &rendered {
-        kubectl(&apply, Some(&kubeconfig), Some(yaml));
+        support::kubectl(Some(&kubeconfig), &apply, yaml);
     }
     assert_eq!(
         server.resource_version(),
@@ -322,7 +290,7 @@ fn the_checked_in_crd_is_what_the_rust_types_generate() {
         out == checked_in,
         "deploy/crd/trigger.yaml drifted from host/src/crd.rs; regenerate it with `wasmtrigger crd > deploy/crd/trigger.yaml`"
     );
-    let crd = &documents(&out)[0];
+    let crd = &support::yaml_documents(&out)[0];
     let version = &crd["spec"]["versions"][0];
     let columns: Vec<&str> = version["additionalPrinterColumns"]
         .as_array()

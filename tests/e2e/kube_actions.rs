@@ -258,9 +258,7 @@ triggers:
     );
 
     let denied = runs.wait_runs("outside-grants", 1).await;
-    assert_eq!(denied[0].status, RunStatus::Failed);
-    let error = denied[0].error.as_deref().unwrap_or_default();
-    assert!(error.contains("denied"), "{error}");
+    support::assert_failed_with(&denied[0], "denied");
     let untouched = server
         .get("apps", "deployments", "kube-system", "web")
         .unwrap();
@@ -448,15 +446,6 @@ triggers:
     );
 
     let bad = runs.wait_runs("bad-params", 1).await;
-    assert_eq!(bad[0].status, RunStatus::Failed);
-    assert!(
-        bad[0]
-            .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("`reason` must be a CamelCase word"),
-        "{:?}",
-        bad[0].error
-    );
+    support::assert_failed_with(&bad[0], "`reason` must be a CamelCase word");
     engine.shutdown().await;
 }

@@ -355,16 +355,7 @@ triggers:
         "the value was read, and hidden"
     );
     let absent = runs.wait_runs("absent", 1).await;
-    assert_eq!(absent[0].status, RunStatus::Failed);
-    assert!(
-        absent[0]
-            .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("not found"),
-        "{:?}",
-        absent[0]
-    );
+    support::assert_failed_with(&absent[0], "not found");
     engine.shutdown().await;
     let everything = format!("{:?}", runs.all());
     assert!(

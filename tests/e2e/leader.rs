@@ -4,6 +4,7 @@
 //! schedule tick has its effect (an HTTP POST to a loopback server) once.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use wasmtrigger_test_apiserver::ApiServer;
@@ -42,14 +43,9 @@ fn lease_holder(server: &ApiServer) -> Option<String> {
         .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
-    let server = ApiServer::start(&[]);
-    let collector = TestServer::start().await;
-    let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = ws.write(
+/// A per-second schedule whose every tick POSTs its data to `collector`.
+fn tick_config(ws: &Workspace, collector: &TestServer) -> PathBuf {
+    ws.write(
         "triggers.yaml",
         &format!(
             r#"
@@ -64,30 +60,42 @@ triggers:
             collector.url("/echo"),
             collector.grant()
         ),
-    );
-    let start = |n: usize| {
-        let state = ws.path().join(format!("state-{n}"));
-        let identity = format!("replica-{n}");
-        EngineProcess::start(
-            &config,
-            &state,
-            &[
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--leader-election",
-                "--leader-election-namespace",
-                "default",
-                "--leader-identity",
-                &identity,
-                "--lease-duration",
-                "3s",
-                "--renew-deadline",
-                "2s",
-                "--retry-period",
-                "250ms",
-            ],
-        )
-    };
+    )
+}
+
+/// Replica `n`: its own state directory, identity `replica-n`, short lease timings.
+fn replica(ws: &Workspace, config: &Path, kubeconfig: &Path, n: usize) -> EngineProcess {
+    let identity = format!("replica-{n}");
+    EngineProcess::start(
+        config,
+        &ws.path().join(format!("state-{n}")),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--leader-election",
+            "--leader-election-namespace",
+            "default",
+            "--leader-identity",
+            &identity,
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "250ms",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
+    let server = ApiServer::start(&[]);
+    let collector = TestServer::start().await;
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = tick_config(&ws, &collector);
+    let start = |n: usize| replica(&ws, &config, &kubeconfig, n);
     let mut replicas: Vec<Option<EngineProcess>> = (0..3).map(|n| Some(start(n))).collect();
     let leader_of = |replicas: &[Option<EngineProcess>]| -> Vec<usize> {
         (0..replicas.len())
@@ -172,44 +180,8 @@ async fn a_leader_that_cannot_renew_stops_its_schedules_before_stepping_down() {
     let ws = Workspace::new();
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = ws.write(
-        "triggers.yaml",
-        &format!(
-            r#"
-triggers:
-  - name: tick
-    source: {{ type: schedule, cron: "* * * * * *" }}
-    action:
-      module: http-notify.wasm
-      params: {{ url: "{}", text: "{{data}}" }}
-      grants: {{ http: ["{}"] }}
-"#,
-            collector.url("/echo"),
-            collector.grant()
-        ),
-    );
-    let start = |n: usize| {
-        let identity = format!("replica-{n}");
-        EngineProcess::start(
-            &config,
-            &ws.path().join(format!("state-{n}")),
-            &[
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--leader-election",
-                "--leader-election-namespace",
-                "default",
-                "--leader-identity",
-                &identity,
-                "--lease-duration",
-                "3s",
-                "--renew-deadline",
-                "2s",
-                "--retry-period",
-                "250ms",
-            ],
-        )
-    };
+    let config = tick_config(&ws, &collector);
+    let start = |n: usize| replica(&ws, &config, &kubeconfig, n);
     let replicas = [start(0), start(1)];
     let leader = support::eventually("a leader", || replicas.iter().position(became_leader)).await;
     replicas[leader].wait_runs("tick", 2);

@@ -2,9 +2,6 @@
 //! declares — exact rules for each example config and for every kind of need,
 //! and the output applied with kubectl to the test API server.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 use wasmtrigger_test_apiserver::ApiServer;
 
@@ -17,10 +14,7 @@ fn rbac(config: &std::path::Path, extra: &[&str]) -> (String, Vec<Value>) {
     args.extend(extra);
     let (code, out, err) = run_cli(&args, None);
     assert_eq!(code, 0, "stderr: {err}");
-    let docs = serde_yaml_ng::Deserializer::from_str(&out)
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect();
+    let docs = support::yaml_documents(&out);
     (out, docs)
 }
 
@@ -174,26 +168,10 @@ fn every_kind_of_need_becomes_the_narrowest_rule() {
     }
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    let mut kubectl = Command::new("kubectl")
-        .args(["apply", "--validate=false", "-f", "-"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    kubectl
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(out.as_bytes())
-        .unwrap();
-    let result = kubectl.wait_with_output().unwrap();
-    assert!(
-        result.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&result.stderr)
+    support::kubectl(
+        Some(&kubeconfig),
+        &["apply", "--validate=false", "-f", "-"],
+        &out,
     );
     let stored = server
         .get("rbac.authorization.k8s.io", "roles", "a", "wasmtrigger")

@@ -3,36 +3,13 @@
 //! module version; invalid ones get an Invalid condition naming the field;
 //! fixing or deleting an object takes effect without a restart.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 use wasmtrigger_test_apiserver::{ApiServer, ResourceType};
 
 use crate::support::{self, EngineProcess, Workspace};
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::kubectl(Some(kubeconfig), args, stdin);
 }
 
 fn status(server: &ApiServer, name: &str) -> Value {

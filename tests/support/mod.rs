@@ -145,6 +145,56 @@ pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     )
 }
 
+/// Runs `/usr/bin/kubectl` with `stdin`, against `kubeconfig` if given (never
+/// an in-cluster config), and returns its stdout; a failure fails the test.
+pub fn kubectl(kubeconfig: Option<&Path>, args: &[&str], stdin: &str) -> String {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args).env_remove("KUBERNETES_SERVICE_HOST");
+    if let Some(path) = kubeconfig {
+        cmd.env("KUBECONFIG", path);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed (/usr/bin/kubectl)");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that a run failed with an error containing `text`.
+pub fn assert_failed_with(record: &RunRecord, text: &str) {
+    assert_eq!(
+        record.status,
+        wasmtrigger::runs::RunStatus::Failed,
+        "{record:#?}"
+    );
+    let error = record.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(text),
+        "expected {text:?} in the error: {record:#?}"
+    );
+}
+
+/// The documents of a multi-document YAML stream, as JSON values.
+pub fn yaml_documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
 /// Lines seen so far, shared with a reader thread.
 #[derive(Default)]
 struct Lines {
