@@ -415,7 +415,7 @@ triggers:
 }
 
 #[tokio::test]
-async fn in_a_pod_the_service_account_connects_over_https_and_kubeconfig_outside() {
+async fn in_a_pod_the_service_account_connects_over_https_and_kubeconfigs_outside() {
     let server = ApiServer::start_with(ServerOptions {
         https: true,
         token: Some("sa-token-1".into()),
@@ -442,42 +442,57 @@ async fn in_a_pod_the_service_account_connects_over_https_and_kubeconfig_outside
     assert_eq!(server.unauthorized(), 0, "every request carried the token");
     assert_eq!(engine.stop(), 0);
 
-    // Outside a pod, `KUBECONFIG` (here with the CA and token inline) wins.
-    let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = ws.write(
-        "triggers.yaml",
-        "triggers:\n  - name: from-kubeconfig\n    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, events: [update] }\n    action: { module: log-event.wasm }\n",
-    );
-    let engine = EngineProcess::start_with_env(
-        &config,
-        &ws.state_dir(),
-        &[],
-        &[
-            ("KUBERNETES_SERVICE_HOST", ""),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-    );
-    engine.wait_started();
-    let before = server.watch_requests("configmaps");
-    support::eventually("the second watch to start", || {
-        (server.watch_requests("configmaps") > before).then_some(())
-    })
-    .await;
-    server
-        .merge_patch(
-            "",
-            "configmaps",
-            "default",
-            "x",
-            &json!({"data": {"a": "1"}}),
-        )
-        .unwrap();
-    let runs = engine.wait_runs("from-kubeconfig", 1);
-    assert_eq!(runs[0]["status"], "succeeded");
-    assert_eq!(server.unauthorized(), 0);
-    assert_eq!(engine.stop(), 0);
+    // Outside a pod: `KUBECONFIG` (here with the CA and token inline), and
+    // without it the default `~/.kube/config`.
+    for (n, via_env) in [(1, true), (2, false)] {
+        let ws = Workspace::new();
+        let home = ws.path().join("home");
+        std::fs::create_dir_all(home.join(".kube")).unwrap();
+        let kubeconfig = if via_env {
+            ws.path().join("kubeconfig")
+        } else {
+            home.join(".kube/config")
+        };
+        server.write_kubeconfig(&kubeconfig).unwrap();
+        let config = ws.write(
+            "triggers.yaml",
+            "triggers:\n  - name: from-kubeconfig\n    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, events: [update] }\n    action: { module: log-event.wasm }\n",
+        );
+        let kubeconfig_env = if via_env {
+            kubeconfig.to_str().unwrap()
+        } else {
+            ""
+        };
+        let engine = EngineProcess::start_with_env(
+            &config,
+            &ws.state_dir(),
+            &[],
+            &[
+                ("KUBERNETES_SERVICE_HOST", ""),
+                ("HOME", home.to_str().unwrap()),
+                ("KUBECONFIG", kubeconfig_env),
+            ],
+        );
+        engine.wait_started();
+        let before = server.watch_requests("configmaps");
+        support::eventually("the watch to start", || {
+            (server.watch_requests("configmaps") > before).then_some(())
+        })
+        .await;
+        server
+            .merge_patch(
+                "",
+                "configmaps",
+                "default",
+                "x",
+                &json!({"data": {"a": n.to_string()}}),
+            )
+            .unwrap();
+        let runs = engine.wait_runs("from-kubeconfig", 1);
+        assert_eq!(runs[0]["status"], "succeeded", "via_env: {via_env}");
+        assert_eq!(server.unauthorized(), 0);
+        assert_eq!(engine.stop(), 0);
+    }
 }
 
 #[test]
