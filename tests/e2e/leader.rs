@@ -43,7 +43,8 @@ fn lease_holder(server: &ApiServer) -> Option<String> {
         .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
 }
 
-/// A per-second schedule whose every tick POSTs its data to `collector`.
+/// A per-second schedule whose every tick POSTs its data to `collector`, and
+/// a webhook (which every replica serves).
 fn tick_config(ws: &Workspace, collector: &TestServer) -> PathBuf {
     ws.write(
         "triggers.yaml",
@@ -56,6 +57,9 @@ triggers:
       module: http-notify.wasm
       params: {{ url: "{}", text: "{{data}}" }}
       grants: {{ http: ["{}"] }}
+  - name: hook
+    source: {{ type: webhook, auth: none }}
+    action: {{ module: log-event.wasm }}
 "#,
             collector.url("/echo"),
             collector.grant()
@@ -124,6 +128,15 @@ async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
                 "replica {n} ran the schedule"
             );
             assert!(!became_leader(replica), "replica {n} also leads");
+            // Webhooks are not singletons: a follower takes them.
+            let response = reqwest::Client::new()
+                .post(format!("{}/hooks/hook", replica.base_url()))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202, "replica {n}");
+            replica.wait_runs("hook", 1);
         }
     }
 
