@@ -153,3 +153,62 @@ async fn trigger_objects_run_and_get_their_status_written() {
         "status counts {counted}, the engine logged {succeeded}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_trigger_objects_are_named_by_namespace() {
+    let server = ApiServer::start(&[ResourceType::new(
+        "wasmtrigger.dev",
+        "v1alpha1",
+        "Trigger",
+        "triggers",
+        true,
+    )]);
+    server
+        .create(
+            "",
+            "namespaces",
+            "",
+            serde_json::json!({"metadata": {"name": "team-a"}}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write("triggers.yaml", "triggers: []\n");
+    let engine = EngineProcess::start(
+        &config,
+        &ws.state_dir(),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--trigger-objects",
+            "*",
+        ],
+    );
+    engine.wait_started();
+    // The same object name in two namespaces: two triggers.
+    let objects = ["default", "team-a"]
+        .map(|ns| {
+            format!(
+                "apiVersion: wasmtrigger.dev/v1alpha1\nkind: Trigger\nmetadata: {{ name: tick, namespace: {ns} }}\nspec:\n  source: {{ type: schedule, every: 200ms }}\n  action: {{ module: log-event.wasm }}\n"
+            )
+        })
+        .join("---\n");
+    kubectl(
+        &kubeconfig,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        &objects,
+    );
+    engine.wait_runs("default.tick", 1);
+    engine.wait_runs("team-a.tick", 1);
+    for ns in ["default", "team-a"] {
+        support::eventually("the status", || {
+            server
+                .get("wasmtrigger.dev", "triggers", ns, "tick")
+                .filter(|t| t["status"]["state"] == "Ready")
+                .map(|_| ())
+        })
+        .await;
+    }
+    assert_eq!(engine.stop(), 0);
+}
