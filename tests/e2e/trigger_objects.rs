@@ -26,25 +26,9 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-const TRIGGERS: &str = r#"
-apiVersion: wasmtrigger.dev/v1alpha1
-kind: Trigger
-metadata: { name: heartbeat, namespace: default }
-spec:
-  description: ticks from a Trigger object
-  source: { type: schedule, every: 200ms }
-  action: { module: log-event.wasm }
----
-apiVersion: wasmtrigger.dev/v1alpha1
-kind: Trigger
-metadata: { name: broken, namespace: default }
-spec:
-  source: { type: schedule, cron: "not a cron" }
-  action: { module: log-event.wasm }
-"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trigger_objects_run_and_get_their_status_written() {
+/// A test API server serving Trigger objects, and an engine taking its
+/// triggers from them (`--trigger-objects scope`) and from a file with none.
+fn engine_on_objects(scope: &str) -> (ApiServer, Workspace, EngineProcess) {
     let server = ApiServer::start(&[ResourceType::new(
         "wasmtrigger.dev",
         "v1alpha1",
@@ -64,10 +48,34 @@ async fn trigger_objects_run_and_get_their_status_written() {
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
             "--trigger-objects",
-            "default",
+            scope,
         ],
     );
     engine.wait_started();
+    (server, ws, engine)
+}
+
+const TRIGGERS: &str = r#"
+apiVersion: wasmtrigger.dev/v1alpha1
+kind: Trigger
+metadata: { name: heartbeat, namespace: default }
+spec:
+  description: ticks from a Trigger object
+  source: { type: schedule, every: 200ms }
+  action: { module: log-event.wasm }
+---
+apiVersion: wasmtrigger.dev/v1alpha1
+kind: Trigger
+metadata: { name: broken, namespace: default }
+spec:
+  source: { type: schedule, cron: "not a cron" }
+  action: { module: log-event.wasm }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_objects_run_and_get_their_status_written() {
+    let (server, ws, engine) = engine_on_objects("default");
+    let kubeconfig = ws.path().join("kubeconfig");
     let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
     kubectl(&kubeconfig, &apply, TRIGGERS);
 
@@ -156,13 +164,8 @@ async fn trigger_objects_run_and_get_their_status_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_wide_trigger_objects_are_named_by_namespace() {
-    let server = ApiServer::start(&[ResourceType::new(
-        "wasmtrigger.dev",
-        "v1alpha1",
-        "Trigger",
-        "triggers",
-        true,
-    )]);
+    let (server, ws, engine) = engine_on_objects("*");
+    let kubeconfig = ws.path().join("kubeconfig");
     server
         .create(
             "",
@@ -171,21 +174,6 @@ async fn cluster_wide_trigger_objects_are_named_by_namespace() {
             serde_json::json!({"metadata": {"name": "team-a"}}),
         )
         .unwrap();
-    let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = ws.write("triggers.yaml", "triggers: []\n");
-    let engine = EngineProcess::start(
-        &config,
-        &ws.state_dir(),
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--trigger-objects",
-            "*",
-        ],
-    );
-    engine.wait_started();
     // The same object name in two namespaces: two triggers.
     let objects = ["default", "team-a"]
         .map(|ns| {
