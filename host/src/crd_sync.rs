@@ -277,7 +277,13 @@ async fn reconcile(
             .extend(candidates.iter().map(|(_, t)| t.clone()));
         let mut problems = config::chain_errors(&config.triggers);
         let (modules, load_errors) = if problems.is_empty() {
-            crate::runtime::load_for_config(&shared.runtime, &config).await
+            // The files' modules are loaded already (and reloaded by the
+            // reloader); only the objects' need loading here.
+            let objects_only = Config {
+                triggers: candidates.iter().map(|(_, t)| t.clone()).collect(),
+                ..(*current).clone()
+            };
+            crate::runtime::load_for_config(&shared.runtime, &objects_only).await
         } else {
             (Vec::new(), Vec::new())
         };
@@ -308,18 +314,8 @@ async fn reconcile(
         verdicts.insert(key.clone(), Ok(()));
     }
     let change = shared.apply(config, modules).await;
-    if !(change.added.is_empty()
-        && change.removed.is_empty()
-        && change.updated.is_empty()
-        && change.restarted.is_empty())
-    {
-        tracing::info!(
-            added = ?change.added,
-            removed = ?change.removed,
-            updated = ?change.updated,
-            restarted = ?change.restarted,
-            "Trigger objects applied"
-        );
+    if !change.is_empty() {
+        change.log("Trigger objects applied");
     }
     *applied = candidates.into_iter().map(|(_, t)| t).collect();
     verdicts.into_iter().collect()

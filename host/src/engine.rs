@@ -149,6 +149,27 @@ pub struct ConfigChange {
     pub restarted: Vec<String>,
 }
 
+impl ConfigChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.updated.is_empty()
+            && self.restarted.is_empty()
+    }
+
+    /// Logs the change at info level with `message`.
+    pub fn log(&self, message: &str) {
+        tracing::info!(
+            added = ?self.added,
+            removed = ?self.removed,
+            updated = ?self.updated,
+            restarted = ?self.restarted,
+            "{message}"
+        );
+    }
+}
+
 /// The parts of a running engine that the reloader changes.
 pub(crate) struct Shared {
     pub runtime: Arc<Runtime>,

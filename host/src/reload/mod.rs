@@ -253,13 +253,7 @@ impl Reloader {
             .reload
             .config_reloads
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            added = ?change.added,
-            removed = ?change.removed,
-            updated = ?change.updated,
-            restarted = ?change.restarted,
-            "config reloaded"
-        );
+        change.log("config reloaded");
     }
 
     fn reject_config(&self, problems: Vec<String>) {
