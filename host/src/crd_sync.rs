@@ -85,7 +85,7 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
         tokio::select! {
             _ = stop.cancelled() => {
                 // The counts made since the last write are not lost on a stop.
-                let writing = shared.sources.leading.as_ref().is_none_or(|l| *l.borrow());
+                let writing = writer(&shared);
                 for key in dirty_status.drain().filter(|_| writing) {
                     if let Some(o) = objects.get(&key) {
                         write_status(&client, o).await;
@@ -106,7 +106,9 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
                         }
                         WatchEvent::InitDone => {
                             let mut fresh = initial.take().unwrap_or_default();
-                            keep_own_status(&objects, &mut fresh);
+                            if writer(&shared) {
+                                keep_own_status(&objects, &mut fresh);
+                            }
                             objects = fresh;
                             pending = true;
                         }
@@ -114,10 +116,14 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
                             if let Some(mut o) = object(t) {
                                 let key = (o.namespace.clone(), o.name.clone());
                                 let changed = match objects.get(&key) {
-                                    // This engine writes the status: the echo of an
-                                    // older write must not undo counts made since.
                                     Some(old) => {
-                                        o.status = old.status.clone();
+                                        // The writer keeps its own status: the echo of an
+                                        // older write must not undo counts made since. A
+                                        // follower takes the leader's, so that it goes on
+                                        // from there if it leads one day.
+                                        if writer(&shared) {
+                                            o.status = old.status.clone();
+                                        }
                                         old.generation != o.generation || old.generation.is_none()
                                     }
                                     None => true,
@@ -150,8 +156,7 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
             _ = flush.tick() => {
                 // Every replica runs the objects' triggers; only the leader
                 // (or the only replica) writes their status.
-                let writing = shared.sources.leading.as_ref().is_none_or(|l| *l.borrow());
-                if !writing {
+                if !writer(&shared) {
                     dirty_status.clear();
                 }
                 if pending {
@@ -173,6 +178,11 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
             }
         }
     }
+}
+
+/// Whether this replica writes status: the leader, or the only replica.
+fn writer(shared: &Shared) -> bool {
+    shared.sources.leading.as_ref().is_none_or(|l| *l.borrow())
 }
 
 /// After a relist, objects already known keep the status this engine keeps.

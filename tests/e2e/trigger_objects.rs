@@ -200,3 +200,72 @@ async fn cluster_wide_trigger_objects_are_named_by_namespace() {
     }
     assert_eq!(engine.stop(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_goes_on_counting_where_the_old_one_stopped() {
+    let server = ApiServer::start(&[ResourceType::new(
+        "wasmtrigger.dev",
+        "v1alpha1",
+        "Trigger",
+        "triggers",
+        true,
+    )]);
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write("triggers.yaml", "triggers: []\n");
+    let replica = |n: usize| {
+        EngineProcess::start(
+            &config,
+            &ws.path().join(format!("state-{n}")),
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--trigger-objects",
+                "default",
+                "--leader-election",
+                "--leader-election-namespace",
+                "default",
+                "--lease-duration",
+                "3s",
+                "--renew-deadline",
+                "2s",
+                "--retry-period",
+                "250ms",
+            ],
+        )
+    };
+    let mut replicas = [Some(replica(0)), Some(replica(1))];
+    kubectl(
+        &kubeconfig,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        &TRIGGERS.split("---").next().unwrap().to_string(),
+    );
+    let count = || {
+        status(&server, "heartbeat")["successCount"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    support::eventually("five counted runs", || (count() >= 5).then_some(())).await;
+    let leader = support::eventually("the leader", || {
+        replicas.iter().position(|r| {
+            r.as_ref()
+                .unwrap()
+                .lines()
+                .iter()
+                .any(|l| l["message"] == "became the leader")
+        })
+    })
+    .await;
+    replicas[leader].take().unwrap().stop();
+    let before = count();
+    // The follower took the leader's status as it was written; once it leads,
+    // its counts go on from there and never fall back.
+    support::eventually("the new leader to count on", || {
+        let now = count();
+        assert!(now >= before, "the count fell from {before} to {now}");
+        (now >= before + 3).then_some(())
+    })
+    .await;
+    replicas[1 - leader].take().unwrap().stop();
+}
