@@ -239,7 +239,7 @@ async fn a_new_leader_goes_on_counting_where_the_old_one_stopped() {
     kubectl(
         &kubeconfig,
         &["apply", "--server-side", "--validate=false", "-f", "-"],
-        &TRIGGERS.split("---").next().unwrap().to_string(),
+        TRIGGERS.split("---").next().unwrap(),
     );
     let count = || {
         status(&server, "heartbeat")["successCount"]
