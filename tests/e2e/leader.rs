@@ -70,25 +70,14 @@ triggers:
 /// Replica `n`: its own state directory, identity `replica-n`, short lease timings.
 fn replica(ws: &Workspace, config: &Path, kubeconfig: &Path, n: usize) -> EngineProcess {
     let identity = format!("replica-{n}");
-    EngineProcess::start(
-        config,
-        &ws.path().join(format!("state-{n}")),
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--leader-election",
-            "--leader-election-namespace",
-            "default",
-            "--leader-identity",
-            &identity,
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "250ms",
-        ],
-    )
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--leader-identity",
+        &identity,
+    ];
+    args.extend(support::FAST_LEADER_ELECTION);
+    EngineProcess::start(config, &ws.path().join(format!("state-{n}")), &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,6 +3,8 @@
 //! module version; invalid ones get an Invalid condition naming the field;
 //! fixing or deleting an object takes effect without a restart.
 
+use std::path::{Path, PathBuf};
+
 use serde_json::Value;
 use wasmtrigger_test_apiserver::{ApiServer, ResourceType};
 
@@ -26,9 +28,9 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// A test API server serving Trigger objects, and an engine taking its
-/// triggers from them (`--trigger-objects scope`) and from a file with none.
-fn engine_on_objects(scope: &str) -> (ApiServer, Workspace, EngineProcess) {
+/// A test API server serving Trigger objects, a workspace with its
+/// kubeconfig, and a config file with no triggers (Trigger objects bring them).
+fn objects_server() -> (ApiServer, Workspace, PathBuf, PathBuf) {
     let server = ApiServer::start(&[ResourceType::new(
         "wasmtrigger.dev",
         "v1alpha1",
@@ -39,18 +41,32 @@ fn engine_on_objects(scope: &str) -> (ApiServer, Workspace, EngineProcess) {
     let ws = Workspace::new();
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    // Files may bring no triggers at all when Trigger objects are used.
     let config = ws.write("triggers.yaml", "triggers: []\n");
-    let engine = EngineProcess::start(
-        &config,
-        &ws.state_dir(),
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--trigger-objects",
-            scope,
-        ],
-    );
+    (server, ws, config, kubeconfig)
+}
+
+/// An engine taking its triggers from Trigger objects (`--trigger-objects scope`).
+fn objects_engine(
+    config: &Path,
+    kubeconfig: &Path,
+    state: &Path,
+    scope: &str,
+    extra: &[&str],
+) -> EngineProcess {
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--trigger-objects",
+        scope,
+    ];
+    args.extend(extra);
+    EngineProcess::start(config, state, &args)
+}
+
+/// One engine on Trigger objects in `scope`, started.
+fn engine_on_objects(scope: &str) -> (ApiServer, Workspace, EngineProcess) {
+    let (server, ws, config, kubeconfig) = objects_server();
+    let engine = objects_engine(&config, &kubeconfig, &ws.state_dir(), scope, &[]);
     engine.wait_started();
     (server, ws, engine)
 }
@@ -203,37 +219,11 @@ async fn cluster_wide_trigger_objects_are_named_by_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_goes_on_counting_where_the_old_one_stopped() {
-    let server = ApiServer::start(&[ResourceType::new(
-        "wasmtrigger.dev",
-        "v1alpha1",
-        "Trigger",
-        "triggers",
-        true,
-    )]);
-    let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = ws.write("triggers.yaml", "triggers: []\n");
+    let (server, ws, config, kubeconfig) = objects_server();
     let replica = |n: usize| {
-        EngineProcess::start(
-            &config,
-            &ws.path().join(format!("state-{n}")),
-            &[
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--trigger-objects",
-                "default",
-                "--leader-election",
-                "--leader-election-namespace",
-                "default",
-                "--lease-duration",
-                "3s",
-                "--renew-deadline",
-                "2s",
-                "--retry-period",
-                "250ms",
-            ],
-        )
+        let state = ws.path().join(format!("state-{n}"));
+        let lease = support::FAST_LEADER_ELECTION;
+        objects_engine(&config, &kubeconfig, &state, "default", &lease)
     };
     let mut replicas = [Some(replica(0)), Some(replica(1))];
     kubectl(

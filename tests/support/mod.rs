@@ -173,6 +173,20 @@ pub fn kubectl(kubeconfig: Option<&Path>, args: &[&str], stdin: &str) -> String 
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `run` flags for leader election in namespace `default` with short timings
+/// (3 s lease, 2 s renew deadline, 250 ms retries), for multi-replica tests.
+pub const FAST_LEADER_ELECTION: [&str; 9] = [
+    "--leader-election",
+    "--leader-election-namespace",
+    "default",
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "250ms",
+];
+
 /// Asserts that a run failed with an error containing `text`.
 pub fn assert_failed_with(record: &RunRecord, text: &str) {
     assert_eq!(
