@@ -1,10 +1,17 @@
 //! The event journal: every event the engine accepts is written to the state
 //! store before its source is told "accepted", and removed once its run has
 //! ended. After a crash the engine replays what is left: at-least-once, with
-//! each replayed run carrying the original event id.
+//! each replayed run carrying the original event id, `replayed: true` and its
+//! delivery number.
 //!
 //! Appends are group-committed: concurrent appends share one redb transaction
 //! (one fsync), and each caller waits until its entry is durable.
+//!
+//! An entry is removed in the same transaction that stores its run's record
+//! (the history writer calls [`remove_entries`]), so "record written" and
+//! "entry removed" are one commit: after any crash an event either has its
+//! record or is still here to be replayed. Only when no history store takes
+//! the record does [`Journal::complete`] remove the entry on its own.
 
 use std::sync::Arc;
 
@@ -31,6 +38,10 @@ pub struct JournalEntry {
     pub event: Event,
     /// The upstream run, for a chained event.
     pub upstream: Option<Upstream>,
+    /// How many times the event has been handed to a worker before (0 when
+    /// first accepted; each replay after a restart adds one).
+    #[serde(default)]
+    pub deliveries: u32,
 }
 
 enum Op {
@@ -88,6 +99,16 @@ impl Journal {
     pub fn complete(&self, event_id: &str) {
         let _ = self.ops.send(Op::Remove(event_id.to_string()));
     }
+}
+
+/// Removes entries inside another store's write transaction (the history
+/// writer's, so that a run's record and its entry's removal commit together).
+pub(crate) fn remove_entries(tx: &redb::WriteTransaction, ids: &[&str]) -> Result<(), StateError> {
+    let mut table = tx.open_table(JOURNAL)?;
+    for id in ids {
+        table.remove(*id)?;
+    }
+    Ok(())
 }
 
 fn read_all(state: &StateStore) -> Result<Vec<JournalEntry>, StateError> {
@@ -174,6 +195,7 @@ mod tests {
             trigger: trigger.into(),
             event: Event::new(trigger, "webhook", "post", &serde_json::json!({"n": 1})),
             upstream: None,
+            deliveries: 0,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod crd_sync;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod failpoint;
 pub mod invoke;
 pub mod journal;
 pub mod kube;

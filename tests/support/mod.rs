@@ -373,6 +373,38 @@ impl EngineProcess {
         self.raw_log()
     }
 
+    /// Waits for the process to exit on its own (a crash, a failpoint) and
+    /// returns its exit code (None when a signal ended it) and whole log.
+    pub fn wait_exit(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + DEADLINE;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not exit; log so far:\n{}",
+                self.raw_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (code, self.raw_log())
+    }
+
+    /// The stored run records of `trigger` from the engine's API (newest first).
+    pub fn stored_runs(&self, trigger: &str) -> Vec<Value> {
+        let url = format!(
+            "{}/api/v1/runs?trigger={trigger}&limit=10000",
+            self.base_url()
+        );
+        let body = http_get(&url);
+        let value: Value = serde_json::from_str(&body).expect("the API answers JSON");
+        value["runs"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn stop(self) -> i32 {
         self.stop_and_log().0
@@ -413,6 +445,21 @@ fn signal(child: &Child, name: &str) {
         .status()
         .expect("run kill");
     assert!(status.success());
+}
+
+/// GETs a URL and returns the body of a 200 answer; anything else fails the test.
+pub fn http_get(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let response = reqwest::get(url).await.expect("GET answers");
+        let status = response.status();
+        let body = response.text().await.expect("body");
+        assert_eq!(status, 200, "GET {url}: {body}");
+        body
+    })
 }
 
 /// Run-record lines of one trigger in a raw JSON-lines log.

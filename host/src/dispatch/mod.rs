@@ -91,6 +91,8 @@ pub struct Job {
     pub(crate) upstream: Option<Upstream>,
     /// Whether the event has a journal entry to remove when its run ends.
     pub(crate) journaled: bool,
+    /// Which delivery of the event this is (more than 1: replayed from the journal).
+    pub(crate) delivery: u32,
     /// Told when the run ends (sources that acknowledge upstream, like queues).
     pub(crate) on_done: Option<Completion>,
 }
@@ -106,6 +108,7 @@ impl Job {
         Job {
             accepted: self.accepted.clone(),
             journaled: self.journaled,
+            delivery: self.delivery,
             on_done: self.on_done.clone(),
             ..Job::new(&self.trigger, self.event.clone(), self.upstream.clone())
         }
@@ -123,6 +126,7 @@ impl Job {
             module: None,
             upstream,
             journaled: false,
+            delivery: 1,
             on_done: None,
         }
     }
@@ -187,6 +191,7 @@ impl Submitter {
                 trigger: trigger.name.to_string(),
                 event: job.event.clone(),
                 upstream: job.upstream.clone(),
+                deliveries: 0,
             };
             if let Err(e) = journal.append(entry).await {
                 self.metrics.dropped(&trigger.name, "journal");
@@ -214,15 +219,27 @@ impl Submitter {
         Ok(())
     }
 
-    /// Queues a journaled event again after a restart, waiting for room.
+    /// Queues a journaled event again after a restart, waiting for room. The
+    /// entry's delivery count goes up first, durably, so that a crash during
+    /// this delivery too is seen as such by the next one.
     pub(crate) async fn replay(
         &self,
         trigger: &Arc<Trigger>,
-        entry: JournalEntry,
+        mut entry: JournalEntry,
     ) -> Result<(), SubmitError> {
         let permit = self.tx.reserve().await.map_err(|_| SubmitError::Stopping)?;
+        entry.deliveries = entry.deliveries.saturating_add(1);
+        let delivery = entry.deliveries.saturating_add(1);
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.append(entry.clone()).await
+        {
+            // The old entry is still there: the event runs now and, if this
+            // run is not recorded either, again at the next start.
+            tracing::warn!(event_id = %entry.event.id, error = %e, "cannot count a replayed delivery in the journal");
+        }
         let mut job = Job::new(trigger, entry.event, entry.upstream);
         job.journaled = true;
+        job.delivery = delivery;
         self.enqueue(permit, job);
         Ok(())
     }

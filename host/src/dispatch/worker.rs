@@ -273,10 +273,17 @@ fn finish(
         reason: error.as_ref().map(|e| e.kind),
         error: error.map(|e| e.message),
         upstream: job.upstream,
+        delivery: job.delivery,
+        replayed: job.delivery > 1,
     };
-    ctx.recorder.record(&record);
-    if let (true, Some(journal)) = (job.journaled, &ctx.journal) {
-        journal.complete(&job.event.id);
+    match (job.journaled, &ctx.journal) {
+        (true, Some(journal)) => {
+            // The record and the entry's removal commit together when a store takes them.
+            if !ctx.recorder.record_completing(&record, &job.event.id) {
+                journal.complete(&job.event.id);
+            }
+        }
+        _ => ctx.recorder.record(&record),
     }
     if let Some(on_done) = &job.on_done {
         on_done(&record, false);
@@ -314,6 +321,8 @@ pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, job: Job, w
         error: Some(why),
         reason: Some(FailureKind::Host),
         upstream: job.upstream,
+        delivery: job.delivery,
+        replayed: job.delivery > 1,
     };
     recorder.record(&record);
     if let Some(on_done) = &job.on_done {

@@ -10,6 +10,8 @@ impl RunSink for LogSink {
         let module = run.module.as_deref().unwrap_or("");
         let filter = run.filter.as_deref().unwrap_or("");
         let attempts = run.attempts.len() as u64;
+        // Only replays say which delivery they were; first deliveries stay as they were.
+        let delivery = run.replayed.then_some(run.delivery);
         match run.status {
             RunStatus::Failed => tracing::warn!(
                 target: "wasmtrigger::run",
@@ -21,6 +23,7 @@ impl RunSink for LogSink {
                 attempts,
                 duration_ms = run.duration_ms,
                 queued_ms = run.queued_ms,
+                delivery,
                 filter,
                 module,
                 reason = run.reason.map(|r| r.as_str()).unwrap_or(""),
@@ -37,6 +40,7 @@ impl RunSink for LogSink {
                 attempts,
                 duration_ms = run.duration_ms,
                 queued_ms = run.queued_ms,
+                delivery,
                 filter,
                 module,
                 output = run.output.as_deref().unwrap_or(""),
@@ -52,6 +56,7 @@ impl RunSink for LogSink {
                 attempts,
                 duration_ms = run.duration_ms,
                 queued_ms = run.queued_ms,
+                delivery,
                 filter,
                 module,
                 "run finished"

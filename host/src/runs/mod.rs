@@ -94,6 +94,22 @@ pub struct RunRecord {
     /// For a chained run: the run whose end started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Upstream>,
+    /// Which delivery of the event this run was: 1, or more when the event was
+    /// replayed from the journal after the engine stopped before recording it.
+    #[serde(default = "first_delivery", skip_serializing_if = "is_first_delivery")]
+    pub delivery: u32,
+    /// Whether the event was replayed from the journal (`delivery` > 1): an
+    /// earlier delivery may have run, in part or whole, before a crash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+fn first_delivery() -> u32 {
+    1
+}
+
+fn is_first_delivery(n: &u32) -> bool {
+    *n <= 1
 }
 
 /// The run that started a chained run.
@@ -113,6 +129,16 @@ pub struct Upstream {
 pub trait RunSink: Send + Sync {
     /// Called once per run, after it ended.
     fn record(&self, run: &RunRecord);
+
+    /// Like [`RunSink::record`], and also removes the event's journal entry
+    /// (keyed by `journal_key`) in the same commit that stores the record.
+    /// Returns whether this sink took the removal on; only a durable store
+    /// can, every other sink just records.
+    fn record_and_complete(&self, run: &RunRecord, journal_key: &str) -> bool {
+        let _ = journal_key;
+        self.record(run);
+        false
+    }
 }
 
 /// Fans records out to every sink.
@@ -132,6 +158,23 @@ impl RunRecorder {
         for sink in &self.sinks {
             sink.record(run);
         }
+    }
+
+    /// Hands a record to every sink and has the first sink that can store it
+    /// durably remove the event's journal entry in the same commit, so a
+    /// crash leaves either both (the record and no entry) or neither (the
+    /// entry, replayed at the next start). Returns false if no sink could:
+    /// the caller must remove the entry itself.
+    pub fn record_completing(&self, run: &RunRecord, journal_key: &str) -> bool {
+        let mut taken = false;
+        for sink in &self.sinks {
+            if taken {
+                sink.record(run);
+            } else {
+                taken = sink.record_and_complete(run, journal_key);
+            }
+        }
+        taken
     }
 }
 

@@ -8,6 +8,11 @@
 //! Records are written by a background task in batches (one commit per batch),
 //! so recording never waits for a disk sync on the event path. Retention keeps
 //! at most `max_per_trigger` records per trigger and none older than `max_age`.
+//!
+//! The same commit removes the journal entries of the events those records
+//! end ([`crate::journal`]): a crash leaves either the record without the
+//! entry, or the entry (replayed at the next start) without the record, never
+//! an event with neither.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -101,7 +106,7 @@ impl RunStore {
 
     /// Starts the background writer; records sent to the sink are stored in batches.
     pub fn start_writer(self: &Arc<Self>) -> (Arc<HistorySink>, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RunRecord>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Ending>();
         let store = self.clone();
         let task = tokio::spawn(async move {
             let mut sweep = tokio::time::interval(Duration::from_secs(60));
@@ -117,7 +122,7 @@ impl RunStore {
                             }
                         }
                         let store = store.clone();
-                        let written = tokio::task::spawn_blocking(move || store.write(&batch)).await;
+                        let written = tokio::task::spawn_blocking(move || store.write_ending(&batch)).await;
                         if let Ok(Err(e)) | Err(e) = written.map_err(|e| StateError::Storage(e.to_string())) {
                             tracing::error!(error = %e, "cannot store run records");
                         }
@@ -136,7 +141,28 @@ impl RunStore {
 
     /// Stores records, updates summaries and applies count retention.
     pub fn write(&self, records: &[RunRecord]) -> Result<(), StateError> {
+        let batch: Vec<Ending> = records
+            .iter()
+            .map(|r| Ending {
+                record: r.clone(),
+                journal_key: None,
+            })
+            .collect();
+        self.write_ending(&batch)
+    }
+
+    /// Stores records and, in the same transaction, removes the journal
+    /// entries of the events they end.
+    fn write_ending(&self, batch: &[Ending]) -> Result<(), StateError> {
         let tx = self.state.db().begin_write()?;
+        let keys: Vec<&str> = batch
+            .iter()
+            .filter_map(|e| e.journal_key.as_deref())
+            .collect();
+        if !keys.is_empty() {
+            crate::journal::remove_entries(&tx, &keys)?;
+        }
+        let records = batch.iter().map(|e| &e.record);
         {
             let mut runs = tx.open_table(RUNS)?;
             let mut by_trigger = tx.open_table(BY_TRIGGER)?;
@@ -180,7 +206,13 @@ impl RunStore {
                 }
             }
         }
+        if !keys.is_empty() {
+            crate::failpoint::hit("history-before-commit");
+        }
         tx.commit()?;
+        if !keys.is_empty() {
+            crate::failpoint::hit("history-after-commit");
+        }
         Ok(())
     }
 
@@ -302,14 +334,32 @@ impl RunStore {
     }
 }
 
+/// A record on its way to the store, with the journal entry it ends.
+struct Ending {
+    record: RunRecord,
+    journal_key: Option<String>,
+}
+
 /// The run sink that feeds the history writer.
 pub struct HistorySink {
-    tx: mpsc::UnboundedSender<RunRecord>,
+    tx: mpsc::UnboundedSender<Ending>,
 }
 
 impl RunSink for HistorySink {
     fn record(&self, run: &RunRecord) {
-        let _ = self.tx.send(run.clone());
+        let _ = self.tx.send(Ending {
+            record: run.clone(),
+            journal_key: None,
+        });
+    }
+
+    fn record_and_complete(&self, run: &RunRecord, journal_key: &str) -> bool {
+        self.tx
+            .send(Ending {
+                record: run.clone(),
+                journal_key: Some(journal_key.to_string()),
+            })
+            .is_ok()
     }
 }
 
@@ -338,6 +388,8 @@ mod tests {
             error: (status == RunStatus::Failed).then(|| "boom".into()),
             reason: None,
             upstream: None,
+            delivery: 1,
+            replayed: false,
         }
     }
 
