@@ -8,7 +8,8 @@
 //!
 //! - `history-before-commit`: the history writer has stored a batch of run
 //!   records and removed their events' journal entries, but not committed;
-//! - `history-after-commit`: the same batch has just been committed.
+//! - `history-after-durable-commit`: such removals have just been made
+//!   durable (fsync'd), by their own commit or a later one.
 
 use std::sync::OnceLock;
 

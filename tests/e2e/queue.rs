@@ -329,13 +329,13 @@ fn every_accepted_event_has_one_record_across_kills() {
 
 /// A crash between storing a finished run's record and committing it: the
 /// event is still journaled, runs again after the restart, and ends with one
-/// record that says it was replayed. A crash just after the commit leaves the
-/// record and nothing to replay.
+/// record that says it was replayed. A crash just after that commit became
+/// durable leaves the record and nothing to replay.
 #[test]
 fn a_crash_around_the_history_commit_loses_neither_record_nor_event() {
     for (failpoint, replays) in [
         ("history-before-commit", true),
-        ("history-after-commit", false),
+        ("history-after-durable-commit", false),
     ] {
         let ws = Workspace::new();
         let config = ws.write("hooks.yaml", HOOK_CONFIG);

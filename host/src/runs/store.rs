@@ -36,6 +36,34 @@ const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_su
 /// Most records one commit takes.
 const BATCH: usize = 512;
 
+/// How long stored records may go without an fsync of their own. Batches in
+/// between are committed without one: a crash loses such a commit whole —
+/// records and journal removals together, so those events are replayed — and
+/// any later fsync'd commit (every journal append is one) persists it.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Commits nothing, durably: persists the commits made without an fsync.
+async fn sync(store: &Arc<RunStore>) -> bool {
+    let store = store.clone();
+    let synced = tokio::task::spawn_blocking(move || -> Result<(), StateError> {
+        let tx = store.state.db().begin_write()?;
+        tx.commit()?;
+        Ok(())
+    })
+    .await;
+    match synced {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot sync stored run records");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sync stored run records");
+            false
+        }
+    }
+}
+
 /// How long runs are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
@@ -110,6 +138,10 @@ impl RunStore {
         let store = self.clone();
         let task = tokio::spawn(async move {
             let mut sweep = tokio::time::interval(Duration::from_secs(60));
+            let mut settle = tokio::time::interval(DURABLE_EVERY);
+            let mut last_durable = std::time::Instant::now();
+            // Commits made without an fsync, and whether they removed journal entries.
+            let (mut unsynced, mut removals_unsynced) = (false, false);
             loop {
                 tokio::select! {
                     first = rx.recv() => {
@@ -121,10 +153,32 @@ impl RunStore {
                                 Err(_) => break,
                             }
                         }
+                        let durable = last_durable.elapsed() >= DURABLE_EVERY;
+                        let removes = batch.iter().any(|e| e.journal_key.is_some());
                         let store = store.clone();
-                        let written = tokio::task::spawn_blocking(move || store.write_ending(&batch)).await;
-                        if let Ok(Err(e)) | Err(e) = written.map_err(|e| StateError::Storage(e.to_string())) {
-                            tracing::error!(error = %e, "cannot store run records");
+                        let written = tokio::task::spawn_blocking(move || store.write_ending(&batch, durable)).await;
+                        match written.map_err(|e| StateError::Storage(e.to_string())) {
+                            Ok(Ok(())) if durable => {
+                                if removes || removals_unsynced {
+                                    crate::failpoint::hit("history-after-durable-commit");
+                                }
+                                last_durable = std::time::Instant::now();
+                                (unsynced, removals_unsynced) = (false, false);
+                            }
+                            Ok(Ok(())) => {
+                                unsynced = true;
+                                removals_unsynced |= removes;
+                            }
+                            Ok(Err(e)) | Err(e) => tracing::error!(error = %e, "cannot store run records"),
+                        }
+                    }
+                    _ = settle.tick(), if unsynced => {
+                        if sync(&store).await {
+                            if removals_unsynced {
+                                crate::failpoint::hit("history-after-durable-commit");
+                            }
+                            last_durable = std::time::Instant::now();
+                            (unsynced, removals_unsynced) = (false, false);
                         }
                     }
                     _ = sweep.tick() => {
@@ -134,6 +188,9 @@ impl RunStore {
                         }
                     }
                 }
+            }
+            if unsynced {
+                sync(&store).await;
             }
         });
         (Arc::new(HistorySink { tx }), task)
@@ -148,13 +205,18 @@ impl RunStore {
                 journal_key: None,
             })
             .collect();
-        self.write_ending(&batch)
+        self.write_ending(&batch, true)
     }
 
     /// Stores records and, in the same transaction, removes the journal
-    /// entries of the events they end.
-    fn write_ending(&self, batch: &[Ending]) -> Result<(), StateError> {
-        let tx = self.state.db().begin_write()?;
+    /// entries of the events they end. A batch that is not `durable` is
+    /// committed without an fsync (see [`DURABLE_EVERY`]).
+    fn write_ending(&self, batch: &[Ending], durable: bool) -> Result<(), StateError> {
+        let mut tx = self.state.db().begin_write()?;
+        if !durable {
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| StateError::Storage(e.to_string()))?;
+        }
         let keys: Vec<&str> = batch
             .iter()
             .filter_map(|e| e.journal_key.as_deref())
@@ -210,9 +272,6 @@ impl RunStore {
             crate::failpoint::hit("history-before-commit");
         }
         tx.commit()?;
-        if !keys.is_empty() {
-            crate::failpoint::hit("history-after-commit");
-        }
         Ok(())
     }
 
