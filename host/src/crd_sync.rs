@@ -4,6 +4,10 @@
 //! with the validation message, last run and result, counts, module version.
 //! Every replica runs the triggers (their schedules and watches still run on
 //! the leader only); the leader writes the status.
+//!
+//! Objects are trusted less than files: each must stay inside the file
+//! config's `engine.triggerObjects` policy ([`crate::config::policy`]), and
+//! one that does not is refused with an `Invalid` status naming the rule.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -269,7 +273,22 @@ async fn reconcile(
         }
         let entry = crate::crd::as_config_entry(&name, &o.spec);
         match config::load_trigger(&entry, &o.origin(), &current) {
-            Ok(trigger) => candidates.push((key.clone(), trigger)),
+            Ok(trigger) => {
+                // An object gets only what the operator's policy allows.
+                let mut problems = current.engine.trigger_objects.violations(&trigger);
+                if problems.is_empty() {
+                    let one = std::slice::from_ref(&trigger);
+                    problems =
+                        crate::check::webhook_key_problems(one, &shared.services.secrets, false)
+                            .await;
+                    crate::check::preload_secrets(one, &shared.services.secrets).await;
+                }
+                if problems.is_empty() {
+                    candidates.push((key.clone(), trigger));
+                } else {
+                    verdicts.insert(key.clone(), Err(messages(&problems)));
+                }
+            }
             Err(errors) => {
                 verdicts.insert(key.clone(), Err(messages(&errors)));
             }

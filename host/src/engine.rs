@@ -52,6 +52,12 @@ pub enum EngineError {
     /// Leader election settings are inconsistent.
     #[error("{0}")]
     Leader(String),
+    /// The config cannot run as it is (a webhook key that is missing or empty).
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// The API token is missing, empty or unreadable.
+    #[error("{0}")]
+    ApiToken(String),
 }
 
 /// How the engine runs.
@@ -66,7 +72,7 @@ pub struct EngineOptions {
     /// Serve webhooks, metrics, health and the API here (port 0 picks one).
     pub listen: Option<SocketAddr>,
     /// Bearer token required by the `/api` endpoints.
-    pub api_token: Option<String>,
+    pub api_token: Option<crate::server::ApiToken>,
     /// How Kubernetes is reached (kube-watch, the kube capability, Secrets).
     pub kube: crate::kube::KubeConnection,
     /// Elect a leader among replicas; singleton sources run on the leader only.
@@ -480,7 +486,13 @@ impl Engine {
         let server = match options.listen {
             None => None,
             Some(addr) => {
-                let server_state = ServerState::new(metrics.clone(), options.api_token.clone());
+                let token = options
+                    .api_token
+                    .clone()
+                    .map(crate::server::TokenSource::new)
+                    .transpose()
+                    .map_err(EngineError::ApiToken)?;
+                let server_state = ServerState::new(metrics.clone(), token, config.engine.server);
                 let server = Server::start(addr, server_state.clone())
                     .await
                     .map_err(|e| EngineError::Listen(addr, e))?;
@@ -508,19 +520,25 @@ impl Engine {
         };
         let mut secret_store = SecretStore::from_settings(&config.engine.secrets);
         if let Some((namespace, name)) = &config.engine.secrets.kubernetes {
-            secret_store = secret_store.with_provider(Arc::new(crate::kube::KubeSecretProvider {
-                connector: kube.clone(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-            }));
+            secret_store = secret_store.with_provider(Arc::new(
+                crate::kube::KubeSecretProvider::new(kube.clone(), namespace.clone(), name.clone()),
+            ));
         }
-        let services = HostServices::with_kube(secret_store, Some(kube.clone()))
+        let own_listener = server.as_ref().map(|(s, _)| s.addr);
+        let services = HostServices::for_engine(secret_store, Some(kube.clone()), own_listener)
             .map_err(EngineError::Services)?;
+        crate::check::preload_secrets(&config.triggers, &services.secrets).await;
+        let key_problems =
+            crate::check::webhook_key_problems(&config.triggers, &services.secrets, false).await;
+        if !key_problems.is_empty() {
+            return Err(EngineError::Config(ConfigErrors(key_problems)));
+        }
         let settings = RuntimeSettings {
             stdio_limit: config.engine.stdio_limit,
             pool_instances: (config.engine.workers * 4).clamp(16, 1000) as u32,
             cache_dir: options.module_cache.clone(),
             cache_max_bytes: config.engine.module_cache_size,
+            max_module_bytes: config.engine.max_module_size,
             ..RuntimeSettings::default()
         };
         let runtime = Arc::new(Runtime::new(&settings)?);

@@ -1,6 +1,27 @@
-//! Log output: human-readable text or one JSON object per line.
+//! Log output: human-readable text or one JSON object per line, with every
+//! registered secret value redacted from the formatted bytes
+//! ([`crate::capabilities::redact`]), whatever field or error carried it.
+
+use std::io::Write;
 
 use tracing_subscriber::EnvFilter;
+
+use crate::capabilities::redact;
+
+/// Stderr, with secret values redacted from each formatted log event.
+pub struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes one whole event per call, so a value is never split here.
+        std::io::stderr().write_all(&redact::redact_bytes(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -20,7 +41,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingStderr);
     let result = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder

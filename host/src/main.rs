@@ -22,6 +22,7 @@ use wasmtrigger::runs::RunStatus;
 use wasmtrigger::runs::store::RunQuery;
 use wasmtrigger::runtime::{Runtime, RuntimeSettings, World};
 use wasmtrigger::scaffold::{Lang, scaffold};
+use wasmtrigger::server::ApiToken;
 
 /// Event automation with WebAssembly filters and actions.
 #[derive(Parser)]
@@ -152,6 +153,9 @@ struct ServerArgs {
     /// Bearer token for the API, if the engine requires one.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// A file holding the API token (keeps it out of `ps`).
+    #[arg(long, env = "API_TOKEN_FILE", conflicts_with = "api_token")]
+    api_token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -313,9 +317,15 @@ struct RunArgs {
     /// Address of the HTTP server (webhooks, /metrics, /healthz, /readyz, API); `off` disables it.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
-    /// Require this bearer token on the /api endpoints.
+    /// Require this bearer token on the /api endpoints (prefer --api-token-file).
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Require the bearer token in this file on the /api endpoints; re-read when it changes.
+    #[arg(long, env = "API_TOKEN_FILE", conflicts_with = "api_token")]
+    api_token_file: Option<PathBuf>,
+    /// Serve the API without a token on a non-loopback address (anyone who can connect controls the engine).
+    #[arg(long, env = "INSECURE_API")]
+    insecure_api: bool,
 }
 
 #[derive(Args)]
@@ -481,15 +491,36 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let listen = match args.listen.as_str() {
+    let listen: Option<std::net::SocketAddr> = match args.listen.as_str() {
         "off" | "none" | "" => None,
         addr => Some(addr.parse().with_context(|| {
             format!("--listen {addr}: expected HOST:PORT like 127.0.0.1:7070, or off")
         })?),
     };
+    let api_token = match (&args.api_token, &args.api_token_file) {
+        (Some(token), _) => Some(ApiToken::Value(token.clone())),
+        (None, Some(file)) => Some(ApiToken::File(file.clone())),
+        (None, None) => None,
+    };
+    if let Some(addr) = listen.filter(|a| !a.ip().is_loopback())
+        && api_token.is_none()
+    {
+        if !args.insecure_api {
+            eprintln!(
+                "error: --listen {addr} is reachable from other hosts, and without an API token anyone who can connect could list triggers and runs and fire triggers.\n\
+                 Give a token: --api-token-file FILE (or API_TOKEN_FILE; e.g. a mounted Secret), or --api-token / API_TOKEN;\n\
+                 or listen on loopback only (--listen 127.0.0.1:7070); or, knowingly, pass --insecure-api."
+            );
+            return Ok(ExitCode::from(2));
+        }
+        tracing::warn!(
+            listen = %addr,
+            "--insecure-api: the API has no token on a non-loopback address; anyone who can connect controls this engine"
+        );
+    }
     let options = EngineOptions {
         listen,
-        api_token: args.api_token.clone(),
+        api_token,
         kube: wasmtrigger::kube::KubeConnection {
             kubeconfig: args.kubeconfig.clone(),
             service_account_dir: args.service_account_dir.clone(),
@@ -527,6 +558,18 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(EngineError::Modules(errors)) => {
             eprintln!("{errors}");
             eprintln!("error: {} module problem(s); not starting", errors.0.len());
+            return Ok(ExitCode::from(2));
+        }
+        Err(EngineError::Config(errors)) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "error: the config has {} problem(s); not starting",
+                errors.0.len()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Err(EngineError::ApiToken(why)) => {
+            eprintln!("error: {why}");
             return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e).context("cannot start the engine"),
@@ -706,7 +749,17 @@ async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn client(server: &ServerArgs) -> anyhow::Result<ApiClient> {
-    Ok(ApiClient::new(&server.server, server.api_token.clone())?)
+    let token = match (&server.api_token, &server.api_token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the API token file {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    Ok(ApiClient::new(&server.server, token)?)
 }
 
 fn print_as<T: serde::Serialize>(

@@ -77,6 +77,28 @@ storage_from!(
     redb::CommitError
 );
 
+/// Creates `dir` (and its parents) and makes it readable by its owner only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates `path` if missing, and makes it readable and writable by its owner only.
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// The process's state database.
 pub struct StateStore {
     db: Database,
@@ -84,11 +106,15 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`. The directory is made 0700
+    /// and the database file 0600: kv values and run records are the
+    /// engine's and its guests' business, not other local users'.
     pub fn open(dir: &Path, limits: KvLimits) -> Result<Arc<Self>, StateError> {
-        std::fs::create_dir_all(dir)
+        private_dir(dir)
             .map_err(|e| StateError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(STATE_FILE);
+        private_file(&path)
+            .map_err(|e| StateError::Storage(format!("cannot create {}: {e}", path.display())))?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StateError::Locked(path.display().to_string())

@@ -197,8 +197,8 @@ fn sign(key: &str, body: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_authenticate_cap_bodies_and_push_back_when_full() {
     let ws = Workspace::new();
-    ws.write("secrets/hook-token", "t0ken");
-    ws.write("secrets/gh-secret", "k3y");
+    ws.write("secrets/hook-token", "t0ken-long-enough");
+    ws.write("secrets/gh-secret", "k3y-long-enough");
     let yaml = format!(
         r#"
 engine: {{ workers: 1, queueSize: 1, secrets: {{ dir: "{}" }} }}
@@ -227,7 +227,7 @@ triggers:
     let post = |path: &str| http.post(format!("{base}{path}"));
 
     let ok = post("/hooks/bearer")
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-long-enough")
         .header("x-request-id", "req-1")
         .header("content-type", "application/json")
         .body(r#"{"ref":"main"}"#)
@@ -241,7 +241,7 @@ triggers:
         (post("/hooks/bearer").bearer_auth("wrong").body("{}"), 401),
         (
             post("/hooks/bearer")
-                .bearer_auth("t0ken")
+                .bearer_auth("t0ken-long-enough")
                 .body(vec![b'x'; 2048]),
             413,
         ),
@@ -254,14 +254,17 @@ triggers:
         (post("/hooks/nobody").body("{}"), 404),
         (
             http.get(format!("{base}/hooks/bearer"))
-                .bearer_auth("t0ken"),
+                .bearer_auth("t0ken-long-enough"),
             405,
         ),
     ] {
         assert_eq!(request.send().await.unwrap().status(), expected);
     }
     let signed = post("/hooks/github")
-        .header("x-hub-signature-256", sign("k3y", b"\x00binary\xff"))
+        .header(
+            "x-hub-signature-256",
+            sign("k3y-long-enough", b"\x00binary\xff"),
+        )
         .header("content-type", "application/octet-stream")
         .body(&b"\x00binary\xff"[..])
         .send()

@@ -108,6 +108,9 @@ pub struct HttpGrant {
     port: u16,
     path_prefix: String,
     text: String,
+    /// Whether a host name may resolve to loopback or link-local addresses
+    /// (`allowInternal: true`); an IP-literal grant names its address itself.
+    internal: bool,
 }
 
 impl fmt::Display for HttpGrant {
@@ -163,7 +166,45 @@ impl HttpGrant {
             port,
             path_prefix: path.trim_end_matches('/').to_string(),
             text: trimmed.to_string(),
+            internal: false,
         })
+    }
+
+    /// The grant with `allowInternal` set as given.
+    pub fn allowing_internal(mut self, internal: bool) -> Self {
+        self.internal = internal;
+        self
+    }
+
+    /// Whether the host name may resolve to internal addresses.
+    pub fn allows_internal(&self) -> bool {
+        self.internal
+    }
+
+    /// Whether everything this grant allows, `other` allows too (policy
+    /// coverage: a Trigger object's grant must fall inside the operator's).
+    pub fn within(&self, other: &HttpGrant) -> bool {
+        let host_ok = match (&self.host, &other.host) {
+            (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+            (HostPattern::Exact(a), HostPattern::Subdomains(d)) => {
+                a.len() > d.len() + 1 && a.ends_with(&format!(".{d}"))
+            }
+            (HostPattern::Subdomains(a), HostPattern::Subdomains(d)) => {
+                a == d || a.ends_with(&format!(".{d}"))
+            }
+            (HostPattern::Subdomains(_), HostPattern::Exact(_)) => false,
+        };
+        let path_ok = other.path_prefix.is_empty()
+            || self.path_prefix == other.path_prefix
+            || self
+                .path_prefix
+                .strip_prefix(&other.path_prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        self.scheme == other.scheme
+            && self.port == other.port
+            && host_ok
+            && path_ok
+            && (!self.internal || other.internal)
     }
 
     /// Whether a URL falls under this grant.
@@ -245,6 +286,170 @@ fn check_hostname(host: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("`{host}` is not a valid host name"))
+    }
+}
+
+impl KubeGrant {
+    /// Whether everything this grant allows, `other` allows too.
+    pub fn within(&self, other: &KubeGrant) -> bool {
+        let verbs_ok = self.verbs.iter().all(|v| other.verbs.contains(v));
+        let ns_ok = if other.namespaces.iter().any(|n| n == "*") {
+            true
+        } else if self.namespaces.is_empty() {
+            other.namespaces.is_empty()
+        } else {
+            self.namespaces
+                .iter()
+                .all(|n| n != "*" && other.namespaces.contains(n))
+        };
+        let names_ok = other.names.is_empty()
+            || (!self.names.is_empty() && self.names.iter().all(|n| other.names.contains(n)));
+        self.api_version == other.api_version
+            && self.kind == other.kind
+            && verbs_ok
+            && ns_ok
+            && names_ok
+    }
+}
+
+/// Checks a namespace: a DNS-1123 label (lowercase letters, digits, `-`).
+pub fn check_namespace(ns: &str) -> Result<(), String> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid namespace `{}`: expected up to 63 lowercase letters, digits and `-`",
+            shown(ns)
+        ))
+    }
+}
+
+/// Checks an object name as the API server would before it is put into a
+/// request path: not `.` or `..`, no `/`, `%`, `?`, `#`, whitespace or
+/// control characters, at most 253 bytes.
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && !name.contains("..")
+        && !name.chars().any(|c| {
+            matches!(c, '/' | '%' | '?' | '#' | '\\') || c.is_whitespace() || c.is_control()
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid object name `{}`: expected a Kubernetes name (no `/`, `%`, `?`, `#`, `..` or spaces)",
+            shown(name)
+        ))
+    }
+}
+
+/// Checks a label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`): keys
+/// are qualified names, values label values.
+pub fn check_label_selector(selector: &str) -> Result<(), String> {
+    let fail = |why: &str| {
+        format!(
+            "invalid label selector `{}`: {why}; expected e.g. app=web,tier in (a,b),!canary",
+            shown(selector)
+        )
+    };
+    if selector.len() > 4096 {
+        return Err(fail("longer than 4096 bytes"));
+    }
+    let mut rest = selector.trim();
+    while !rest.is_empty() {
+        // One requirement, up to the next comma outside parentheses.
+        let end = {
+            let mut depth = 0i32;
+            rest.char_indices()
+                .find(|(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    *c == ',' && depth == 0
+                })
+                .map_or(rest.len(), |(i, _)| i)
+        };
+        let req = rest[..end].trim();
+        rest = rest.get(end + 1..).unwrap_or("").trim_start();
+        if req.is_empty() {
+            return Err(fail("an empty requirement"));
+        }
+        let words: Vec<&str> = req.split_whitespace().collect();
+        let (key, values): (&str, Vec<&str>) = if let Some(key) = req.strip_prefix('!') {
+            (key.trim(), Vec::new())
+        } else if let Some((k, v)) = req
+            .split_once("!=")
+            .or_else(|| req.split_once("=="))
+            .or_else(|| req.split_once('='))
+        {
+            (k.trim(), vec![v.trim()])
+        } else if words.len() >= 2 && (words[1] == "in" || words[1] == "notin") {
+            let set = req[req.find('(').ok_or_else(|| fail("`in` needs (values)"))?..].trim();
+            let inner = set
+                .strip_prefix('(')
+                .and_then(|s| s.strip_suffix(')'))
+                .ok_or_else(|| fail("`in` needs (values)"))?;
+            (words[0], inner.split(',').map(str::trim).collect())
+        } else {
+            (req, Vec::new())
+        };
+        if !label_key(key) {
+            return Err(fail(&format!("`{}` is not a label key", shown(key))));
+        }
+        if let Some(bad) = values.iter().find(|v| !label_value(v)) {
+            return Err(fail(&format!("`{}` is not a label value", shown(bad))));
+        }
+    }
+    Ok(())
+}
+
+fn label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    }) && !name.is_empty()
+        && label_value(name)
+}
+
+fn label_value(value: &str) -> bool {
+    value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && (value.is_empty()
+            || (value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric())))
+}
+
+/// A guest-given string as quoted in an error: short, with control characters escaped.
+fn shown(text: &str) -> String {
+    let cut: String = text.chars().take(80).collect();
+    let escaped = cut.escape_debug().to_string();
+    if cut.len() < text.len() {
+        format!("{escaped}…")
+    } else {
+        escaped
     }
 }
 

@@ -1,23 +1,35 @@
 //! `http`: outbound requests sent by the host, only to granted destinations.
 //!
 //! Redirects are followed by hand (at most 10), each hop checked against the
-//! grants like the first request; credentials are dropped when a redirect
-//! leaves the origin. A whole exchange, redirects and body included, must fit
-//! the per-request timeout, and the body the response-size cap.
+//! grants like the first request and counted against the per-run request
+//! cap. When a redirect leaves the origin only a small safelist of headers
+//! goes along ([`CROSS_ORIGIN_HEADERS`]: no credentials, no API keys, no
+//! custom headers), and a 307/308 — which would re-send the body — is not
+//! followed. A host name must not resolve to loopback, link-local or the
+//! engine's own listener unless its grant allows it ([`super::egress`]). A
+//! whole exchange, redirects and body included, must fit the per-request
+//! timeout, and the body the response-size cap.
 
-use reqwest::header::{
-    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
-};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::{ActionAccess, Capability};
-use crate::capabilities::redact::Redactor;
+use super::grants::HttpGrant;
+use super::{ActionAccess, Capability, egress};
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::http::{Header, Host, Request, Response};
 
 const MAX_REDIRECTS: usize = 10;
+
+/// Headers kept when a redirect leaves the origin; everything else is dropped.
+pub const CROSS_ORIGIN_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "user-agent",
+];
 
 impl Host for HostState {
     async fn send(&mut self, request: Request) -> Result<Response, WitError> {
@@ -32,7 +44,7 @@ impl Host for HostState {
         };
         caps.http_requests += 1;
         if caps.http_requests > access.http.max_requests {
-            let asked = describe(&request.method, &request.url, &caps.redactor);
+            let asked = describe(&request.method, &request.url);
             let reason = format!(
                 "request limit of {} per run reached",
                 access.http.max_requests
@@ -51,7 +63,7 @@ impl Host for HostState {
             .map_err(|_| WitError::Invalid(format!("invalid method `{}`", request.method)))?;
         let headers = header_map(&request.headers)?;
         if !allowed(&access, &url) {
-            let asked = describe(method.as_str(), &request.url, &caps.redactor);
+            let asked = describe(method.as_str(), &request.url);
             return Err(caps.deny(
                 Capability::Http,
                 &asked,
@@ -59,21 +71,31 @@ impl Host for HostState {
             ));
         }
         let exchange = Exchange {
-            client: caps.services.http.clone(),
+            services: caps.services.clone(),
             access,
             method,
             url,
             headers,
             body: request.body,
+            // The first request is counted already.
+            left: caps.access.as_ref().map_or(0, |a| {
+                a.http.max_requests.saturating_sub(caps.http_requests)
+            }),
+            hops: 0,
         };
         let timeout = exchange.access.http.timeout;
-        match tokio::time::timeout(timeout, exchange.run()).await {
+        let (outcome, hops) = match tokio::time::timeout(timeout, exchange.run()).await {
+            Ok((outcome, hops)) => (Ok(outcome), hops),
+            Err(_) => (Err(()), 0),
+        };
+        caps.http_requests = caps.http_requests.saturating_add(hops);
+        match outcome {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(Refusal::Denied(asked, reason))) => {
                 Err(caps.deny(Capability::Http, &asked, &reason))
             }
             Ok(Err(Refusal::Error(e))) => Err(e),
-            Err(_) => Err(WitError::Failed(format!(
+            Err(()) => Err(WitError::Failed(format!(
                 "request did not complete within {}",
                 humantime::format_duration(timeout)
             ))),
@@ -81,13 +103,25 @@ impl Host for HostState {
     }
 }
 
+/// The grant that allows `url`, preferring one that allows internal addresses.
+fn grant_for<'a>(access: &'a ActionAccess, url: &Url) -> Option<&'a HttpGrant> {
+    let mut matching = access.grants.http.iter().filter(|g| g.allows(url));
+    let first = matching.next()?;
+    Some(
+        std::iter::once(first)
+            .chain(matching)
+            .find(|g| g.allows_internal())
+            .unwrap_or(first),
+    )
+}
+
 fn allowed(access: &ActionAccess, url: &Url) -> bool {
-    access.grants.http.iter().any(|g| g.allows(url))
+    grant_for(access, url).is_some()
 }
 
 /// What was asked, for logs: method and URL without query or credentials; the
 /// path is hidden too if the URL holds a secret value (webhook URLs often are secrets).
-fn describe(method: &str, url: &str, redactor: &Redactor) -> String {
+fn describe(method: &str, url: &str) -> String {
     let Ok(parsed) = Url::parse(url) else {
         return format!("{method} <invalid URL>");
     };
@@ -97,7 +131,7 @@ fn describe(method: &str, url: &str, redactor: &Redactor) -> String {
         parsed.host_str().unwrap_or_default(),
         parsed.port_or_known_default().unwrap_or_default()
     );
-    if redactor.redact(url) != url {
+    if super::redact::contains_secret(url) {
         format!("{method} {origin}/[redacted]")
     } else {
         format!("{method} {origin}{}", parsed.path())
@@ -134,29 +168,38 @@ impl From<WitError> for Refusal {
 
 /// One request and its redirects, owning everything it needs (no borrow of the store).
 struct Exchange {
-    client: reqwest::Client,
+    services: std::sync::Arc<super::HostServices>,
     access: std::sync::Arc<ActionAccess>,
     method: Method,
     url: Url,
     headers: HeaderMap,
     body: Option<Vec<u8>>,
+    /// Requests this run may still send (redirects count).
+    left: u32,
+    /// Redirects followed.
+    hops: u32,
 }
 
 impl Exchange {
-    async fn run(mut self) -> Result<Response, Refusal> {
+    /// Runs the exchange; also returns how many redirects it followed.
+    async fn run(mut self) -> (Result<Response, Refusal>, u32) {
+        let outcome = self.exchange().await;
+        (outcome, self.hops)
+    }
+
+    async fn exchange(&mut self) -> Result<Response, Refusal> {
         for _ in 0..=MAX_REDIRECTS {
-            let mut builder = self
-                .client
+            let client = self.client_for_hop().await?;
+            let mut builder = client
                 .request(self.method.clone(), self.url.clone())
                 .headers(self.headers.clone());
             if let Some(body) = &self.body {
                 builder = builder.body(body.clone());
             }
             // reqwest's error text names the URL, which may hold a secret: drop it.
-            let mut response = builder
-                .send()
-                .await
-                .map_err(|e| WitError::Failed(format!("request failed: {}", e.without_url())))?;
+            let mut response = builder.send().await.map_err(|e| {
+                WitError::Failed(format!("request failed: {}", error_chain(&e.without_url())))
+            })?;
             let status = response.status();
             let location = response.headers().get(reqwest::header::LOCATION).cloned();
             if status.is_redirection()
@@ -195,39 +238,102 @@ impl Exchange {
         Err(WitError::Failed(format!("more than {MAX_REDIRECTS} redirects")).into())
     }
 
-    /// Moves to the redirect target if it is granted, adjusting method, body and credentials.
+    /// The client for the current URL: its grant decides whether the host
+    /// name may resolve to internal addresses.
+    async fn client_for_hop(&self) -> Result<reqwest::Client, Refusal> {
+        let Some(grant) = grant_for(&self.access, &self.url) else {
+            return Err(Refusal::Denied(
+                origin(&self.url),
+                "destination not granted to this trigger".into(),
+            ));
+        };
+        if grant.allows_internal() {
+            return Ok(self.services.http_internal.clone());
+        }
+        if let Some(url::Host::Domain(host)) = self.url.host() {
+            let port = self.url.port_or_known_default().unwrap_or(80);
+            egress::check_host(host, port, self.services.own_listener)
+                .await
+                .map_err(|reason| Refusal::Denied(origin(&self.url), reason))?;
+        }
+        Ok(self.services.http.clone())
+    }
+
+    /// Moves to the redirect target if it is granted and the request cap
+    /// allows another request, adjusting method, body and headers.
     fn follow(&mut self, status: StatusCode, location: &HeaderValue) -> Result<(), Refusal> {
         let target = location
             .to_str()
             .ok()
             .and_then(|l| self.url.join(l).ok())
             .ok_or_else(|| WitError::Failed("redirect with an invalid Location".into()))?;
+        let asked = format!("{} redirect to {}", status.as_u16(), origin(&target));
         if !allowed(&self.access, &target) {
-            let asked = format!(
-                "{} redirect to {}://{}:{}",
-                status.as_u16(),
-                target.scheme(),
-                target.host_str().unwrap_or_default(),
-                target.port_or_known_default().unwrap_or_default()
-            );
             return Err(Refusal::Denied(
                 asked,
                 "redirect target not granted to this trigger".into(),
             ));
         }
+        if self.left == 0 {
+            return Err(Refusal::Denied(
+                asked,
+                format!(
+                    "request limit of {} per run reached (redirects count as requests)",
+                    self.access.http.max_requests
+                ),
+            ));
+        }
+        let cross_origin = target.origin() != self.url.origin();
         // 301/302/303 turn into GET without a body (as browsers and curl do); 307/308 repeat as is.
         if matches!(status.as_u16(), 301..=303) && self.method != Method::HEAD {
             self.method = Method::GET;
             self.body = None;
             self.headers.remove(reqwest::header::CONTENT_TYPE);
             self.headers.remove(reqwest::header::CONTENT_LENGTH);
+        } else if cross_origin && self.body.is_some() {
+            return Err(Refusal::Denied(
+                asked,
+                "a 307/308 redirect to another origin would re-send the request body; not followed"
+                    .into(),
+            ));
         }
-        if target.origin() != self.url.origin() {
-            for h in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
-                self.headers.remove(h);
-            }
+        if cross_origin {
+            let kept: HeaderMap = self
+                .headers
+                .iter()
+                .filter(|(name, _)| CROSS_ORIGIN_HEADERS.contains(&name.as_str()))
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            self.headers = kept;
         }
+        self.left -= 1;
+        self.hops += 1;
         self.url = target;
         Ok(())
     }
+}
+
+/// `scheme://host:port` of a URL, for logs (never its path or query).
+fn origin(url: &Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
+/// An error with its causes, so a refusal by the resolver is explained.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }

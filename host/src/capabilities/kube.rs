@@ -24,6 +24,9 @@ impl HostState {
     ) -> Result<Api<DynamicObject>, WitError> {
         let caps = &self.caps;
         caps.count(Capability::Kube);
+        // Names go into the request path: anything a Kubernetes name cannot
+        // hold (`/`, `?`, `%`, `..`) could reach another resource.
+        check_target(target, name).map_err(WitError::Invalid)?;
         let ns = target.namespace.as_deref();
         let granted = caps.access.as_ref().is_some_and(|a| {
             a.grants
@@ -70,6 +73,40 @@ impl HostState {
     }
 }
 
+/// Checks what the guest asked for before it goes anywhere near a URL.
+fn check_target(target: &Target, name: Option<&str>) -> Result<(), String> {
+    use super::grants::{check_namespace, check_object_name};
+    let simple = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '/'))
+            && s.matches('/').count() <= 1
+            && !s.contains("..")
+            && !s.starts_with('/')
+            && !s.ends_with('/')
+    };
+    if !simple(&target.api_version) {
+        return Err(format!(
+            "invalid apiVersion `{}`: expected `v1` or `group/version`",
+            target.api_version.escape_debug()
+        ));
+    }
+    if !simple(&target.kind) || target.kind.contains(['/', '.']) {
+        return Err(format!(
+            "invalid kind `{}`: expected a kind like Deployment",
+            target.kind.escape_debug()
+        ));
+    }
+    if let Some(ns) = &target.namespace {
+        check_namespace(ns)?;
+    }
+    if let Some(name) = name {
+        check_object_name(name)?;
+    }
+    Ok(())
+}
+
 /// A kube error as the guest sees it: 404 not-found, client errors invalid, the rest failed.
 fn guest_error(e: kube::Error) -> WitError {
     match e {
@@ -101,6 +138,9 @@ impl Host for HostState {
         target: Target,
         label_selector: Option<String>,
     ) -> Result<String, WitError> {
+        if let Some(l) = &label_selector {
+            super::grants::check_label_selector(l).map_err(WitError::Invalid)?;
+        }
         let api = self.kube_api(KubeVerb::List, &target, None).await?;
         let mut params = ListParams::default();
         if let Some(l) = &label_selector {

@@ -8,7 +8,8 @@ const MAX_MESSAGE: usize = 16 * 1024;
 
 impl Host for HostState {
     async fn log(&mut self, level: Level, message: String) {
-        let mut message = message;
+        // Redact before cutting: a value straddling the cut would leave its first half.
+        let mut message = super::redact::redact_str(&message).into_owned();
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {
@@ -17,7 +18,6 @@ impl Host for HostState {
             message.truncate(cut);
             message.push_str("… [truncated]");
         }
-        let message = self.caps.redactor.redact(&message).into_owned();
         let (trigger, module) = (&*self.caps.trigger, &*self.caps.module);
         macro_rules! emit {
             ($lvl:ident) => {

@@ -2,6 +2,7 @@
 //! invoking trigger's grants before doing anything and answers a denied call
 //! with a typed error to the guest, a log line and a counter.
 
+pub mod egress;
 pub mod grants;
 mod http;
 mod kube;
@@ -21,7 +22,6 @@ use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::types;
 use crate::state::KvNamespace;
 use grants::Grants;
-use redact::Redactor;
 use secrets::SecretStore;
 
 /// The capabilities, for logs and counters.
@@ -97,8 +97,14 @@ impl CapabilityStats {
 
 /// Engine-wide services the capabilities use.
 pub struct HostServices {
-    /// Shared HTTP client (connection pool); redirects are handled by the capability.
+    /// Shared HTTP client (connection pool) whose resolver refuses loopback and
+    /// link-local answers ([`egress`]); redirects are handled by the capability.
     pub http: reqwest::Client,
+    /// The same without that filter, for grants with `allowInternal: true`.
+    pub http_internal: reqwest::Client,
+    /// The engine's own listener, which guests reach only through a grant
+    /// that opts in.
+    pub own_listener: Option<std::net::SocketAddr>,
     /// Secret providers.
     pub secrets: SecretStore,
     /// Counters.
@@ -118,13 +124,30 @@ impl HostServices {
         secrets: SecretStore,
         kube: Option<Arc<crate::kube::KubeConnector>>,
     ) -> Result<Arc<Self>, String> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wasmtrigger/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+        Self::for_engine(secrets, kube, None)
+    }
+
+    /// Builds the services of an engine listening at `own_listener`.
+    pub fn for_engine(
+        secrets: SecretStore,
+        kube: Option<Arc<crate::kube::KubeConnector>>,
+        own_listener: Option<std::net::SocketAddr>,
+    ) -> Result<Arc<Self>, String> {
+        let client = |guarded: bool| {
+            let mut builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("wasmtrigger/", env!("CARGO_PKG_VERSION")));
+            if guarded {
+                builder = builder.dns_resolver(egress::guarded());
+            }
+            builder
+                .build()
+                .map_err(|e| format!("cannot create the HTTP client: {e}"))
+        };
         Ok(Arc::new(HostServices {
-            http,
+            http: client(true)?,
+            http_internal: client(false)?,
+            own_listener,
             secrets,
             stats: CapabilityStats::default(),
             kube,
@@ -154,8 +177,6 @@ pub struct Capabilities {
     pub access: Option<Arc<ActionAccess>>,
     /// Engine-wide services.
     pub services: Arc<HostServices>,
-    /// Secret values to keep out of everything written.
-    pub redactor: Redactor,
     /// HTTP requests sent so far by this invocation.
     pub http_requests: u32,
 }
@@ -171,7 +192,7 @@ impl Capabilities {
     fn deny(&self, capability: Capability, asked: &str, reason: &str) -> WitError {
         self.services.stats.denials[CapabilityStats::index(capability)]
             .fetch_add(1, Ordering::Relaxed);
-        let asked = self.redactor.redact(asked);
+        let asked = redact::redact_str(asked);
         tracing::warn!(
             target: "wasmtrigger::capability",
             trigger = %self.trigger,

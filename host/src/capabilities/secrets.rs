@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Capability, grants::check_secret_name};
+use super::{Capability, grants::check_secret_name, redact};
 use crate::config::SecretsSettings;
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
@@ -113,25 +113,38 @@ impl SecretStore {
         self
     }
 
-    /// Looks `name` up in each provider in turn.
+    /// Looks `name` up in each provider in turn. A value found is registered
+    /// for redaction everywhere from now on; one too short to hide is an error.
     pub async fn get(&self, name: &str) -> Result<Option<String>, String> {
         check_secret_name(name)?;
         for provider in &self.providers {
             if let Some(value) = provider.get(name).await? {
+                redact::check_length(name, &value)?;
+                redact::register(&value);
                 return Ok(Some(value));
             }
         }
         Ok(None)
     }
+
+    /// Reads each named secret once so that its value is redacted from the
+    /// start, even in output of runs that never read it (a value stashed in
+    /// kv by an earlier process). Problems are left for the real reads to report.
+    pub async fn preload<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            if let Err(e) = self.get(name).await {
+                tracing::debug!(secret = name, error = %e, "secret not preloaded");
+            }
+        }
+    }
 }
 
 /// Merges a trigger's `imports:` (param name -> secret name) into its params
-/// (a JSON object), registering each value with the run's redactor.
+/// (a JSON object); each value is registered for redaction as it is read.
 pub async fn merge_imports(
     store: &SecretStore,
     params: &str,
     imports: &[(String, String)],
-    redactor: &super::redact::Redactor,
 ) -> Result<String, String> {
     if imports.is_empty() {
         return Ok(params.to_string());
@@ -141,7 +154,6 @@ pub async fn merge_imports(
     for (param, name) in imports {
         match store.get(name).await? {
             Some(value) => {
-                redactor.add(&value);
                 object.insert(param.clone(), serde_json::Value::String(value));
             }
             None => {
@@ -172,12 +184,9 @@ impl Host for HostState {
                 "secret not granted to this trigger",
             ));
         }
-        let (store, redactor) = (caps.services.secrets.clone(), caps.redactor.clone());
+        let store = caps.services.secrets.clone();
         match store.get(&name).await {
-            Ok(Some(value)) => {
-                redactor.add(&value);
-                Ok(value)
-            }
+            Ok(Some(value)) => Ok(value),
             Ok(None) => Err(WitError::NotFound),
             Err(why) => Err(WitError::Failed(why)),
         }

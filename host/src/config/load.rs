@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use super::schema::{
     ActionSpec, AuthSpec, ChainSpec, ConditionSpec, EngineSpec, FilterSpec, GrantsSpec,
-    HttpLimitsSpec, IsolationSpec, KubeEventSpec, KubeWatchSpec, OutcomeSpec, OverlapSpec,
-    RedisQueueSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
+    HttpGrantSpec, HttpLimitsSpec, IsolationSpec, KubeEventSpec, KubeWatchSpec, OutcomeSpec,
+    OverlapSpec, RedisQueueSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
 };
 use super::*;
 use crate::capabilities::grants::{Grants, HttpGrant, KubeGrant, check_secret_name};
@@ -311,6 +311,24 @@ fn engine_settings(
                 if let Some(r) = &spec.retry {
                     settings.retry = merge_retry(settings.retry, r);
                 }
+                if let Some(v) = spec.max_module_size {
+                    settings.max_module_size = v.0;
+                }
+                if let Some(policy) = &spec.trigger_objects {
+                    for (field, message) in object_policy(policy, &mut settings.trigger_objects) {
+                        located(file, &field, message);
+                    }
+                }
+                if let Some(sv) = &spec.server {
+                    let l = &mut settings.server;
+                    l.header_timeout = sv.header_timeout.map_or(l.header_timeout, |d| d.0);
+                    l.body_timeout = sv.body_timeout.map_or(l.body_timeout, |d| d.0);
+                    l.idle_timeout = sv.idle_timeout.map_or(l.idle_timeout, |d| d.0);
+                    l.max_connections = sv.max_connections.unwrap_or(l.max_connections);
+                    l.max_body_bytes_in_flight = sv
+                        .max_body_bytes_in_flight
+                        .map_or(l.max_body_bytes_in_flight, |b| b.0);
+                }
             }
         }
     }
@@ -380,6 +398,51 @@ fn engine_settings(
         }
     }
     settings
+}
+
+/// Reads `engine.triggerObjects` into `policy`; returns the problems as (field, message).
+fn object_policy(
+    spec: &super::schema::ObjectPolicySpec,
+    policy: &mut super::policy::ObjectPolicy,
+) -> Vec<(String, String)> {
+    const PREFIX: &str = "engine.triggerObjects";
+    let mut problems = Vec::new();
+    if let Some(sources) = &spec.sources {
+        for (i, s) in sources.iter().enumerate() {
+            if !SOURCE_TYPES.contains(&s.as_str()) {
+                problems.push((
+                    format!("{PREFIX}.sources[{i}]"),
+                    format!(
+                        "unknown source type `{s}`; expected one of {}",
+                        SOURCE_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        policy.sources = sources.clone();
+    }
+    if let Some(grants) = &spec.grants {
+        let (parsed, grant_problems) = parse_grants(grants, &format!("{PREFIX}.grants"));
+        problems.extend(grant_problems);
+        policy.grants = parsed;
+    }
+    for (i, w) in spec.watch.iter().enumerate() {
+        if !valid_api_version(&w.api_version) {
+            problems.push((
+                format!("{PREFIX}.watch[{i}].apiVersion"),
+                format!(
+                    "invalid apiVersion `{}`: expected `v1` or `group/version`",
+                    w.api_version
+                ),
+            ));
+        }
+        policy.watch.push(super::policy::WatchAllowance {
+            api_version: w.api_version.clone(),
+            kind: w.kind.clone(),
+            namespaces: w.namespaces.clone(),
+        });
+    }
+    problems
 }
 
 fn memory_message(bytes: u64) -> String {
@@ -715,6 +778,16 @@ impl Loader<'_> {
             (None, Some(list)) => list,
             (None, None) => Vec::new(),
         };
+        for ns in &namespaces {
+            if let Err(message) = crate::capabilities::grants::check_namespace(ns) {
+                self.error(file, Some(label), Some("source.namespaces"), message);
+            }
+        }
+        if let Some(selector) = spec.label_selector.as_deref().filter(|s| !s.is_empty())
+            && let Err(message) = crate::capabilities::grants::check_label_selector(selector)
+        {
+            self.error(file, Some(label), Some("source.labelSelector"), message);
+        }
         let events = match spec.events {
             None => vec![KubeEvent::Create, KubeEvent::Update, KubeEvent::Delete],
             Some(list) if list.is_empty() => {
@@ -1084,53 +1157,12 @@ impl Loader<'_> {
         let Some(spec) = spec else {
             return Some(Grants::default());
         };
-        let before = self.errors.len();
-        let mut grants = Grants::default();
-        for (i, text) in spec.http.iter().enumerate() {
-            match HttpGrant::parse(text) {
-                Ok(g) => grants.http.push(g),
-                Err(message) => {
-                    let field = format!("action.grants.http[{i}]");
-                    self.error(file, Some(label), Some(&field), message);
-                }
-            }
+        let (grants, problems) = parse_grants(spec, "action.grants");
+        let ok = problems.is_empty();
+        for (field, message) in problems {
+            self.error(file, Some(label), Some(&field), message);
         }
-        for (i, name) in spec.secrets.iter().enumerate() {
-            match check_secret_name(name) {
-                Ok(()) => grants.secrets.push(name.clone()),
-                Err(message) => {
-                    let field = format!("action.grants.secrets[{i}]");
-                    self.error(file, Some(label), Some(&field), message);
-                }
-            }
-        }
-        for (i, g) in spec.kube.iter().enumerate() {
-            let field = |f: &str| format!("action.grants.kube[{i}].{f}");
-            if g.verbs.is_empty() {
-                let message =
-                    "expected at least one of get, list, create, apply, patch, delete".to_string();
-                self.error(file, Some(label), Some(&field("verbs")), message);
-            }
-            if !valid_api_version(&g.api_version) {
-                let message = format!(
-                    "invalid apiVersion `{}`: expected `v1` or `group/version`, like apps/v1",
-                    g.api_version
-                );
-                self.error(file, Some(label), Some(&field("apiVersion")), message);
-            }
-            if !g.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
-                let message = format!("invalid kind `{}`: expected a kind like Deployment", g.kind);
-                self.error(file, Some(label), Some(&field("kind")), message);
-            }
-            grants.kube.push(KubeGrant {
-                verbs: g.verbs.clone(),
-                api_version: g.api_version.clone(),
-                kind: g.kind.clone(),
-                namespaces: g.namespaces.clone(),
-                names: g.names.clone(),
-            });
-        }
-        (self.errors.len() == before).then_some(grants)
+        ok.then_some(grants)
     }
 
     fn module_use(
@@ -1172,6 +1204,10 @@ impl Loader<'_> {
                 memory_message(limits.memory),
             );
         }
+        if let Err(message) = module_name(name) {
+            self.error(file, Some(label), Some(&field), message);
+            return None;
+        }
         let path = self.modules_dir.join(name);
         if self.modules_required && !path.is_file() {
             let message = format!(
@@ -1182,12 +1218,133 @@ impl Loader<'_> {
             self.error(file, Some(label), Some(&field), message);
             return None;
         }
+        if self.modules_required {
+            if let Err(message) = inside(&path, self.modules_dir) {
+                let message = format!("module `{name}`: {message}");
+                self.error(file, Some(label), Some(&field), message);
+                return None;
+            }
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > self.engine.max_module_size {
+                let message = format!(
+                    "module `{name}` is {size} bytes; modules may be at most {} bytes (engine.maxModuleSize)",
+                    self.engine.max_module_size
+                );
+                self.error(file, Some(label), Some(&field), message);
+                return None;
+            }
+        }
         Some(ModuleUse {
             name: name.to_string(),
             path,
             limits,
             isolation: Isolation::Fresh,
         })
+    }
+}
+
+/// Parses a `grants:` block (an action's, or the Trigger-object policy's),
+/// returning the problems as (field under `prefix`, message).
+pub(super) fn parse_grants(spec: &GrantsSpec, prefix: &str) -> (Grants, Vec<(String, String)>) {
+    let mut problems = Vec::new();
+    let mut grants = Grants::default();
+    for (i, entry) in spec.http.iter().enumerate() {
+        let (text, internal) = match entry {
+            HttpGrantSpec::Pattern(text) => (text.as_str(), false),
+            HttpGrantSpec::Detailed {
+                url,
+                allow_internal,
+            } => (url.as_str(), *allow_internal),
+        };
+        match HttpGrant::parse(text) {
+            Ok(g) => grants.http.push(g.allowing_internal(internal)),
+            Err(message) => problems.push((format!("{prefix}.http[{i}]"), message)),
+        }
+    }
+    for (i, name) in spec.secrets.iter().enumerate() {
+        match check_secret_name(name) {
+            Ok(()) => grants.secrets.push(name.clone()),
+            Err(message) => problems.push((format!("{prefix}.secrets[{i}]"), message)),
+        }
+    }
+    for (i, g) in spec.kube.iter().enumerate() {
+        let field = |f: &str| format!("{prefix}.kube[{i}].{f}");
+        if g.verbs.is_empty() {
+            let message =
+                "expected at least one of get, list, create, apply, patch, delete".to_string();
+            problems.push((field("verbs"), message));
+        }
+        if !valid_api_version(&g.api_version) {
+            let message = format!(
+                "invalid apiVersion `{}`: expected `v1` or `group/version`, like apps/v1",
+                g.api_version
+            );
+            problems.push((field("apiVersion"), message));
+        }
+        if !g.kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+            let message = format!("invalid kind `{}`: expected a kind like Deployment", g.kind);
+            problems.push((field("kind"), message));
+        }
+        for (j, ns) in g.namespaces.iter().enumerate() {
+            if ns != "*"
+                && let Err(why) = crate::capabilities::grants::check_namespace(ns)
+            {
+                problems.push((format!("{prefix}.kube[{i}].namespaces[{j}]"), why));
+            }
+        }
+        for (j, name) in g.names.iter().enumerate() {
+            if let Err(why) = crate::capabilities::grants::check_object_name(name) {
+                problems.push((format!("{prefix}.kube[{i}].names[{j}]"), why));
+            }
+        }
+        grants.kube.push(KubeGrant {
+            verbs: g.verbs.clone(),
+            api_version: g.api_version.clone(),
+            kind: g.kind.clone(),
+            namespaces: g.namespaces.clone(),
+            names: g.names.clone(),
+        });
+    }
+    (grants, problems)
+}
+
+/// A module name is a path relative to the modules directory, without `..`.
+fn module_name(name: &str) -> Result<(), String> {
+    let path = Path::new(name);
+    let escapes = path.is_absolute()
+        || path.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if escapes {
+        return Err(format!(
+            "module `{name}` must be a file name in the modules directory (no absolute path, no `..`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `path`, with symlinks resolved, is inside `dir`.
+fn inside(path: &Path, dir: &Path) -> Result<(), String> {
+    let real = path
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    let root = dir.canonicalize().map_err(|e| {
+        format!(
+            "cannot resolve the modules directory {}: {e}",
+            dir.display()
+        )
+    })?;
+    if real.starts_with(&root) {
+        Ok(())
+    } else {
+        Err(format!(
+            "resolves to {}, outside the modules directory {} (through a symlink); modules must stay inside it",
+            real.display(),
+            root.display()
+        ))
     }
 }
 

@@ -6,6 +6,7 @@
 //! can list them all at once.
 
 mod load;
+pub mod policy;
 mod schema;
 pub mod values;
 
@@ -19,6 +20,9 @@ use crate::sources::cron_expr::CronSchedule;
 use crate::state::KvLimits;
 
 pub use load::{chain_errors, load, load_declarations, load_partial, load_trigger};
+
+/// Largest module file accepted unless `engine.maxModuleSize` says otherwise.
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
 
 /// Largest per-invocation memory limit a trigger may ask for.
 pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
@@ -81,6 +85,41 @@ pub struct EngineSettings {
     pub history: crate::runs::store::Retention,
     /// Whether accepted events are journaled (replayed after a crash).
     pub journal: bool,
+    /// Limits of the HTTP listener against slow and greedy clients.
+    pub server: ServerLimits,
+    /// The most a Trigger object may use (`engine.triggerObjects`).
+    pub trigger_objects: policy::ObjectPolicy,
+    /// Largest module file accepted; bigger ones are refused by size, unread.
+    pub max_module_size: u64,
+}
+
+/// Limits of the HTTP listener (`engine.server`) against slow and greedy clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// From the first byte of a request until its headers are complete.
+    pub header_timeout: Duration,
+    /// From the end of the headers until the whole body is in.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (also
+    /// how long a client may take to read a response).
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// Request-body bytes held in memory at once, across all requests; a body
+    /// that does not fit is answered 503 before it is read.
+    pub max_body_bytes_in_flight: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_body_bytes_in_flight: 32 << 20,
+        }
+    }
 }
 
 /// Limits on an action's outbound HTTP.
@@ -150,6 +189,12 @@ impl EngineSettings {
         if self.journal != other.journal {
             differ.push("journal");
         }
+        if self.server != other.server {
+            differ.push("server");
+        }
+        if self.max_module_size != other.max_module_size {
+            differ.push("maxModuleSize");
+        }
         differ
     }
 }
@@ -171,6 +216,9 @@ impl Default for EngineSettings {
             kv: KvLimits::default(),
             history: Default::default(),
             journal: true,
+            server: ServerLimits::default(),
+            trigger_objects: policy::ObjectPolicy::default(),
+            max_module_size: DEFAULT_MAX_MODULE_SIZE,
         }
     }
 }
@@ -238,6 +286,29 @@ pub struct TriggerConfig {
 }
 
 impl TriggerConfig {
+    /// Every secret this trigger names, with the field that names it.
+    pub fn secret_refs(&self) -> Vec<(String, String)> {
+        let mut refs = Vec::new();
+        match &self.source {
+            SourceConfig::Webhook(WebhookConfig {
+                auth: WebhookAuth::Bearer { secret } | WebhookAuth::Hmac { secret, .. },
+                ..
+            }) => refs.push(("source.auth.secret".to_string(), secret.clone())),
+            SourceConfig::RedisQueue(RedisQueueConfig {
+                server: RedisServer::Secret(secret),
+                ..
+            }) => refs.push(("source.urlSecret".to_string(), secret.clone())),
+            _ => {}
+        }
+        for name in &self.action.grants.secrets {
+            refs.push(("action.grants.secrets".to_string(), name.clone()));
+        }
+        for (param, name) in &self.action.imports {
+            refs.push((format!("action.imports.{param}"), name.clone()));
+        }
+        refs
+    }
+
     /// The modules this trigger uses: its filter module, if any, and its action.
     pub fn module_names(&self) -> Vec<String> {
         let filter = match &self.filter {

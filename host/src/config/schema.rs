@@ -23,6 +23,20 @@ pub struct EngineSpec {
     pub kv: Option<KvSpec>,
     pub history: Option<HistorySpec>,
     pub journal: Option<bool>,
+    pub server: Option<ServerSpec>,
+    pub trigger_objects: Option<ObjectPolicySpec>,
+    pub max_module_size: Option<ByteSize>,
+}
+
+/// `engine.server:` limits of the HTTP listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerSpec {
+    pub header_timeout: Option<DurationValue>,
+    pub body_timeout: Option<DurationValue>,
+    pub idle_timeout: Option<DurationValue>,
+    pub max_connections: Option<usize>,
+    pub max_body_bytes_in_flight: Option<ByteSize>,
 }
 
 /// `http:` limits, at engine level (defaults) or per action.
@@ -64,11 +78,50 @@ pub struct KvSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GrantsSpec {
     #[serde(default)]
-    pub http: Vec<String>,
+    pub http: Vec<HttpGrantSpec>,
     #[serde(default)]
     pub secrets: Vec<String>,
     #[serde(default)]
     pub kube: Vec<KubeGrantSpec>,
+}
+
+/// One `grants.http` entry: a pattern, or a pattern with options.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a grant pattern like https://hooks.example.com, or {url: PATTERN, allowInternal: true}"
+)]
+pub enum HttpGrantSpec {
+    /// `[scheme://]host[:port][/path]`.
+    Pattern(String),
+    /// `{url: PATTERN, allowInternal: true}`: may reach loopback and
+    /// link-local addresses that the host name resolves to.
+    #[serde(rename_all = "camelCase")]
+    Detailed {
+        url: String,
+        #[serde(default)]
+        allow_internal: bool,
+    },
+}
+
+/// `engine.triggerObjects:` the most a Trigger object may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectPolicySpec {
+    pub sources: Option<Vec<String>>,
+    pub grants: Option<GrantsSpec>,
+    #[serde(default)]
+    pub watch: Vec<WatchAllowanceSpec>,
+}
+
+/// One kind Trigger objects may watch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WatchAllowanceSpec {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 /// One `grants.kube` entry.

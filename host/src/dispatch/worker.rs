@@ -8,9 +8,9 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{DispatchStats, Job, RateLimiter, backoff, bump};
-use crate::capabilities::redact::Redactor;
 use crate::capabilities::secrets::merge_imports;
 use crate::capabilities::{ActionAccess, HostServices};
+use crate::cel::CelError;
 use crate::config::{FilterConfig, Isolation};
 use crate::event::now_rfc3339;
 use crate::journal::Journal;
@@ -86,11 +86,14 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
             Some(FilterConfig::Cel(cel)) => {
                 job.filter = Some("cel".into());
                 let started = (Instant::now(), now_rfc3339());
-                cel.evaluate(&job.event).map_err(|message| {
-                    (
-                        started,
-                        InvokeError::new(FailureKind::Host, format!("filter: {message}")),
-                    )
+                // Bounded by the trigger's timeout, off the async workers.
+                let deadline = started.0 + config.action.module.limits.timeout;
+                cel.evaluate_until(&job.event, deadline).await.map_err(|e| {
+                    let kind = match e {
+                        CelError::Timeout(_) => FailureKind::Timeout,
+                        CelError::Failed(_) => FailureKind::Host,
+                    };
+                    (started, InvokeError::new(kind, format!("filter: {e}")))
                 })
             }
             Some(FilterConfig::Module(used)) => {
@@ -134,14 +137,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
     let action = &config.action;
     let number = job.attempts.len() as u32 + 1;
     let started = (Instant::now(), now_rfc3339());
-    let redactor = Redactor::default();
-    let params = merge_imports(
-        &ctx.services.secrets,
-        &action.params,
-        &action.imports,
-        &redactor,
-    )
-    .await;
+    let params = merge_imports(&ctx.services.secrets, &action.params, &action.imports).await;
     let result = match (trigger.module(&ctx.registry, &action.module.name), params) {
         (Err(why), _) => Err(unavailable(why)),
         (_, Err(why)) => Err(InvokeError::new(FailureKind::Host, why)),
@@ -152,7 +148,6 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                     grants: action.grants.clone(),
                     http: action.http,
                 })),
-                redactor,
                 ..Invocation::new(
                     &trigger.name,
                     action.module.limits,

@@ -246,6 +246,13 @@ impl Reloader {
         if !errors.is_empty() {
             return self.reject_config(errors.iter().map(|e| e.to_string()).collect());
         }
+        let secrets = &self.shared.services.secrets;
+        let key_problems =
+            crate::check::webhook_key_problems(&config.triggers, secrets, false).await;
+        if !key_problems.is_empty() {
+            return self.reject_config(key_problems.iter().map(|e| e.to_string()).collect());
+        }
+        crate::check::preload_secrets(&config.triggers, secrets).await;
         self.modules_seen.extend(fingerprints);
         let change = self.shared.apply(config, modules).await;
         drop(objects);
@@ -288,6 +295,19 @@ impl Reloader {
                 continue;
             }
             if self.empty_and_settling(&path) {
+                continue;
+            }
+            let max = self.shared.runtime.max_module_bytes();
+            if let Fingerprint::Present { len, .. } = now
+                && len > max
+            {
+                // Refused by its size, unread; said once per version of the file.
+                self.shared
+                    .reload
+                    .module_rejections
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(file = %path.display(), size = len, max, "module rejected: over engine.maxModuleSize; the previous version keeps serving");
+                self.modules_seen.insert(path, now);
                 continue;
             }
             let read = {

@@ -155,8 +155,9 @@ impl RunRecorder {
 
     /// Hands a record to every sink.
     pub fn record(&self, run: &RunRecord) {
+        let run = redacted(run);
         for sink in &self.sinks {
-            sink.record(run);
+            sink.record(&run);
         }
     }
 
@@ -166,6 +167,7 @@ impl RunRecorder {
     /// entry, replayed at the next start). Returns false if no sink could:
     /// the caller must remove the entry itself.
     pub fn record_completing(&self, run: &RunRecord, journal_key: &str) -> bool {
+        let run = &*redacted(run);
         let mut taken = false;
         for sink in &self.sinks {
             if taken {
@@ -176,6 +178,28 @@ impl RunRecorder {
         }
         taken
     }
+}
+
+/// The record with every registered secret value hidden in its texts: the
+/// last line of defence before the log, the history, chains and the API.
+fn redacted(run: &RunRecord) -> std::borrow::Cow<'_, RunRecord> {
+    use crate::capabilities::redact::{contains_secret, redact_str};
+    let texts = run
+        .output
+        .iter()
+        .chain(run.error.iter())
+        .chain(run.attempts.iter().filter_map(|a| a.error.as_ref()));
+    if !texts.into_iter().any(|t| contains_secret(t)) {
+        return std::borrow::Cow::Borrowed(run);
+    }
+    let hide = |t: &Option<String>| t.as_deref().map(|t| redact_str(t).into_owned());
+    let mut copy = run.clone();
+    copy.output = hide(&run.output);
+    copy.error = hide(&run.error);
+    for a in &mut copy.attempts {
+        a.error = hide(&a.error);
+    }
+    std::borrow::Cow::Owned(copy)
 }
 
 /// Passes every record on to subscribers (chain sources).

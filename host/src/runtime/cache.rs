@@ -48,7 +48,7 @@ pub struct ModuleCache {
 impl ModuleCache {
     /// Opens (creating) the cache directory for this engine.
     pub fn open(dir: &Path, engine: &Engine, max_bytes: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        crate::state::private_dir(dir)?;
         // DefaultHasher may change between Rust releases: that only costs misses.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         // Our own version changes whenever the wasmtime dependency does.
@@ -123,7 +123,7 @@ impl ModuleCache {
             .dir
             .join(format!(".{digest}.{}.tmp", uuid::Uuid::now_v7()));
         let written = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
+            let mut file = crate::state::private_file(&tmp)?;
             file.write_all(MAGIC)?;
             file.write_all(&Sha256::digest(&payload))?;
             file.write_all(&payload)?;

@@ -49,8 +49,13 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps the *total* linear memory of an invocation (a component may have
-/// several memories, one per core module) and remembers that it said no, so a
+/// What one table element is counted as against the memory limit (the host
+/// keeps a pointer and its type information per element; this errs high).
+pub const TABLE_ELEMENT_BYTES: u64 = 16;
+
+/// Caps the *total* memory of an invocation — every linear memory (a
+/// component may have one per core module) and every table, counted at
+/// [`TABLE_ELEMENT_BYTES`] per element — and remembers that it said no, so a
 /// guest that aborts on allocation failure is reported as out of memory.
 pub struct Limiter {
     limit: u64,
@@ -67,7 +72,7 @@ impl Limiter {
             denied: false,
             counts: StoreLimitsBuilder::new()
                 .instances(1000)
-                .tables(1000)
+                .tables(100)
                 .memories(100)
                 .table_elements(1_000_000)
                 .build(),
@@ -114,7 +119,17 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.counts.table_growing(current, desired, maximum)
+        if !self.counts.table_growing(current, desired, maximum)? {
+            self.denied = true;
+            return Ok(false);
+        }
+        let growth = (desired.saturating_sub(current) as u64).saturating_mul(TABLE_ELEMENT_BYTES);
+        if self.used.saturating_add(growth) > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.used += growth;
+        Ok(true)
     }
 
     fn instances(&self) -> usize {

@@ -10,7 +10,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::WitEvent;
 use super::stdio::GuestOutput;
 use super::{EPOCH_TICK, HostState, LoadedModule, Runtime};
-use crate::capabilities::redact::Redactor;
+use crate::capabilities::redact;
 use crate::capabilities::{ActionAccess, Capabilities, HostServices};
 use crate::config::Limits;
 use crate::event::Event;
@@ -88,8 +88,6 @@ pub struct Invocation {
     pub access: Option<Arc<ActionAccess>>,
     /// Engine-wide capability services.
     pub services: Arc<HostServices>,
-    /// Secret values of this run, kept out of everything written.
-    pub redactor: Redactor,
 }
 
 impl Invocation {
@@ -106,7 +104,6 @@ impl Invocation {
             kv,
             access: None,
             services,
-            redactor: Redactor::default(),
         }
     }
 }
@@ -156,7 +153,7 @@ impl Runtime {
             guest.call_run(&mut armed.store, &wit_event, params).await
         };
         let result = tokio::time::timeout(host_timer(inv), run).await;
-        settle(result, &armed, inv).map(|out| inv.redactor.redact(&out).into_owned())
+        settle(result, &armed, inv).map(|out| redact::redact_str(&out).into_owned())
     }
 
     /// Instantiates a filter or action module and drops the instance without
@@ -179,19 +176,13 @@ impl Runtime {
     /// limits, captured stdio and deadline set.
     pub(super) fn arm(&self, module: &LoadedModule, inv: &Invocation) -> Armed {
         let label: Arc<str> = module.label().into();
-        let output = GuestOutput::new(
-            inv.trigger.clone(),
-            label.clone(),
-            self.stdio_limit,
-            inv.redactor.clone(),
-        );
+        let output = GuestOutput::new(inv.trigger.clone(), label.clone(), self.stdio_limit);
         let caps = Capabilities {
             trigger: inv.trigger.clone(),
             module: label.clone(),
             kv: inv.kv.clone(),
             access: inv.access.clone(),
             services: inv.services.clone(),
-            redactor: inv.redactor.clone(),
             http_requests: 0,
         };
         let mut store = Store::new(
@@ -235,7 +226,7 @@ pub(super) fn settle<T>(
             FailureKind::GuestError,
             format!(
                 "{label} returned an error: {}",
-                inv.redactor.redact(&message)
+                redact::redact_str(&message)
             ),
         )),
         Ok(Err(error)) => Err(classify(&error, armed, inv)),
@@ -298,8 +289,5 @@ fn classify(error: &wasmtime::Error, armed: &Armed, inv: &Invocation) -> InvokeE
         .map(|tail| format!("; guest stderr: {tail}"))
         .unwrap_or_default();
     let message = format!("{label} failed: {cause}{hint}");
-    InvokeError::new(
-        FailureKind::Trap,
-        inv.redactor.redact(&message).into_owned(),
-    )
+    InvokeError::new(FailureKind::Trap, redact::redact_str(&message).into_owned())
 }

@@ -55,6 +55,8 @@ pub struct RuntimeSettings {
     pub cache_max_bytes: u64,
     /// Tuning of how instances get their memory (benchmarked in docs/performance.md).
     pub tuning: Tuning,
+    /// Largest module file read; a bigger one is refused by its size, unread.
+    pub max_module_bytes: u64,
 }
 
 /// wasmtime knobs that trade memory for per-instance speed.
@@ -88,6 +90,7 @@ impl Default for RuntimeSettings {
             cache_dir: None,
             cache_max_bytes: 1 << 30,
             tuning: Tuning::default(),
+            max_module_bytes: crate::config::DEFAULT_MAX_MODULE_SIZE,
         }
     }
 }
@@ -98,6 +101,7 @@ pub struct Runtime {
     filter_linker: Linker<HostState>,
     action_linker: Linker<HostState>,
     stdio_limit: u64,
+    max_module_bytes: u64,
     cache: Option<ModuleCache>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -162,6 +166,7 @@ impl Runtime {
             filter_linker,
             action_linker,
             stdio_limit: settings.stdio_limit,
+            max_module_bytes: settings.max_module_bytes,
             cache,
             ticker_stop,
         })
@@ -185,6 +190,16 @@ impl Runtime {
         path: Option<&Path>,
         bytes: &[u8],
     ) -> Result<LoadedModule, ModuleError> {
+        self.check_size(name, bytes.len() as u64)?;
+        // Checked here so that the compiler's message (which quotes the first
+        // bytes it found) is never the one shown for a file that is not wasm.
+        if !bytes.starts_with(b"\0asm") {
+            return Err(ModuleError::Compile {
+                name: name.to_string(),
+                reason: "not a WebAssembly file (it does not begin with the `\\0asm` header)"
+                    .into(),
+            });
+        }
         LoadedModule::compile(
             &self.engine,
             (&self.filter_linker, &self.action_linker),
@@ -195,14 +210,33 @@ impl Runtime {
         )
     }
 
-    /// Reads and compiles a module file.
+    /// Reads and compiles a module file; one over the size cap is refused unread.
     pub fn load_file(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
-        let bytes = std::fs::read(path).map_err(|e| ModuleError::Read {
+        let read_error = |e: std::io::Error| ModuleError::Read {
             name: name.to_string(),
             path: path.display().to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        self.check_size(name, size)?;
+        let bytes = std::fs::read(path).map_err(read_error)?;
         self.compile(name, Some(path), &bytes)
+    }
+
+    /// Largest module accepted, in bytes.
+    pub fn max_module_bytes(&self) -> u64 {
+        self.max_module_bytes
+    }
+
+    fn check_size(&self, name: &str, size: u64) -> Result<(), ModuleError> {
+        if size > self.max_module_bytes {
+            return Err(ModuleError::TooLarge {
+                name: name.to_string(),
+                size,
+                max: self.max_module_bytes,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -75,6 +75,18 @@ pub enum ModuleError {
         /// OS error.
         reason: String,
     },
+    /// The file is over the size cap (`engine.maxModuleSize`); it was not read.
+    #[error(
+        "module `{name}` is {size} bytes; modules may be at most {max} bytes (engine.maxModuleSize)"
+    )]
+    TooLarge {
+        /// Module name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
     /// The bytes are not a valid component for this engine.
     #[error("module `{name}` does not compile: {reason}")]
     Compile {

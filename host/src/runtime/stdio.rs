@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use crate::capabilities::redact::Redactor;
+use crate::capabilities::redact;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
@@ -27,7 +27,6 @@ const MAX_TAIL: usize = 600;
 pub struct GuestOutput {
     trigger: Arc<str>,
     module: Arc<str>,
-    redactor: Redactor,
     limit: u64,
     written: AtomicU64,
     exceeded: AtomicBool,
@@ -48,11 +47,10 @@ pub enum Stream {
 
 impl GuestOutput {
     /// Creates the shared state for one invocation.
-    pub fn new(trigger: Arc<str>, module: Arc<str>, limit: u64, redactor: Redactor) -> Arc<Self> {
+    pub fn new(trigger: Arc<str>, module: Arc<str>, limit: u64) -> Arc<Self> {
         Arc::new(GuestOutput {
             trigger,
             module,
-            redactor,
             limit,
             written: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
@@ -140,9 +138,17 @@ impl GuestOutput {
         let mut buf = lock(self.buffer(stream));
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             buf.extend_from_slice(chunk);
-            if chunk.ends_with(b"\n") || buf.len() >= MAX_LINE {
+            if chunk.ends_with(b"\n") {
                 let line = std::mem::take(&mut *buf);
                 self.emit(stream, &line);
+            } else if buf.len() >= MAX_LINE {
+                // Split a long line only where no secret value can straddle the split.
+                let cut = redact::safe_cut(&buf);
+                if cut > 0 {
+                    let rest = buf.split_off(cut);
+                    let piece = std::mem::replace(&mut *buf, rest);
+                    self.emit(stream, &piece);
+                }
             }
         }
         Ok(())
@@ -150,7 +156,7 @@ impl GuestOutput {
 
     fn emit(&self, stream: Stream, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
-        let text = self.redactor.redact(&text);
+        let text = redact::redact_str(&text);
         let line = text.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             return;

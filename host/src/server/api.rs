@@ -6,30 +6,40 @@
 //! - `GET /api/v1/triggers` — state, last success/failure, counts, and
 //!   what each trigger starts on success and on failure;
 //! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`.
+//!
+//! `fire` never skips a trigger's own authentication: a webhook trigger with
+//! `auth` other than `none` cannot be fired here (403); its events come only
+//! through `POST /hooks/{name}` with its credentials.
 
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{Body, ServerState, error, json, same_secret};
+use crate::config::{SourceConfig, WebhookAuth};
 use crate::dispatch::SubmitError;
 use crate::event::Event;
 use crate::runs::RunStatus;
 use crate::runs::store::RunQuery;
 
 /// Largest `fire` body accepted.
-const MAX_FIRE_BODY: usize = 1 << 20;
+const MAX_FIRE_BODY: u64 = 1 << 20;
 
 pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> Response<Body> {
-    if let Some(token) = &state.api_token {
+    if let Some(source) = &state.api_token {
+        let Some(token) = source.current() else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API token is unavailable",
+            );
+        };
         let given = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), token.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "the API needs the bearer token");
         }
     }
@@ -72,9 +82,21 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
             let Some(trigger) = engine.trigger(&name).await else {
                 return error(StatusCode::NOT_FOUND, "no trigger with that name");
             };
-            let body = match Limited::new(req.into_body(), MAX_FIRE_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body exceeds 1 MiB"),
+            if let SourceConfig::Webhook(hook) = &trigger.config().source
+                && hook.auth != WebhookAuth::None
+            {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "`{name}` is a webhook trigger with its own authentication; send its events to POST /hooks/{name} with its credentials (fire cannot skip them)"
+                    ),
+                );
+            }
+            let declared = super::declared_length(req.headers());
+            let body = match super::read_body(state, req.into_body(), declared, MAX_FIRE_BODY).await
+            {
+                Ok((bytes, _budget)) => bytes,
+                Err(response) => return response,
             };
             let data = if body.is_empty() {
                 serde_json::json!({})

@@ -4,45 +4,70 @@
 //! - `GET /metrics`: Prometheus/OpenMetrics text;
 //! - `GET /healthz`: the process is alive; `GET /readyz`: config loaded,
 //!   modules compiled, sources started;
-//! - `/api/v1/...`: runs, triggers and manual firing ([`api`]), optionally
-//!   behind a bearer token; the `runs`, `triggers` and `fire` commands use it.
+//! - `/api/v1/...`: runs, triggers and manual firing ([`api`]), behind a
+//!   bearer token ([`token`]; `run` refuses a non-loopback listener without
+//!   one); the `runs`, `triggers` and `fire` commands use it.
 //!
 //! The listener starts before the engine so that `/readyz` can say "not yet".
+//! Hostile clients are bounded (`engine.server`, [`ServerLimits`]): a cap on
+//! connections, header / body / idle timeouts per connection ([`conn`]), and
+//! one budget for request-body bytes held in memory across all requests;
+//! accept errors back off instead of spinning.
 
 mod api;
+mod conn;
+mod token;
+mod webhook;
 
 pub use api::since;
-mod webhook;
+pub use token::{ApiToken, TokenSource, check_token};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::config::ServerLimits;
 use crate::engine::Shared;
 use crate::metrics::Metrics;
+
+/// Largest request head (request line and headers) read from a client.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// What request handlers share.
 pub struct ServerState {
     metrics: Arc<Metrics>,
-    api_token: Option<String>,
+    api_token: Option<TokenSource>,
     engine: OnceLock<Arc<Shared>>,
     ready: AtomicBool,
+    limits: ServerLimits,
+    /// Request-body bytes that may be held at once, across all requests.
+    body_budget: Arc<Semaphore>,
 }
 
 impl ServerState {
     /// State for a server that has no engine yet.
-    pub fn new(metrics: Arc<Metrics>, api_token: Option<String>) -> Arc<Self> {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        api_token: Option<TokenSource>,
+        limits: ServerLimits,
+    ) -> Arc<Self> {
+        let budget = usize::try_from(limits.max_body_bytes_in_flight)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         Arc::new(ServerState {
             metrics,
             api_token,
             engine: OnceLock::new(),
             ready: AtomicBool::new(false),
+            limits,
+            body_budget: Arc::new(Semaphore::new(budget)),
         })
     }
 
@@ -74,24 +99,7 @@ impl Server {
     pub async fn start(addr: SocketAddr, state: Arc<ServerState>) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, _) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        continue;
-                    }
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| route(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(accept_loop(listener, state));
         tracing::info!(%addr, "HTTP server listening");
         Ok(Server { addr, task })
     }
@@ -100,6 +108,120 @@ impl Server {
     pub fn stop(self) {
         self.task.abort();
     }
+}
+
+/// Accepts connections up to the cap, each served with its own watchdog.
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<ServerState>) {
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections));
+    let mut backoff = conn::AcceptBackoff::new();
+    let mut refusals = conn::RefusalLog::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) and the like: retrying at
+                // once would spin; the pending connection waits in the backlog.
+                tokio::time::sleep(backoff.failed(&e)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refusals.refused(state.limits.max_connections);
+            drop(stream);
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, state).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<ServerState>) {
+    let phase = conn::Phase::new();
+    let io = hyper_util::rt::TokioIo::new(conn::Tracked::new(stream, phase.clone()));
+    let service = {
+        let (state, phase) = (state.clone(), phase.clone());
+        hyper::service::service_fn(move |req| {
+            let (state, phase) = (state.clone(), phase.clone());
+            async move {
+                phase.busy();
+                let response = route(state, req).await;
+                phase.idle();
+                response
+            }
+        })
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service);
+    tokio::select! {
+        _ = connection => {}
+        why = phase.overstayed(&state.limits) => {
+            tracing::debug!(reason = why, "closing a slow or idle connection");
+        }
+    }
+}
+
+/// Reads a request body of at most `max` bytes within the body timeout,
+/// holding its size against the server-wide in-flight budget while it is
+/// read (the permit comes back with the bytes). Err is the response to send.
+pub(crate) async fn read_body(
+    state: &ServerState,
+    body: Incoming,
+    declared: Option<u64>,
+    max: u64,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), Response<Body>> {
+    if declared.is_some_and(|n| n > max) {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body exceeds {max} bytes"),
+        ));
+    }
+    // A body of unknown length may be as large as allowed: reserve that much.
+    let reserve = declared.unwrap_or(max).max(1);
+    let permits = u32::try_from(reserve).unwrap_or(u32::MAX);
+    let Ok(permit) = state.body_budget.clone().try_acquire_many_owned(permits) else {
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bodies in flight; retry later",
+        );
+        if let Ok(value) = "1".parse() {
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, value);
+        }
+        return Err(response);
+    };
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match tokio::time::timeout(
+        state.limits.body_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => Ok((collected.to_bytes(), permit)),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body exceeds {max} bytes"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        )),
+    }
+}
+
+/// The `content-length` a request declares, if any.
+pub(crate) fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// A response body.
@@ -113,11 +235,15 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
         .unwrap_or_default()
 }
 
+/// A JSON response; registered secret values are redacted from it, whatever
+/// record or error carried them.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let text = value.to_string();
+    let text = crate::capabilities::redact::redact_str(&text).into_owned();
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
+        .body(Full::new(Bytes::from(text)))
         .unwrap_or_default()
 }
 

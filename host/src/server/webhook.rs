@@ -4,12 +4,16 @@
 //! the trigger's selected headers become the event's data. A missing or bad
 //! credential is 401 and no event; a body over the cap is 413; a full queue is
 //! 429 with `Retry-After`; 202 means the event was accepted.
+//!
+//! Nothing is read from an unauthenticated caller that it need not: unknown
+//! triggers are 404 before the body, a bearer token is checked before the
+//! body, and an HMAC signature (which needs the body) is checked on a body
+//! read under the server's in-flight byte budget and body timeout.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::Sha256;
@@ -45,35 +49,33 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     if req.method() != Method::POST {
         return respond(error(StatusCode::METHOD_NOT_ALLOWED, "webhooks take POST"));
     }
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > hook.max_body_bytes) {
-        return respond(too_large(&hook));
-    }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, hook.max_body_bytes as usize)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return respond(too_large(&hook)),
+    let refused = |status: StatusCode| {
+        tracing::warn!(trigger = %name, status = status.as_u16(), "webhook request refused");
+        error(
+            status,
+            if status == StatusCode::UNAUTHORIZED {
+                "unauthorized"
+            } else {
+                "cannot verify the request"
+            },
+        )
     };
-    match authorize(engine, &hook.auth, &parts.headers, &body).await {
-        Ok(()) => {}
-        Err(status) => {
-            tracing::warn!(trigger = %name, status = status.as_u16(), "webhook request refused");
-            return respond(error(
-                status,
-                if status == StatusCode::UNAUTHORIZED {
-                    "unauthorized"
-                } else {
-                    "cannot verify the request"
-                },
-            ));
-        }
+    // A bearer token needs no body: check it before reading one.
+    if matches!(hook.auth, WebhookAuth::Bearer { .. })
+        && let Err(status) = authorize(engine, &hook.auth, &parts.headers, &[]).await
+    {
+        return respond(refused(status));
+    }
+    let declared = super::declared_length(&parts.headers);
+    let (body, _budget) = match super::read_body(state, body, declared, hook.max_body_bytes).await {
+        Ok(read) => read,
+        Err(response) => return respond(response),
+    };
+    if !matches!(hook.auth, WebhookAuth::Bearer { .. })
+        && let Err(status) = authorize(engine, &hook.auth, &parts.headers, &body).await
+    {
+        return respond(refused(status));
     }
     let data = event_data(&hook, &parts.headers, &body);
     let event = Event::new(&name, "webhook", "post", &data);
@@ -102,13 +104,6 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     }
 }
 
-fn too_large(hook: &WebhookConfig) -> Response<Body> {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("body exceeds {} bytes", hook.max_body_bytes),
-    )
-}
-
 /// Checks the credential; Err is the status to answer.
 async fn authorize(
     engine: &crate::engine::Shared,
@@ -118,9 +113,17 @@ async fn authorize(
 ) -> Result<(), StatusCode> {
     let secret = |name: String| async move {
         match engine.services.secrets.get(&name).await {
-            Ok(Some(value)) => Ok(value),
-            Ok(None) | Err(_) => {
+            Ok(Some(value)) if !value.trim().is_empty() => Ok(value),
+            Ok(Some(_)) => {
+                tracing::error!(secret = %name, "webhook secret is empty: refusing every request");
+                Err(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Ok(None) => {
                 tracing::error!(secret = %name, "webhook secret not found in any secret provider");
+                Err(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Err(e) => {
+                tracing::error!(secret = %name, error = %e, "webhook secret cannot be read");
                 Err(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
@@ -129,6 +132,7 @@ async fn authorize(
         WebhookAuth::None => Ok(()),
         WebhookAuth::Bearer { secret: name } => {
             let token = secret(name.clone()).await?;
+            let token = token.trim();
             let given = headers
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -143,7 +147,9 @@ async fn authorize(
             header,
             prefix,
         } => {
+            // Surrounding whitespace (a Secret file's final newline) is not part of the key.
             let key = secret(name.clone()).await?;
+            let key = key.trim();
             let given = headers
                 .get(header.as_str())
                 .and_then(|v| v.to_str().ok())
