@@ -51,5 +51,25 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
             .with_span_list(false)
             .try_init(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    result.map_err(|e| format!("cannot install the logger: {e}"))?;
+    // Panic messages can quote data (a caught panic in a library, a guest's
+    // value): route them through the log, and so through redaction.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(target: "wasmtrigger::panic", thread, location, "panic: {message}");
+    }));
+    Ok(())
 }

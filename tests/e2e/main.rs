@@ -12,6 +12,7 @@ mod deploy;
 mod dispatch;
 mod engine_process;
 mod filters;
+mod hostile;
 mod isolation;
 mod kube_actions;
 mod kube_watch;

@@ -252,6 +252,22 @@ impl EngineProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_as(config, state_dir, extra, env, None)
+    }
+
+    /// Like [`EngineProcess::start`], with the soft limit on open files set
+    /// to `nofile` (through `sh -c 'ulimit -n N; exec ...'`).
+    pub fn start_with_nofile(config: &Path, state_dir: &Path, extra: &[&str], nofile: u32) -> Self {
+        Self::start_as(config, state_dir, extra, &[], Some(nofile))
+    }
+
+    fn start_as(
+        config: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> Self {
         let mut args = vec![
             "--log-format".to_string(),
             "json".into(),
@@ -268,7 +284,17 @@ impl EngineProcess {
             args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(binary())
+        let mut command = match nofile {
+            None => Command::new(binary()),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                sh
+            }
+        };
+        let mut child = command
             .args(&args)
             .envs(env.iter().copied().filter(|(_, v)| !v.is_empty()))
             .env_remove_all(env.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| *k))
@@ -319,6 +345,11 @@ impl EngineProcess {
                 .any(|l| l["message"] == "engine started")
                 .then_some(())
         });
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The JSON log lines so far.

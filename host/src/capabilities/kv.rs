@@ -1,4 +1,8 @@
 //! `kv`: the trigger's own key/value namespace in the state store.
+//!
+//! Secret values never reach the store: a key or value holding one is stored
+//! with it redacted, so kv cannot carry a secret past the grant that gave it
+//! (a later run without the grant, or a file copied off the state directory).
 
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
@@ -41,6 +45,7 @@ impl Host for HostState {
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), WitError> {
+        let (key, value) = (hidden(key), hidden(value));
         self.with_kv(move |kv| kv.set(&key, &value)).await
     }
 
@@ -58,11 +63,21 @@ impl Host for HostState {
         expected: Option<String>,
         new: Option<String>,
     ) -> Result<bool, WitError> {
+        let (key, new) = (hidden(key), new.map(hidden));
+        let expected = expected.map(hidden);
         self.with_kv(move |kv| kv.compare_and_swap(&key, expected.as_deref(), new.as_deref()))
             .await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
         self.with_kv(move |kv| kv.increment(&key, delta)).await
+    }
+}
+
+/// The text with registered secret values redacted.
+fn hidden(text: String) -> String {
+    match super::redact::redact_str(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(redacted) => redacted,
     }
 }

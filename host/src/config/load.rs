@@ -185,16 +185,28 @@ fn read_document(file: &Path) -> Result<Map<String, Value>, ConfigError> {
         field,
         message,
     };
+    // Refused by size before it is read (a config is small; a huge file is a mistake or worse).
+    let size = std::fs::metadata(file)
+        .map_err(|e| fail(None, format!("cannot read: {e}")))?
+        .len();
+    if size > super::document::MAX_DOCUMENT_BYTES as u64 {
+        return Err(fail(
+            None,
+            format!(
+                "the file is {size} bytes; config files may be at most {} bytes",
+                super::document::MAX_DOCUMENT_BYTES
+            ),
+        ));
+    }
     let text =
         std::fs::read_to_string(file).map_err(|e| fail(None, format!("cannot read: {e}")))?;
-    let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
-    let value: Value = if text.trim().is_empty() {
-        Value::Null
-    } else if is_json {
-        serde_json::from_str(&text).map_err(|e| fail(None, format!("invalid JSON: {e}")))?
+    let format = if file.extension().and_then(|e| e.to_str()) == Some("json") {
+        "JSON"
     } else {
-        serde_yaml_ng::from_str(&text).map_err(|e| fail(None, format!("invalid YAML: {e}")))?
+        "YAML"
     };
+    let value =
+        super::document::parse(&text).map_err(|e| fail(None, format!("invalid {format}: {e}")))?;
     let map = match value {
         Value::Null => Map::new(),
         Value::Object(map) => map,
@@ -397,7 +409,195 @@ fn engine_settings(
             located(&file, field, message);
         }
     }
+    for (field, message) in engine_bounds(&settings) {
+        located(&file, &field, message);
+    }
     settings
+}
+
+/// Bounds for a number: (field, value, min, max, unit).
+type Bound = (String, u64, u64, u64, &'static str);
+
+fn out_of_bounds(bounds: &[Bound]) -> Vec<(String, String)> {
+    bounds
+        .iter()
+        .filter(|(_, v, min, max, _)| v < min || v > max)
+        .map(|(field, v, min, max, unit)| {
+            (
+                field.clone(),
+                format!("{v}{unit} is out of range: expected {min}{unit} to {max}{unit}"),
+            )
+        })
+        .collect()
+}
+
+const SECOND_MS: u64 = 1000;
+const HOUR_MS: u64 = 3600 * SECOND_MS;
+
+/// Every numeric engine setting has bounds, so a typo cannot ask for a
+/// trillion workers, a year-long timeout or a terabyte of buffers.
+fn engine_bounds(s: &EngineSettings) -> Vec<(String, String)> {
+    let ms = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as u64;
+    let mut bounds: Vec<Bound> = [
+        (
+            "engine.queueSize".to_string(),
+            s.queue_size as u64,
+            1,
+            1_000_000,
+            "",
+        ),
+        (
+            "engine.perWorkerQps".to_string(),
+            s.per_worker_qps as u64,
+            0,
+            1_000_000,
+            "",
+        ),
+        (
+            "engine.timeout".to_string(),
+            ms(s.timeout),
+            1,
+            HOUR_MS,
+            "ms",
+        ),
+        (
+            "engine.shutdownGrace".to_string(),
+            ms(s.shutdown_grace),
+            0,
+            HOUR_MS,
+            "ms",
+        ),
+        (
+            "engine.stdioLimit".to_string(),
+            s.stdio_limit,
+            1,
+            64 << 20,
+            " bytes",
+        ),
+        (
+            "engine.moduleCacheSize".to_string(),
+            s.module_cache_size,
+            0,
+            64 << 30,
+            " bytes",
+        ),
+        (
+            "engine.maxModuleSize".to_string(),
+            s.max_module_size,
+            1024,
+            1 << 30,
+            " bytes",
+        ),
+        (
+            "engine.kv.maxValueSize".to_string(),
+            s.kv.max_value_bytes as u64,
+            1,
+            16 << 20,
+            " bytes",
+        ),
+        (
+            "engine.kv.maxKeys".to_string(),
+            s.kv.max_keys,
+            1,
+            10_000_000,
+            "",
+        ),
+        (
+            "engine.history.maxPerTrigger".to_string(),
+            s.history.max_per_trigger as u64,
+            1,
+            1_000_000,
+            "",
+        ),
+        (
+            "engine.history.maxAge".to_string(),
+            ms(s.history.max_age),
+            1,
+            3650 * 24 * HOUR_MS,
+            "ms",
+        ),
+        (
+            "engine.server.headerTimeout".to_string(),
+            ms(s.server.header_timeout),
+            100,
+            HOUR_MS,
+            "ms",
+        ),
+        (
+            "engine.server.bodyTimeout".to_string(),
+            ms(s.server.body_timeout),
+            100,
+            HOUR_MS,
+            "ms",
+        ),
+        (
+            "engine.server.idleTimeout".to_string(),
+            ms(s.server.idle_timeout),
+            100,
+            HOUR_MS,
+            "ms",
+        ),
+        (
+            "engine.server.maxConnections".to_string(),
+            s.server.max_connections as u64,
+            1,
+            1_000_000,
+            "",
+        ),
+        (
+            "engine.server.maxBodyBytesInFlight".to_string(),
+            s.server.max_body_bytes_in_flight,
+            64 << 10,
+            16 << 30,
+            " bytes",
+        ),
+    ]
+    .into();
+    bounds.extend(http_bounds("engine.http", &s.http));
+    bounds.extend(retry_bounds("engine.retry", &s.retry));
+    out_of_bounds(&bounds)
+}
+
+fn http_bounds(prefix: &str, h: &HttpLimits) -> Vec<Bound> {
+    let field = |f: &str| format!("{prefix}.{f}");
+    vec![
+        (
+            field("timeout"),
+            h.timeout.as_millis() as u64,
+            1,
+            HOUR_MS,
+            "ms",
+        ),
+        (
+            field("maxResponseSize"),
+            h.max_response_bytes,
+            1,
+            1 << 30,
+            " bytes",
+        ),
+        (field("maxRequests"), h.max_requests as u64, 1, 10_000, ""),
+    ]
+}
+
+fn retry_bounds(prefix: &str, r: &RetryPolicy) -> Vec<Bound> {
+    let field = |f: &str| format!("{prefix}.{f}");
+    vec![
+        (field("max"), r.max as u64, 0, 100, ""),
+        (
+            field("delay"),
+            r.delay.as_millis() as u64,
+            0,
+            24 * HOUR_MS,
+            "ms",
+        ),
+        (
+            field("maxDelay"),
+            r.max_delay.as_millis() as u64,
+            0,
+            24 * HOUR_MS,
+            "ms",
+        ),
+    ]
 }
 
 /// Reads `engine.triggerObjects` into `policy`; returns the problems as (field, message).
@@ -892,10 +1092,21 @@ impl Loader<'_> {
                 "expected 1 to 1000".into(),
             );
         }
+        let max_entry_bytes = spec.max_entry_size.map(|b| b.0).unwrap_or(1 << 20);
+        for (field, message) in out_of_bounds(&[(
+            "source.maxEntrySize".to_string(),
+            max_entry_bytes,
+            1,
+            64 << 20,
+            " bytes",
+        )]) {
+            self.error(file, Some(label), Some(&field), message);
+        }
         if self.errors.len() > before {
             return None;
         }
         Some(RedisQueueConfig {
+            max_entry_bytes,
             dead_letter: spec
                 .dead_letter
                 .unwrap_or_else(|| format!("{}:dead", spec.stream)),
@@ -964,6 +1175,15 @@ impl Loader<'_> {
             headers.push(lower);
         }
         let max_body_bytes = spec.max_body_size.map(|b| b.0).unwrap_or(1 << 20);
+        for (field, message) in out_of_bounds(&[(
+            "source.maxBodySize".to_string(),
+            max_body_bytes,
+            1,
+            64 << 20,
+            " bytes",
+        )]) {
+            self.error(file, Some(label), Some(&field), message);
+        }
         (self.errors.len() == before).then_some(WebhookConfig {
             auth,
             headers,
@@ -1120,9 +1340,10 @@ impl Loader<'_> {
             None => self.engine.http,
             Some(h) => merge_http(self.engine.http, h),
         };
-        if http.timeout.is_zero() {
-            let message = "expected a timeout above zero".to_string();
-            self.error(file, Some(label), Some("action.http.timeout"), message);
+        let mut bounds = http_bounds("action.http", &http);
+        bounds.extend(retry_bounds("action.retry", &retry));
+        for (field, message) in out_of_bounds(&bounds) {
+            self.error(file, Some(label), Some(&field), message);
         }
         let grants = self.grants(file, label, spec.grants.as_ref());
         let mut imports = Vec::new();
@@ -1188,12 +1409,12 @@ impl Loader<'_> {
             timeout: timeout.map(|t| t.0).unwrap_or(self.engine.timeout),
             memory: memory.map(|m| m.0).unwrap_or(self.engine.memory),
         };
-        if limits.timeout.is_zero() {
+        if limits.timeout.is_zero() || limits.timeout.as_millis() > HOUR_MS as u128 {
             self.error(
                 file,
                 Some(label),
                 Some(&format!("{section}.timeout")),
-                "expected a timeout above zero".into(),
+                "expected a timeout above zero and at most 1h".into(),
             );
         }
         if !(1 << 20..=MAX_MEMORY_LIMIT).contains(&limits.memory) {

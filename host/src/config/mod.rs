@@ -5,6 +5,7 @@
 //! belongs to, and loading goes on past the first problem so that `check`
 //! can list them all at once.
 
+pub mod document;
 mod load;
 pub mod policy;
 mod schema;
@@ -479,6 +480,8 @@ pub struct RedisQueueConfig {
     pub claim_idle: Duration,
     /// Entries read per call.
     pub batch: usize,
+    /// Largest entry (all fields) handed to the trigger; bigger ones are dead-lettered.
+    pub max_entry_bytes: u64,
 }
 
 /// How a Redis source finds its server.

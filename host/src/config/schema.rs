@@ -210,6 +210,7 @@ pub struct RedisQueueSpec {
     pub dead_letter: Option<String>,
     pub claim_idle: Option<DurationValue>,
     pub batch: Option<usize>,
+    pub max_entry_size: Option<ByteSize>,
 }
 
 /// `source: {type: kube-watch, ...}`.

@@ -38,7 +38,7 @@ use crate::engine::Shared;
 use crate::metrics::Metrics;
 
 /// Largest request head (request line and headers) read from a client.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// What request handlers share.
 pub struct ServerState {
@@ -157,7 +157,8 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<ServerState>
         })
     };
     let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES * 2)
         .serve_connection(io, service);
     tokio::select! {
         _ = connection => {}

@@ -219,6 +219,26 @@ impl Session<'_> {
     /// Turns an entry into an event and waits for room in the queue.
     async fn hand_on(&self, entry: StreamId) -> Result<(), QueueError> {
         let fields = text_fields(&entry.map);
+        let size: u64 = fields.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        if size > self.config.max_entry_bytes {
+            // Not an event: straight to the dead-letter stream, without its payload.
+            let why = format!(
+                "entry is {size} bytes; this trigger takes at most {} (source.maxEntrySize)",
+                self.config.max_entry_bytes
+            );
+            tracing::warn!(trigger = %self.trigger.name, entry = %entry.id, size, "redis queue: oversized entry dead-lettered");
+            self.submitter
+                .metrics()
+                .dropped(&self.trigger.name, "oversized");
+            let _ = self.acks.send(Ack {
+                entry: entry.id,
+                dead: Some((
+                    vec![("wasmtrigger.size".to_string(), size.to_string())],
+                    why,
+                )),
+            });
+            return Ok(());
+        }
         let data = event_data(&fields);
         let mut event = Event::new(&self.trigger.name, "redis-queue", "entry", &data);
         // Stable across redeliveries, so a duplicate is recognisable.

@@ -121,6 +121,11 @@ struct Target {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!("{} {}", req.method(), req.uri()));
     if let Some(token) = &shared.token {
         let presented = req
             .headers()

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub watches: Mutex<std::collections::HashMap<String, u64>>,
     /// The bearer token every request must carry, if any.
     pub token: Option<String>,
+    /// Every request's method and URI (path and query), in arrival order.
+    pub requests: Mutex<Vec<String>>,
     /// Requests refused with 401.
     pub unauthorized: std::sync::atomic::AtomicU64,
 }
@@ -113,6 +115,7 @@ impl ApiServer {
             watches: Mutex::new(Default::default()),
             token: options.token.clone(),
             unauthorized: std::sync::atomic::AtomicU64::new(0),
+            requests: Mutex::new(Vec::new()),
         });
         let tls = options.https.then(http::test_tls);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -149,6 +152,15 @@ impl ApiServer {
     /// The port the server listens on (at 127.0.0.1).
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Every request received so far, as `METHOD /path?query`, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Requests refused for a missing or wrong bearer token.

@@ -6,7 +6,11 @@
 //! `print` (`bytes`), `sleep` (`ms`; returns the event data), `flaky` (`failures`: fail until the
 //! kv counter `attempts` passes it), `echo-params`, `http` (`request`, `repeat`),
 //! `secret` and `leak-secret` (`name`), `kv-set` (`key`, `value`), `cas-increment` (`key`),
-//! `kube` (`kube`: a call of the kube capability; returns its result).
+//! `kube` (`kube`: a call of the kube capability; returns its result), and
+//! `leak-all` (`names`, `then`: `ok`, `fail` or `panic`): reads every named secret and
+//! tries every way out with them — log, stdout, stderr, kv, output (raw and JSON-encoded,
+//! with the params it was given), error, panic; a later run finding them in kv prints
+//! and returns them without reading any secret.
 
 use std::hint::black_box;
 
@@ -81,6 +85,8 @@ struct Params {
     bytes: Option<usize>,
     ms: Option<u64>,
     failures: Option<i64>,
+    names: Option<Vec<String>>,
+    then: Option<String>,
 }
 
 struct Hostile;
@@ -183,6 +189,36 @@ impl Action for Hostile {
                 println!("stdout: {value}");
                 eprintln!("stderr: {value}");
                 Err(format!("failing while holding {value}"))
+            }
+            "leak-all" => {
+                if let Some(stashed) = kv::get("stash").map_err(|e| e.describe())? {
+                    info!("from kv: {stashed}");
+                    println!("from kv: {stashed}");
+                    eprintln!("from kv: {stashed}");
+                    return Ok(format!("from kv: {stashed}"));
+                }
+                let mut values = Vec::new();
+                for name in p.names.clone().unwrap_or_default() {
+                    values.push(secrets::get(&name).map_err(|e| e.describe())?);
+                }
+                for v in &values {
+                    info!("log: {v}");
+                    println!("stdout: {v}");
+                    eprintln!("stderr: {v}");
+                    // A value split across writes, and one that straddles a long line's cut.
+                    let (a, b) = v.split_at(v.len() / 2);
+                    print!("split: {a}");
+                    println!("{b}");
+                    println!("{}{v}", "x".repeat(8 * 1024 - 5));
+                }
+                let joined = values.join("|");
+                kv::set("stash", &joined).map_err(|e| e.describe())?;
+                let output = serde_json::json!({ "values": values, "params": params }).to_string();
+                match p.then.as_deref() {
+                    Some("fail") => Err(format!("failing with {joined} and {output}")),
+                    Some("panic") => panic!("panicking with {joined}"),
+                    _ => Ok(format!("{joined} {output}")),
+                }
             }
             "kv-set" => {
                 let key = p.key.ok_or("params need `key`")?;

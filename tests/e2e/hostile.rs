@@ -1,0 +1,936 @@
+//! The hostile-input suite: every input surface — config files, module
+//! files, the HTTP listener, webhook callers, guest calls, secrets, queue
+//! messages — fed what a hostile review fed it (oversized, malformed, slow,
+//! deeply nested, path tricks), each case with the outcome it must have.
+//! A case that fails here means a weakness came back. docs/security.md lists
+//! every case with the test that holds it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{self, DEADLINE, EngineProcess, Workspace, run_cli};
+
+/// A config case: files to write, what `check` must say, what it must never print.
+struct ConfigCase {
+    name: &'static str,
+    files: Vec<(&'static str, String)>,
+    expect: &'static [&'static str],
+    never: &'static [&'static str],
+}
+
+fn trigger_with(extra_action: &str) -> String {
+    format!(
+        "triggers:\n  - name: t\n    source: {{ type: schedule, every: 1h }}\n    action: {{ module: log-event.wasm{extra_action} }}\n"
+    )
+}
+
+fn config_cases() -> Vec<ConfigCase> {
+    let mut bomb = String::from("engine:\n  workers: 1\nanchors: &a [");
+    bomb.push_str(&"lol,".repeat(3000));
+    bomb.push_str("lol]\nmore: [");
+    bomb.push_str(&"*a,".repeat(3000));
+    bomb.push_str("*a]\n");
+    let deep_yaml = (0..20_000)
+        .map(|i| format!("{}k:\n", " ".repeat(i % 200 + i / 200)))
+        .collect::<String>();
+    let deep_flow = format!("triggers: {}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_json = format!(
+        "{{\"triggers\": {}1{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let cel = |depth: usize| {
+        format!(
+            "triggers:\n  - name: t\n    source: {{ type: schedule, every: 1h }}\n    filter: {{ cel: \"{}true{}\" }}\n    action: {{ module: log-event.wasm }}\n",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        )
+    };
+    vec![
+        ConfigCase {
+            name: "a key given twice",
+            files: vec![(
+                "t.yaml",
+                "triggers:\n  - name: t\n    source: { type: schedule, every: 1h }\n    action:\n      module: log-event.wasm\n      grants:\n        kube: []\n        kube: [{verbs: [get], apiVersion: v1, kind: Secret, namespaces: ['*']}]\n".into(),
+            )],
+            expect: &["`kube` is given twice", "line 7", "line 8"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "a key given twice in JSON",
+            files: vec![("t.json", r#"{"triggers": [], "triggers": []}"#.into())],
+            expect: &["invalid JSON", "`triggers` is given twice"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "an alias bomb",
+            files: vec![("t.yaml", bomb)],
+            expect: &["invalid YAML", "alias"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "deeply nested block YAML",
+            files: vec![("t.yaml", deep_yaml)],
+            expect: &["invalid YAML"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "deeply nested flow YAML",
+            files: vec![("t.yaml", deep_flow)],
+            expect: &["invalid YAML", "nest at most"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "deeply nested JSON",
+            files: vec![("t.json", deep_json)],
+            expect: &["invalid JSON", "nest at most"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "an oversized config file",
+            files: vec![("t.yaml", format!("# {}\n", "x".repeat(5 << 20)))],
+            expect: &["config files may be at most"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "numbers past their bounds",
+            files: vec![(
+                "t.yaml",
+                format!(
+                    "engine:\n  workers: 1000000000000\n  queueSize: 1000000000\n  timeout: 100h\n  server: {{ maxConnections: 0 }}\n{}",
+                    trigger_with(", retry: { max: 100000 }, http: { maxRequests: 1000000 }")
+                ),
+            )],
+            expect: &[
+                "engine.workers",
+                "engine.queueSize",
+                "engine.timeout",
+                "engine.server.maxConnections",
+                "action.retry.max",
+                "action.http.maxRequests",
+            ],
+            never: &[],
+        },
+        ConfigCase {
+            name: "CEL nested 100 deep",
+            files: vec![("t.yaml", cel(100))],
+            expect: &["trigger `t`", "field `filter.cel`", "nest more than"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "CEL nested 1000 deep",
+            files: vec![("t.yaml", cel(1000))],
+            expect: &["trigger `t`", "field `filter.cel`", "nest more than"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "a module path out of the modules directory",
+            files: vec![("t.yaml", trigger_with("").replace("log-event.wasm", "../../../../etc/passwd"))],
+            expect: &["field `action.module`", "no absolute path, no `..`"],
+            never: &["root:"],
+        },
+        ConfigCase {
+            name: "an absolute module path",
+            files: vec![("t.yaml", trigger_with("").replace("log-event.wasm", "/etc/passwd"))],
+            expect: &["no absolute path"],
+            never: &["root:"],
+        },
+        ConfigCase {
+            name: "an HTTP grant for every host",
+            files: vec![("t.yaml", trigger_with(", grants: { http: ['*'] }"))],
+            expect: &["lone `*`"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "a watch namespace with a path in it",
+            files: vec![(
+                "t.yaml",
+                "triggers:\n  - name: t\n    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: 'a/../b', labelSelector: 'app in (x' }\n    action: { module: log-event.wasm }\n".into(),
+            )],
+            expect: &["invalid namespace", "invalid label selector"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "an empty webhook key",
+            files: vec![
+                (
+                    "t.yaml",
+                    "engine: { secrets: { dir: secrets } }\ntriggers:\n  - name: hook\n    source: { type: webhook, auth: { hmac: { secret: hook-key } } }\n    action: { module: log-event.wasm }\n".into(),
+                ),
+                ("secrets/hook-key", "\n".into()),
+            ],
+            expect: &["field `source.auth.secret`", "hook-key"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "a one-character webhook key",
+            files: vec![
+                (
+                    "t.yaml",
+                    "engine: { secrets: { dir: secrets } }\ntriggers:\n  - name: hook\n    source: { type: webhook, auth: { bearer: { secret: hook-key } } }\n    action: { module: log-event.wasm }\n".into(),
+                ),
+                ("secrets/hook-key", "e".into()),
+            ],
+            expect: &["shorter than 6"],
+            never: &[],
+        },
+    ]
+}
+
+/// Every config case through the real `check`: a clear error, located, and
+/// never a crash, a hang or an echo of what a file held.
+#[test]
+fn config_inputs_are_refused_with_located_errors() {
+    for case in config_cases() {
+        let ws = Workspace::new();
+        let mut config = None;
+        for (name, text) in &case.files {
+            let path = ws.write(name, text);
+            if name.starts_with("t.") {
+                config = Some(path);
+            }
+        }
+        // A secrets directory named in a config resolves against the working directory.
+        let config = config.expect("a config file");
+        let out = std::process::Command::new(support::binary())
+            .current_dir(ws.path())
+            .args(["check", "--config"])
+            .arg(&config)
+            .arg("--modules")
+            .arg(support::modules())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{}: {text}", case.name);
+        for want in case.expect {
+            assert!(
+                text.contains(want),
+                "{}: expected {want:?} in:\n{text}",
+                case.name
+            );
+        }
+        for never in case.never {
+            assert!(
+                !text.contains(never),
+                "{}: {never:?} leaked:\n{text}",
+                case.name
+            );
+        }
+    }
+}
+
+/// Module files: a symlink out of the modules directory, a file that is not
+/// wasm (its bytes never quoted), one over the size cap (refused unread).
+#[test]
+fn module_files_are_checked_before_they_are_read() {
+    let ws = Workspace::new();
+    let modules = ws.path().join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::copy(
+        support::module("log-event.wasm"),
+        modules.join("log-event.wasm"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", modules.join("escape.wasm")).unwrap();
+    std::fs::write(
+        modules.join("text.wasm"),
+        "TOP-SECRET-CONTENTS of a text file",
+    )
+    .unwrap();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        ("escape.wasm", "", &["outside the modules directory"]),
+        ("text.wasm", "", &["not a WebAssembly file"]),
+        (
+            "log-event.wasm",
+            "engine: { maxModuleSize: 2Ki }\n",
+            &["modules may be at most 2048 bytes"],
+        ),
+    ];
+    for (module, engine, expect) in cases {
+        let config = ws.write(
+            "t.yaml",
+            &format!(
+                "{engine}triggers:\n  - name: t\n    source: {{ type: schedule, every: 1h }}\n    action: {{ module: {module} }}\n"
+            ),
+        );
+        let (code, out, err) = run_cli(
+            &[
+                "check",
+                "--config",
+                config.to_str().unwrap(),
+                "--modules",
+                modules.to_str().unwrap(),
+            ],
+            None,
+        );
+        let text = format!("{out}{err}");
+        assert_eq!(code, 1, "{module}: {text}");
+        for want in expect {
+            assert!(text.contains(want), "{module}: expected {want:?} in {text}");
+        }
+        for never in ["root:", "TOP-SECRET", "[0x"] {
+            assert!(!text.contains(never), "{module}: {never} leaked: {text}");
+        }
+    }
+}
+
+/// Sends raw bytes on a new connection and reads what comes back until the
+/// server closes it or `wait` passes.
+fn raw_exchange(addr: &str, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let _ = stream.write_all(request);
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn host_port(base_url: &str) -> String {
+    base_url.trim_start_matches("http://").to_string()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time a process has used (user + system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    match request.send() {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn post(url: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut request = client.post(url).body(body.to_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    match request.send() {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+const HOOKS: &str = r#"
+engine:
+  secrets: { dir: secrets }
+  server: { headerTimeout: 1s, bodyTimeout: 1s, idleTimeout: 2s }
+triggers:
+  - name: open
+    source: { type: webhook, auth: none }
+    action: { module: hostile.wasm, params: { mode: ok } }
+  - name: signed
+    source: { type: webhook, auth: { hmac: { secret: hook-key } }, maxBodySize: 960Ki }
+    action: { module: hostile.wasm, params: { mode: ok } }
+  - name: tick
+    source: { type: schedule, every: 1h }
+    action: { module: hostile.wasm, params: { mode: ok } }
+"#;
+
+fn hooks_workspace() -> (Workspace, std::path::PathBuf) {
+    let ws = Workspace::new();
+    ws.write("secrets/hook-key", "a-long-hmac-key-for-the-hook\n");
+    let config = ws.write("hooks.yaml", HOOKS);
+    (ws, config)
+}
+
+fn start_in(ws: &Workspace, config: &Path, extra: &[&str]) -> EngineProcess {
+    // `engine.secrets.dir` is relative: run where the workspace is.
+    let secrets = ws.path().join("secrets");
+    let mut args = vec!["--secrets-dir", secrets.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    EngineProcess::start(config, &ws.state_dir(), &args)
+}
+
+/// The control surface: no token off loopback, tokens from files, and no
+/// API call that skips a webhook's own authentication.
+#[test]
+fn the_api_needs_a_token_off_loopback_and_fire_cannot_skip_webhook_auth() {
+    let (ws, config) = hooks_workspace();
+    let secrets = ws.path().join("secrets");
+    let state = ws.state_dir();
+    let base = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--modules",
+        support::modules().to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+    ];
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let mut args = base.to_vec();
+        args.extend(["--listen", listen]);
+        let (code, _, err) = run_cli(&args, None);
+        assert_eq!(code, 2, "{listen}: {err}");
+        assert!(
+            err.contains("--api-token-file") && err.contains("--insecure-api"),
+            "{err}"
+        );
+    }
+
+    let insecure = start_in(&ws, &config, &["--listen", "0.0.0.0:0", "--insecure-api"]);
+    insecure.wait_started();
+    assert!(
+        insecure.raw_log().contains("--insecure-api"),
+        "a warning at start"
+    );
+    drop(insecure);
+
+    let token_file = ws.write("api-token", "first-api-token-value\n");
+    let engine = start_in(
+        &ws,
+        &config,
+        &["--api-token-file", token_file.to_str().unwrap()],
+    );
+    engine.wait_started();
+    let api = format!("{}/api/v1/triggers", engine.base_url());
+    let cases: Vec<(Option<&str>, u16)> = vec![
+        (None, 401),
+        (Some("wrong-token-value"), 401),
+        (Some("first-api-token-value"), 200),
+    ];
+    for (token, status) in cases {
+        assert_eq!(get(&api, token).0, status, "{token:?}");
+    }
+    std::fs::write(&token_file, "the-second-api-token").unwrap();
+    assert_eq!(
+        get(&api, Some("first-api-token-value")).0,
+        401,
+        "the old token stops working"
+    );
+    assert_eq!(
+        get(&api, Some("the-second-api-token")).0,
+        200,
+        "the file is re-read"
+    );
+
+    let fire = |name: &str| {
+        post(
+            &format!("{}/api/v1/triggers/{name}/fire", engine.base_url()),
+            Some("the-second-api-token"),
+            r#"{"data": {"forged": true}}"#,
+        )
+    };
+    let (status, body) = fire("signed");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("POST /hooks/signed"), "{body}");
+    assert_eq!(fire("tick").0, 202, "a schedule may be fired");
+    assert_eq!(
+        fire("open").0,
+        202,
+        "a webhook without auth has nothing to skip"
+    );
+    std::fs::write(&token_file, "  \n").unwrap();
+    assert_eq!(
+        get(&api, Some("the-second-api-token")).0,
+        503,
+        "an emptied file fails closed"
+    );
+}
+
+/// Slowloris: 300 connections dribbling a request head and 50 that send
+/// nothing are all closed by the timeouts, while a real webhook gets its 202.
+#[test]
+fn slow_and_idle_clients_are_cut_off_while_real_webhooks_get_through() {
+    let (ws, config) = hooks_workspace();
+    let engine = start_in(&ws, &config, &[]);
+    engine.wait_started();
+    let addr = host_port(&engine.base_url());
+    let mut slow: Vec<TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            let head = format!("POST /hooks/open HTTP/1.1\r\nHost: x\r\nX-Slow-{i}: ");
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    let idle: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let (status, body) = post(&format!("{}/hooks/open", engine.base_url()), None, "{}");
+    assert_eq!(status, 202, "{body}");
+    // Keep dribbling: one byte per connection now and then must not keep a head alive.
+    for s in slow.iter_mut() {
+        let _ = s.write_all(b"a");
+    }
+    let mut open: Vec<TcpStream> = slow.into_iter().chain(idle).collect();
+    let deadline = Instant::now() + DEADLINE;
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections still open",
+            open.len()
+        );
+        open.retain(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+            let mut buf = [0u8; 512];
+            match (&*s).read(&mut buf) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        });
+    }
+    assert_eq!(get(&format!("{}/healthz", engine.base_url()), None).0, 200);
+}
+
+/// 300 concurrent unauthenticated 960 KiB bodies to an HMAC hook: none is
+/// accepted, and the engine's memory grows by at most the in-flight body
+/// budget (32 MiB by default) plus buffers: 96 MiB is the stated bound.
+#[test]
+fn unauthenticated_large_bodies_stay_within_the_memory_budget() {
+    let (ws, config) = hooks_workspace();
+    let engine = start_in(&ws, &config, &[]);
+    engine.wait_started();
+    let url = format!("{}/hooks/signed", engine.base_url());
+    assert_eq!(post(&url, None, "{}").0, 401, "warm the path once");
+    let pid = engine.pid();
+    let before = rss_kib(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses: Vec<u16> = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let body = bytes::Bytes::from(vec![b'x'; 960 * 1024]);
+        let sends: Vec<_> = (0..300)
+            .map(|_| {
+                let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                tokio::spawn(async move {
+                    client
+                        .post(&url)
+                        .header("x-hub-signature-256", "sha256=00")
+                        .body(body)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for s in sends {
+            out.push(s.await.unwrap());
+        }
+        out
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    assert!(
+        !statuses.contains(&202),
+        "nothing unauthenticated is accepted"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 401 | 503 | 0)),
+        "401 (checked) or 503 (over the budget): {statuses:?}"
+    );
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "RSS {before} KiB before, {peak} KiB at peak: +{grown_mib} MiB for 300 x 960 KiB bodies"
+    );
+    assert!(grown_mib < 96, "memory grew by {grown_mib} MiB");
+    assert_eq!(get(&format!("{}/healthz", engine.base_url()), None).0, 200);
+}
+
+/// With 128 file descriptors and 200 connections, accepting fails with
+/// EMFILE: the engine backs off instead of spinning, logs a line now and
+/// then instead of a flood, and serves again once descriptors are free.
+#[test]
+fn out_of_file_descriptors_the_engine_backs_off_and_recovers() {
+    let (ws, config) = hooks_workspace();
+    let secrets = ws.path().join("secrets");
+    let engine = EngineProcess::start_with_nofile(
+        &config,
+        &ws.state_dir(),
+        &["--secrets-dir", secrets.to_str().unwrap()],
+        128,
+    );
+    engine.wait_started();
+    let addr = host_port(&engine.base_url());
+    let held: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    // Let the accept loop meet EMFILE, then watch it for three seconds.
+    engine.wait_for("the accept error", |lines| {
+        lines
+            .iter()
+            .any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cannot accept"))
+            })
+            .then_some(())
+    });
+    let (cpu_before, lines_before) = (cpu_time(engine.pid()), engine.lines().len());
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = cpu_time(engine.pid()) - cpu_before;
+    let lines = engine.lines().len() - lines_before;
+    eprintln!(
+        "over 3 s out of descriptors: {} ms of CPU, {lines} log lines",
+        cpu.as_millis()
+    );
+    assert!(
+        cpu < Duration::from_millis(1500),
+        "the accept loop spins: {cpu:?} of CPU in 3 s"
+    );
+    assert!(lines < 20, "the log floods: {lines} lines in 3 s");
+    drop(held);
+    let health = format!("{}/healthz", engine.base_url());
+    let deadline = Instant::now() + DEADLINE;
+    while get(&health, None).0 != 200 {
+        assert!(Instant::now() < deadline, "the engine did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Malformed and hostile requests: each gets its refusal, and the server
+/// goes on serving.
+#[test]
+fn malformed_requests_get_clear_refusals() {
+    let (ws, config) = hooks_workspace();
+    let engine = start_in(&ws, &config, &[]);
+    engine.wait_started();
+    let addr = host_port(&engine.base_url());
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        ("a 100 KiB header", huge_header.into_bytes(), &[431, 0]),
+        ("a garbage request line", b"GARBAGE\r\n\r\n".to_vec(), &[400]),
+        (
+            "an unknown hook with a huge declared body",
+            b"POST /hooks/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n".to_vec(),
+            &[404],
+        ),
+        (
+            "a declared body over the hook's cap",
+            b"POST /hooks/signed HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n".to_vec(),
+            &[413],
+        ),
+        (
+            "a body slower than the body timeout",
+            b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"partial\":".to_vec(),
+            &[408],
+        ),
+        (
+            "a path with traversal",
+            b"POST /hooks/../api/v1/triggers/tick/fire HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            &[404],
+        ),
+    ];
+    for (name, request, statuses) in cases {
+        let answer = raw_exchange(&addr, &request, Duration::from_secs(10));
+        let status = status_of(&answer);
+        assert!(
+            statuses.contains(&status),
+            "{name}: got {status}: {answer:.200}"
+        );
+    }
+    assert_eq!(get(&format!("{}/healthz", engine.base_url()), None).0, 200);
+}
+
+/// A PEM-shaped multi-line value whose every line is unique to this run.
+fn pem(id: &str, tag: &str) -> String {
+    let line = |n: usize| {
+        format!("MII{tag}{n}{}", id.replace('-', ""))
+            .chars()
+            .take(64)
+            .collect::<String>()
+    };
+    format!(
+        "-----BEGIN {tag} TEST KEY {id}-----\n{}\n{}\n{}\n-----END {tag} TEST KEY {id}-----\n",
+        line(1),
+        line(2),
+        line(3)
+    )
+}
+
+/// Every form of a value that must not appear: the value, trimmed, each of
+/// its lines, and their JSON encodings.
+fn forms(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_string(), value.trim().to_string()];
+    out.extend(value.lines().map(|l| l.trim().to_string()));
+    let json: Vec<String> = out
+        .iter()
+        .map(|f| {
+            serde_json::to_string(f)
+                .unwrap()
+                .trim_matches('"')
+                .to_string()
+        })
+        .collect();
+    out.extend(json);
+    out.retain(|f| f.chars().count() >= 6);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every secret shape (plain, PEM, newline-terminated, JSON-escaped) from
+/// every provider (environment, directory, Kubernetes Secret), through every
+/// way a guest has to leak one (log, stdout, stderr, split writes, long
+/// lines, output raw and JSON-encoded, error, panic, kv read back by a later
+/// run, chain data, `imports:` params): no line of any value in anything the
+/// engine writes — its log, every API answer, `runs` and `triggers` in every
+/// output format, `check`, and the files of its state directory.
+#[test]
+fn secrets_in_every_shape_from_every_provider_reach_no_output() {
+    use base64::Engine as _;
+    let id = uuid::Uuid::now_v7().to_string();
+    let values: Vec<(&str, String)> = vec![
+        ("env-plain", format!("env-plain-{id}")),
+        ("env-json", format!("json\"quote\\back/{id}")),
+        ("dir-pem", pem(&id, "DIR")),
+        ("dir-newline", format!("dir-newline-{id}\n")),
+        ("kube-plain", format!("kube-plain-{id}")),
+        ("kube-pem", pem(&id, "KUBE")),
+        ("kube-newline", format!("kube-newline-{id}\n")),
+    ];
+    let server = wasmtrigger_test_apiserver::ApiServer::start(&[]);
+    let data: serde_json::Map<String, Value> = values
+        .iter()
+        .filter(|(n, _)| n.starts_with("kube-"))
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                base64::engine::general_purpose::STANDARD.encode(v).into(),
+            )
+        })
+        .collect();
+    server
+        .create(
+            "",
+            "secrets",
+            "default",
+            json!({"metadata": {"name": "leak-secrets"}, "data": data}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    for (name, value) in values.iter().filter(|(n, _)| n.starts_with("dir-")) {
+        ws.write(&format!("secrets/{name}"), value);
+    }
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
+    let action = |then: &str| {
+        json!({
+            "module": "hostile.wasm",
+            "params": {"mode": "leak-all", "names": names, "then": then},
+            "grants": {"secrets": names},
+            "imports": {"imported-env": "env-plain", "imported-pem": "dir-pem", "imported-kube": "kube-newline"},
+        })
+    };
+    let config = json!({
+        "engine": {"retry": {"max": 0}, "secrets": {"envPrefix": "WT_LEAK_", "kubernetes": {"name": "leak-secrets"}}},
+        "triggers": [
+            {"name": "leak-ok", "source": {"type": "webhook", "auth": "none"}, "action": action("ok")},
+            {"name": "leak-fail", "source": {"type": "webhook", "auth": "none"}, "action": action("fail")},
+            {"name": "leak-panic", "source": {"type": "webhook", "auth": "none"}, "action": action("panic")},
+            {"name": "downstream", "source": {"type": "trigger", "of": "leak-ok"},
+             "action": {"module": "hostile.wasm", "params": {"mode": "sleep", "ms": 0}}},
+        ],
+    });
+    let config = ws.write(
+        "leaks.json",
+        &serde_json::to_string_pretty(&config).unwrap(),
+    );
+    let secrets_dir = ws.path().join("secrets");
+    let engine = EngineProcess::start_with_env(
+        &config,
+        &ws.state_dir(),
+        &[
+            "--secrets-dir",
+            secrets_dir.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--log-level",
+            "info,wasmtrigger=debug",
+        ],
+        &[
+            ("WT_LEAK_ENV_PLAIN", &values[0].1),
+            ("WT_LEAK_ENV_JSON", &values[1].1),
+        ],
+    );
+    engine.wait_started();
+    let base = engine.base_url();
+    for hook in ["leak-ok", "leak-fail", "leak-panic"] {
+        assert_eq!(post(&format!("{base}/hooks/{hook}"), None, "{}").0, 202);
+        engine.wait_runs(hook, 1);
+    }
+    engine.wait_runs("downstream", 1);
+    // A later run finds the values in kv (stored redacted) and prints them.
+    assert_eq!(post(&format!("{base}/hooks/leak-ok"), None, "{}").0, 202);
+    engine.wait_runs("leak-ok", 2);
+    engine.wait_runs("downstream", 2);
+
+    let mut written: Vec<(String, String)> = Vec::new();
+    // The history writer stores records a moment after they are logged.
+    let deadline = Instant::now() + DEADLINE;
+    let (runs, ids) = loop {
+        let runs = support::http_get(&format!("{base}/api/v1/runs?limit=1000"));
+        let ids: Vec<String> = serde_json::from_str::<Value>(&runs).unwrap()["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect();
+        if ids.len() == 6 {
+            break (runs, ids);
+        }
+        assert!(Instant::now() < deadline, "6 stored runs: {runs}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let first_ok = engine.runs("leak-ok")[0].clone();
+    assert!(
+        first_ok["output"].as_str().unwrap().contains("[redacted]"),
+        "the guest did try: {first_ok}"
+    );
+    written.push(("GET /api/v1/runs".into(), runs));
+    for path in ["/api/v1/triggers", "/metrics"] {
+        written.push((
+            format!("GET {path}"),
+            support::http_get(&format!("{base}{path}")),
+        ));
+    }
+    let server_arg = ["--server", base.as_str()];
+    for format in ["table", "json", "yaml"] {
+        let (_, out, err) = run_cli(&[&["runs", "-o", format][..], &server_arg].concat(), None);
+        written.push((format!("runs -o {format}"), out + &err));
+        let (_, out, err) = run_cli(
+            &[&["triggers", "-o", format][..], &server_arg].concat(),
+            None,
+        );
+        written.push((format!("triggers -o {format}"), out + &err));
+        for id in &ids {
+            let (_, out, err) = run_cli(
+                &[&["runs", "show", id, "-o", format][..], &server_arg].concat(),
+                None,
+            );
+            written.push((format!("runs show -o {format}"), out + &err));
+        }
+    }
+    for id in &ids {
+        written.push((
+            format!("GET /api/v1/runs/{id}"),
+            support::http_get(&format!("{base}/api/v1/runs/{id}")),
+        ));
+    }
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0);
+    assert!(
+        log.contains("from kv: [redacted]"),
+        "the kv read-back happened"
+    );
+    written.push(("the engine's log".into(), log));
+    let (_, out, err) = run_cli(
+        &[
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--modules",
+            support::modules().to_str().unwrap(),
+        ],
+        None,
+    );
+    written.push(("check".into(), out + &err));
+    for file in walk(&ws.state_dir()) {
+        written.push((
+            file.display().to_string(),
+            String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned(),
+        ));
+    }
+    for (name, value) in &values {
+        for form in forms(value) {
+            for (place, text) in &written {
+                assert!(
+                    !text.contains(&form),
+                    "secret `{name}` ({form:?}) appears in {place}"
+                );
+            }
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
