@@ -934,3 +934,364 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// One guest call case: a trigger name, the hostile guest's params, and a
+/// text its run's error (or output) must contain.
+struct CallCase {
+    name: &'static str,
+    params: Value,
+    expect: &'static str,
+}
+
+/// Runs each case as a trigger of its own (the hostile guest, with `grants`
+/// and `http` limits as given) and returns each run's error or output.
+async fn run_calls(
+    ws: &Workspace,
+    server: Option<&wasmtrigger_test_apiserver::ApiServer>,
+    cases: &[CallCase],
+    grants: &str,
+    http: &str,
+) -> std::collections::HashMap<String, String> {
+    let mut yaml = String::from("engine: { retry: { max: 0 } }\ntriggers:\n");
+    for case in cases {
+        yaml.push_str(&format!(
+            "  - name: {}\n    source: {{ type: schedule, now: true }}\n    action: {{ module: hostile.wasm, params: {}, grants: {grants}, http: {http} }}\n",
+            case.name, case.params
+        ));
+    }
+    let (engine, runs) = match server {
+        Some(server) => crate::kube_watch::start(ws, server, &yaml).await,
+        None => {
+            let config = ws.write("calls.yaml", &yaml);
+            let options = wasmtrigger::engine::EngineOptions {
+                module_cache: Some(support::shared_cache()),
+                ..wasmtrigger::engine::EngineOptions::new(ws.state_dir())
+            };
+            support::start_engine_at(&config, support::modules(), options).await
+        }
+    };
+    let mut out = std::collections::HashMap::new();
+    for case in cases {
+        let record = runs.wait_runs(case.name, 1).await.remove(0);
+        let text = record.error.or(record.output).unwrap_or_default();
+        assert!(
+            text.contains(case.expect),
+            "{}: expected {:?} in {text}",
+            case.name,
+            case.expect
+        );
+        out.insert(case.name.to_string(), text);
+    }
+    engine.shutdown().await;
+    out
+}
+
+/// Object names, namespaces, kinds and label selectors with path tricks are
+/// refused as `invalid` before any request: none reaches the API server,
+/// even under a grant with no `names:` list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_names_with_path_tricks_never_reach_the_api_server() {
+    let server = wasmtrigger_test_apiserver::ApiServer::start(&[]);
+    let ws = Workspace::new();
+    let call = |op: &str, kind: &str, namespace: &str, name: &str| json!({"mode": "kube", "kube": {"op": op, "api_version": "v1", "kind": kind, "namespace": namespace, "name": name, "object": {"metadata": {"labels": {"x": "y"}}}}});
+    let cases = vec![
+        CallCase {
+            name: "traversal",
+            params: call(
+                "get",
+                "ConfigMap",
+                "default",
+                "settings/../../secrets/db-password",
+            ),
+            expect: "invalid: invalid object name",
+        },
+        CallCase {
+            name: "subresource",
+            params: call("patch", "Pod", "default", "web-0/ephemeralcontainers"),
+            expect: "invalid: invalid object name",
+        },
+        CallCase {
+            name: "query",
+            params: call(
+                "delete",
+                "ConfigMap",
+                "default",
+                "x?dryRun=All&propagationPolicy=Orphan",
+            ),
+            expect: "invalid: invalid object name",
+        },
+        CallCase {
+            name: "encoded",
+            params: call("get", "ConfigMap", "default", "%2e%2e"),
+            expect: "invalid: invalid object name",
+        },
+        CallCase {
+            name: "dot-dot",
+            params: call("get", "ConfigMap", "default", ".."),
+            expect: "invalid: invalid object name",
+        },
+        CallCase {
+            name: "fragment",
+            params: call("get", "ConfigMap", "default", "a#b"),
+            expect: "invalid: invalid object name",
+        },
+        CallCase {
+            name: "namespace",
+            params: call("get", "ConfigMap", "default/../kube-system", "x"),
+            expect: "invalid: invalid namespace",
+        },
+        CallCase {
+            name: "kind",
+            params: json!({"mode": "kube", "kube": {"op": "get", "api_version": "v1", "kind": "ConfigMap/../../secrets", "namespace": "default", "name": "x"}}),
+            expect: "invalid: invalid kind",
+        },
+        CallCase {
+            name: "api-version",
+            params: json!({"mode": "kube", "kube": {"op": "get", "api_version": "v1/../../apis/x", "kind": "ConfigMap", "namespace": "default", "name": "x"}}),
+            expect: "invalid: invalid apiVersion",
+        },
+        CallCase {
+            name: "selector",
+            params: json!({"mode": "kube", "kube": {"op": "list", "api_version": "v1", "kind": "ConfigMap", "namespace": "default", "label_selector": "app=web&limit=1"}}),
+            expect: "invalid: invalid label selector",
+        },
+    ];
+    let grants = "{ kube: [ { verbs: [get, list, patch, delete], apiVersion: v1, kind: ConfigMap, namespaces: ['*'] }, { verbs: [patch], apiVersion: v1, kind: Pod, namespaces: ['*'] } ] }";
+    run_calls(&ws, Some(&server), &cases, grants, "{}").await;
+    for request in server.requests() {
+        for sign in [
+            "..",
+            "%2e",
+            "ephemeral",
+            "dryRun",
+            "kube-system",
+            "secrets",
+            "limit=1",
+        ] {
+            assert!(!request.contains(sign), "{request} reached the API server");
+        }
+    }
+}
+
+/// Outbound HTTP keeps to its grants: host names resolving to loopback need
+/// `allowInternal`, cross-origin redirects carry no credentials and no body,
+/// and redirects count against the request cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_keeps_to_its_grants_through_redirects_and_dns() {
+    use crate::support::http_server::TestServer;
+    let a = TestServer::start().await;
+    let b = TestServer::start().await;
+    let ws = Workspace::new();
+    let request = |method: &str, url: String, body: Option<&str>| {
+        json!({"mode": "http", "request": {"method": method, "url": url, "body": body, "headers": [
+            ["authorization", "Bearer the-api-credential"], ["x-api-key", "the-api-key"],
+            ["cookie", "session=the-cookie"], ["accept", "application/json"]]}})
+    };
+    let redirect = |from: &TestServer, code: u16, to: String| {
+        format!(
+            "{}?code={code}&to={}",
+            from.url("/redirect"),
+            url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+        )
+    };
+    let localhost = |s: &TestServer| format!("http://localhost:{}/echo", s.addr.port());
+    let cases = vec![
+        CallCase {
+            name: "name-to-loopback",
+            params: request("GET", localhost(&a), None),
+            expect: "allowInternal",
+        },
+        CallCase {
+            name: "ip-literal",
+            params: request("GET", a.url("/echo"), None),
+            expect: "\"status\":200",
+        },
+        CallCase {
+            name: "cross-origin-302",
+            params: request("GET", redirect(&a, 302, b.url("/echo")), None),
+            expect: "\"status\":200",
+        },
+        CallCase {
+            name: "cross-origin-307",
+            params: request("POST", redirect(&a, 307, b.url("/echo")), Some("the-body")),
+            expect: "would re-send the request body",
+        },
+        CallCase {
+            name: "same-origin-307",
+            params: request(
+                "POST",
+                redirect(&a, 307, a.url("/echo")),
+                Some("same-origin-body"),
+            ),
+            expect: "same-origin-body",
+        },
+        CallCase {
+            name: "redirects-count",
+            params: request(
+                "GET",
+                redirect(&a, 302, redirect(&a, 302, a.url("/echo"))),
+                None,
+            ),
+            expect: "redirects count as requests",
+        },
+    ];
+    let grants = format!(
+        "{{ http: ['{}', '{}', 'http://localhost:{}'] }}",
+        a.grant(),
+        b.grant(),
+        a.addr.port()
+    );
+    let out = run_calls(&ws, None, &cases, &grants, "{ maxRequests: 2 }").await;
+    assert!(
+        !a.seen().iter().any(|s| s
+            .headers
+            .iter()
+            .any(|(n, v)| n == "host" && v.starts_with("localhost"))),
+        "the loopback name was never requested"
+    );
+    let at_b: Vec<_> = b.seen();
+    assert_eq!(
+        at_b.len(),
+        1,
+        "only the 302 reached the other origin: {at_b:?}"
+    );
+    let headers: Vec<&str> = at_b[0].headers.iter().map(|(n, _)| n.as_str()).collect();
+    for dropped in ["authorization", "x-api-key", "cookie"] {
+        assert!(
+            !headers.contains(&dropped),
+            "{dropped} crossed origins: {headers:?}"
+        );
+    }
+    assert!(
+        headers.contains(&"accept"),
+        "the safelist is kept: {headers:?}"
+    );
+    assert!(out["cross-origin-302"].contains("GET"));
+
+    // With allowInternal, the same loopback name is reachable.
+    let ws = Workspace::new();
+    let cases = vec![CallCase {
+        name: "opted-in",
+        params: request("GET", localhost(&a), None),
+        expect: "\"status\":200",
+    }];
+    let grants = format!(
+        "{{ http: [ {{ url: 'http://localhost:{}', allowInternal: true }} ] }}",
+        a.addr.port()
+    );
+    run_calls(&ws, None, &cases, &grants, "{}").await;
+}
+
+/// A Redis entry over the trigger's size cap is dead-lettered without its
+/// payload and never becomes an event; the entries after it run.
+#[test]
+fn an_oversized_queue_entry_is_dead_lettered_unread() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let ws = Workspace::new();
+    let config = ws.write(
+        "queue.yaml",
+        &format!(
+            "triggers:\n  - name: work\n    source: {{ type: redis-queue, url: '{}', stream: jobs, maxEntrySize: 64Ki }}\n    action: {{ module: hostile.wasm, params: {{ mode: ok }} }}\n",
+            redis.url()
+        ),
+    );
+    let mut con = redis.connection().unwrap();
+    let big = "y".repeat(200 * 1024);
+    let _: String = redis::cmd("XADD")
+        .arg("jobs")
+        .arg("*")
+        .arg("data")
+        .arg(&big)
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("jobs")
+        .arg("*")
+        .arg("data")
+        .arg("{\"n\":1}")
+        .query(&mut con)
+        .unwrap();
+    let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
+    let runs = engine.wait_runs("work", 1);
+    assert_eq!(runs[0]["status"], "succeeded");
+    let deadline = Instant::now() + DEADLINE;
+    let dead = loop {
+        let dead = redis.entries("jobs:dead");
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "no dead letter");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let fields: std::collections::HashMap<_, _> = dead[0].1.iter().cloned().collect();
+    assert!(
+        fields
+            .get("wasmtrigger.error")
+            .is_some_and(|e| e.contains("maxEntrySize")),
+        "{fields:?}"
+    );
+    assert!(
+        !fields.values().any(|v| v.contains("yyyy")),
+        "the payload is not copied"
+    );
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0);
+    assert_eq!(
+        crate::support::runs_in_log(&log, "work").len(),
+        1,
+        "the big entry never ran"
+    );
+}
+
+/// A CEL filter nested 1000 deep arrives by hot reload: it is rejected and
+/// the running config keeps serving. A quadratic filter over a 14 KB body
+/// ends as a failed run with reason `timeout` within the trigger's 1 s,
+/// and the engine goes on.
+#[test]
+fn hostile_cel_by_reload_and_over_large_bodies_never_stops_the_engine() {
+    let ws = Workspace::new();
+    let with_filter = |cel: &str| {
+        format!(
+            "triggers:\n  - name: filtered\n    source: {{ type: webhook, auth: none }}\n    filter: {{ cel: '{cel}' }}\n    action: {{ module: hostile.wasm, timeout: 1s, params: {{ mode: ok }} }}\n"
+        )
+    };
+    let config = ws.write("cel.yaml", &with_filter("true"));
+    let engine = EngineProcess::start(&config, &ws.state_dir(), &["--poll-interval", "200ms"]);
+    engine.wait_started();
+    let hook = format!("{}/hooks/filtered", engine.base_url());
+    std::fs::write(
+        &config,
+        with_filter(&format!("{}true{}", "(".repeat(1000), ")".repeat(1000))),
+    )
+    .unwrap();
+    engine.wait_for("the rejection", |lines| {
+        lines
+            .iter()
+            .any(|l| l["message"] == "config change rejected; the previous config keeps running")
+            .then_some(())
+    });
+    assert_eq!(post(&hook, None, "{}").0, 202, "still serving");
+    assert_eq!(engine.wait_runs("filtered", 1)[0]["status"], "succeeded");
+
+    std::fs::write(
+        &config,
+        with_filter("event.data.body.items.all(a, event.data.body.items.exists(b, b == a))"),
+    )
+    .unwrap();
+    engine.wait_for("the reload", |lines| {
+        lines
+            .iter()
+            .any(|l| l["message"] == "config reloaded")
+            .then_some(())
+    });
+    let items: Vec<u32> = (0..3000).collect();
+    let body = json!({ "items": items }).to_string();
+    assert!(body.len() > 13_000, "{}", body.len());
+    assert_eq!(post(&hook, None, &body).0, 202);
+    let slow = engine.wait_runs("filtered", 2)[1].clone();
+    assert_eq!(slow["status"], "failed", "{slow}");
+    assert_eq!(slow["reason"], "timeout", "{slow}");
+    assert_eq!(post(&hook, None, r#"{"items": [1, 2]}"#).0, 202);
+    assert_eq!(engine.wait_runs("filtered", 3)[2]["status"], "succeeded");
+    assert_eq!(engine.stop(), 0);
+}

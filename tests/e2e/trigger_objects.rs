@@ -259,3 +259,83 @@ async fn a_new_leader_goes_on_counting_where_the_old_one_stopped() {
     .await;
     replicas[1 - leader].take().unwrap().stop();
 }
+
+/// Trigger objects are trusted less than files: each gets only what the
+/// file config's `engine.triggerObjects` policy lists, and an object asking
+/// for more is Invalid with a message naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_get_only_what_the_operator_policy_allows() {
+    let (server, ws, _, kubeconfig) = objects_server();
+    let config = ws.write(
+        "policy.yaml",
+        r#"
+engine:
+  secrets: { dir: secrets }
+  triggerObjects:
+    grants:
+      secrets: [shared-token]
+      kube: [ { verbs: [get], apiVersion: v1, kind: ConfigMap, namespaces: [default] } ]
+triggers:
+  - name: file-hook
+    source: { type: webhook, auth: { hmac: { secret: file-hook-key } } }
+    action: { module: log-event.wasm }
+"#,
+    );
+    ws.write("secrets/file-hook-key", "the-file-hook-hmac-key\n");
+    ws.write("secrets/shared-token", "the-shared-token-value\n");
+    let secrets = ws.path().join("secrets");
+    let engine = objects_engine(
+        &config,
+        &kubeconfig,
+        &ws.state_dir(),
+        "default",
+        &["--secrets-dir", secrets.to_str().unwrap()],
+    );
+    engine.wait_started();
+    let object = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: wasmtrigger.dev/v1alpha1\nkind: Trigger\nmetadata: {{ name: {name}, namespace: default }}\nspec: {spec}\n---\n"
+        )
+    };
+    let schedule = "source: { type: schedule, every: 1h }";
+    let cases: [(&str, String, &str); 7] = [
+        ("wants-kube", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ kube: [ {{ verbs: [get], apiVersion: v1, kind: Secret, namespaces: ['*'] }} ] }} }} }}"), "engine.triggerObjects.grants.kube"),
+        ("wants-http", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ http: ['http://127.0.0.1:7070'] }} }} }}"), "engine.triggerObjects.grants.http"),
+        ("wants-secret", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ secrets: [file-hook-key] }} }} }}"), "engine.triggerObjects.grants.secrets"),
+        ("steals-hook-key", "{ source: { type: webhook, auth: { hmac: { secret: file-hook-key } } }, action: { module: log-event.wasm } }".into(), "engine.triggerObjects.grants.secrets"),
+        ("wants-watch", "{ source: { type: kube-watch, apiVersion: v1, kind: Secret }, action: { module: log-event.wasm } }".into(), "engine.triggerObjects.sources"),
+        ("escapes-modules", format!("{{ {schedule}, action: {{ module: ../../../../etc/passwd }} }}"), "no absolute path, no `..`"),
+        ("allowed", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ secrets: [shared-token], kube: [ {{ verbs: [get], apiVersion: v1, kind: ConfigMap, namespaces: [default] }} ] }} }} }}"), ""),
+    ];
+    let manifest: String = cases
+        .iter()
+        .map(|(name, spec, _)| object(name, spec))
+        .collect();
+    kubectl(
+        &kubeconfig,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        &manifest,
+    );
+    for (name, _, rule) in &cases {
+        let s = support::eventually(&format!("{name}'s status"), || {
+            let s = status(&server, name);
+            s["state"].is_string().then_some(s)
+        })
+        .await;
+        if rule.is_empty() {
+            assert_eq!(s["state"], "Ready", "{name}: {s}");
+        } else {
+            assert_eq!(s["state"], "Invalid", "{name}: {s}");
+            let message = condition(&s, "Invalid")["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                message.contains(rule),
+                "{name}: expected {rule:?} in {message}"
+            );
+            assert!(!message.contains("root:"), "{name}: {message}");
+        }
+    }
+    drop(engine);
+}

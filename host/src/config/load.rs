@@ -76,12 +76,19 @@ fn load_with(
     });
 
     let mut documents = Vec::new();
+    // What was read, so a reloader compares later versions with exactly this one.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for file in &files {
         match read_document(file) {
-            Ok(doc) => documents.push((file.clone(), doc)),
+            Ok((doc, text)) => {
+                std::hash::Hash::hash(file, &mut hasher);
+                std::hash::Hash::hash(text.as_bytes(), &mut hasher);
+                documents.push((file.clone(), doc));
+            }
             Err(e) => errors.push(e),
         }
     }
+    let source_hash = std::hash::Hasher::finish(&hasher);
 
     let engine = engine_settings(&documents, overrides, &mut errors);
     let mut ctx = Loader {
@@ -136,6 +143,7 @@ fn load_with(
             triggers,
             modules_dir,
             files,
+            source_hash: Some(source_hash),
         }),
         errors,
     )
@@ -177,8 +185,9 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-/// Parses one file into a JSON object (an empty file is an empty document).
-fn read_document(file: &Path) -> Result<Map<String, Value>, ConfigError> {
+/// Parses one file into a JSON object (an empty file is an empty document);
+/// also returns the text read.
+fn read_document(file: &Path) -> Result<(Map<String, Value>, String), ConfigError> {
     let fail = |field: Option<String>, message: String| ConfigError {
         file: file.to_path_buf(),
         trigger: None,
@@ -226,7 +235,7 @@ fn read_document(file: &Path) -> Result<Map<String, Value>, ConfigError> {
             format!("unknown top-level field `{key}`, expected `engine` or `triggers`"),
         ));
     }
-    Ok(map)
+    Ok((map, text))
 }
 
 /// Merges defaults, the (single) `engine:` section and the overrides.

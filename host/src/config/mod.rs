@@ -39,6 +39,8 @@ pub struct Config {
     pub modules_dir: PathBuf,
     /// The files the config was read from.
     pub files: Vec<PathBuf>,
+    /// Hash of the files' names and contents as read, for the reloader.
+    pub source_hash: Option<u64>,
 }
 
 impl Config {

@@ -183,7 +183,13 @@ impl Reloader {
 
     /// Takes what the engine started with as already seen.
     fn remember_current(&mut self) {
-        self.config_seen = config_hash(&self.options.config_path);
+        // The hash of what was loaded, not of what is there now: a change made
+        // between loading and this task's start must still be seen.
+        self.config_seen = self
+            .shared
+            .config()
+            .source_hash
+            .or_else(|| config_hash(&self.options.config_path));
         let config = self.shared.config();
         for (_, path, _) in module_uses(&config) {
             self.modules_seen.insert(path.clone(), fingerprint(&path));

@@ -144,3 +144,25 @@ impl ResourceLimiter for Limiter {
         self.counts.memories()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_count_toward_the_memory_limit() {
+        let mut limiter = Limiter::new(1 << 20);
+        assert!(
+            limiter.table_growing(0, 1000, None).unwrap(),
+            "16 KB of table fits"
+        );
+        assert!(
+            !limiter.table_growing(1000, 100_000, None).unwrap(),
+            "1.6 MB of table does not fit 1 MiB"
+        );
+        assert!(limiter.denied());
+        // What the table holds is counted against linear memory too.
+        assert!(!limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, (1 << 20) - 16_000, None).unwrap());
+    }
+}
