@@ -24,6 +24,8 @@ pub mod kube;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod rbac;
 pub mod reload;
 pub mod runs;

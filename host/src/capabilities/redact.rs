@@ -68,13 +68,16 @@ impl Forms {
     }
 }
 
-fn set() -> &'static RwLock<Arc<Forms>> {
-    static SET: OnceLock<RwLock<Arc<Forms>>> = OnceLock::new();
-    SET.get_or_init(Default::default)
+/// A set of secret values to hide; [`global`] is the process's own.
+#[derive(Default)]
+pub struct SecretSet {
+    forms: RwLock<Arc<Forms>>,
 }
 
-fn current() -> Arc<Forms> {
-    set().read().unwrap_or_else(|p| p.into_inner()).clone()
+/// The process-wide set every output of the engine is redacted against.
+pub fn global() -> &'static SecretSet {
+    static SET: OnceLock<SecretSet> = OnceLock::new();
+    SET.get_or_init(SecretSet::default)
 }
 
 /// The forms of one value that are long enough to hide.
@@ -106,81 +109,115 @@ fn strip_quotes(text: &str) -> &str {
         .unwrap_or(text)
 }
 
+impl SecretSet {
+    fn current(&self) -> Arc<Forms> {
+        self.forms.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Registers a secret value; returns whether anything new was added.
+    pub fn register(&self, value: &str) -> bool {
+        let new: Vec<String> = {
+            let forms = self.current();
+            forms_of(value)
+                .into_iter()
+                .filter(|f| !forms.forms.contains(f))
+                .collect()
+        };
+        if new.is_empty() {
+            return false;
+        }
+        let mut guard = self.forms.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Forms {
+            forms: guard.forms.clone(),
+            ..Forms::default()
+        };
+        for f in new {
+            if !next.forms.contains(&f) {
+                next.forms.push(f);
+            }
+        }
+        next.rebuild();
+        *guard = Arc::new(next);
+        true
+    }
+
+    /// `text` with every registered form replaced.
+    pub fn redact_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let forms = self.current();
+        let Some(matcher) = &forms.matcher else {
+            return Cow::Borrowed(text);
+        };
+        if !matcher.is_match(text) {
+            return Cow::Borrowed(text);
+        }
+        let replacements = vec![REDACTED; forms.forms.len()];
+        Cow::Owned(matcher.replace_all(text, &replacements))
+    }
+
+    /// `bytes` with every registered form replaced.
+    pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let forms = self.current();
+        let Some(matcher) = &forms.matcher else {
+            return Cow::Borrowed(bytes);
+        };
+        if !matcher.is_match(bytes) {
+            return Cow::Borrowed(bytes);
+        }
+        let replacements = vec![REDACTED.as_bytes(); forms.forms.len()];
+        Cow::Owned(matcher.replace_all_bytes(bytes, &replacements))
+    }
+
+    /// Whether `text` holds a registered form.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        self.current()
+            .matcher
+            .as_ref()
+            .is_some_and(|m| m.is_match(text))
+    }
+
+    /// Where a stream may be cut so that no registered form straddles the
+    /// cut: before the last bytes that could begin one, or after a form that
+    /// begins before that point and is complete in `bytes`. Bytes before the
+    /// cut can be redacted and written; the rest must wait for what follows.
+    pub fn safe_cut(&self, bytes: &[u8]) -> usize {
+        let forms = self.current();
+        let Some(matcher) = &forms.matcher else {
+            return bytes.len();
+        };
+        let hold = forms.longest.saturating_sub(1).min(bytes.len());
+        let mut cut = bytes.len() - hold;
+        for m in matcher.find_iter(bytes) {
+            if m.start() < cut && m.end() > cut {
+                cut = m.end();
+            }
+        }
+        cut
+    }
+}
+
 /// Registers a secret value process-wide; returns whether anything new was added.
 pub fn register(value: &str) -> bool {
-    let new: Vec<String> = {
-        let forms = current();
-        forms_of(value)
-            .into_iter()
-            .filter(|f| !forms.forms.contains(f))
-            .collect()
-    };
-    if new.is_empty() {
-        return false;
-    }
-    let mut guard = set().write().unwrap_or_else(|p| p.into_inner());
-    let mut next = Forms {
-        forms: guard.forms.clone(),
-        ..Forms::default()
-    };
-    for f in new {
-        if !next.forms.contains(&f) {
-            next.forms.push(f);
-        }
-    }
-    next.rebuild();
-    *guard = Arc::new(next);
-    true
+    global().register(value)
 }
 
-/// `text` with every registered form replaced.
+/// `text` with every value registered process-wide replaced.
 pub fn redact_str(text: &str) -> Cow<'_, str> {
-    let forms = current();
-    let Some(matcher) = &forms.matcher else {
-        return Cow::Borrowed(text);
-    };
-    if !matcher.is_match(text) {
-        return Cow::Borrowed(text);
-    }
-    let replacements = vec![REDACTED; forms.forms.len()];
-    Cow::Owned(matcher.replace_all(text, &replacements))
+    global().redact_str(text)
 }
 
-/// `bytes` with every registered form replaced.
+/// `bytes` with every value registered process-wide replaced.
 pub fn redact_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
-    let forms = current();
-    let Some(matcher) = &forms.matcher else {
-        return Cow::Borrowed(bytes);
-    };
-    if !matcher.is_match(bytes) {
-        return Cow::Borrowed(bytes);
-    }
-    let replacements = vec![REDACTED.as_bytes(); forms.forms.len()];
-    Cow::Owned(matcher.replace_all_bytes(bytes, &replacements))
+    global().redact_bytes(bytes)
 }
 
-/// Whether `text` holds a registered form.
+/// Whether `text` holds a value registered process-wide.
 pub fn contains_secret(text: &str) -> bool {
-    current().matcher.as_ref().is_some_and(|m| m.is_match(text))
+    global().contains_secret(text)
 }
 
-/// Where a stream may be cut so that no registered form straddles the cut:
-/// before the last bytes that could begin one, or after a form that begins
-/// before that point and is complete in `bytes`. Bytes before the cut can be
-/// redacted and written; the rest must wait for what follows.
+/// [`SecretSet::safe_cut`] for the process-wide set.
 pub fn safe_cut(bytes: &[u8]) -> usize {
-    let forms = current();
-    let Some(matcher) = &forms.matcher else {
-        return bytes.len();
-    };
-    let hold = forms.longest.saturating_sub(1).min(bytes.len());
-    let mut cut = bytes.len() - hold;
-    for m in matcher.find_iter(bytes) {
-        if m.start() < cut && m.end() > cut {
-            cut = m.end();
-        }
-    }
-    cut
+    global().safe_cut(bytes)
 }
 
 #[cfg(test)]
