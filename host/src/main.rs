@@ -593,7 +593,12 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn rbac(args: RbacArgs) -> anyhow::Result<ExitCode> {
-    let config = match wasmtrigger::config::load_declarations(&args.config, &Default::default()) {
+    // With Trigger objects, the files may hold no triggers (as for `run`).
+    let overrides = EngineOverrides {
+        allow_no_triggers: args.trigger_objects.is_some(),
+        ..Default::default()
+    };
+    let config = match wasmtrigger::config::load_declarations(&args.config, &overrides) {
         Ok(config) => config,
         Err(errors) => {
             for e in &errors.0 {

@@ -385,6 +385,20 @@ mod tests {
     }
 
     #[test]
+    fn the_state_directory_and_its_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        // An existing directory made by someone else's umask is tightened too.
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _store = StateStore::open(&state, KvLimits::default()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(STATE_FILE)), 0o600);
+    }
+
+    #[test]
     fn values_survive_reopening() {
         let dir = std::env::temp_dir().join(format!("wt-state-{}", uuid::Uuid::now_v7()));
         {

@@ -372,6 +372,9 @@ triggers:
   - name: signed
     source: { type: webhook, auth: { hmac: { secret: hook-key } }, maxBodySize: 960Ki }
     action: { module: hostile.wasm, params: { mode: ok } }
+  - name: bearer
+    source: { type: webhook, auth: { bearer: { secret: hook-key } } }
+    action: { module: hostile.wasm, params: { mode: ok } }
   - name: tick
     source: { type: schedule, every: 1h }
     action: { module: hostile.wasm, params: { mode: ok } }
@@ -677,6 +680,11 @@ fn malformed_requests_get_clear_refusals() {
             "a declared body over the hook's cap",
             b"POST /hooks/signed HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n".to_vec(),
             &[413],
+        ),
+        (
+            "a wrong bearer token with a body that never comes",
+            b"POST /hooks/bearer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\nContent-Length: 500000\r\n\r\n".to_vec(),
+            &[401],
         ),
         (
             "a body slower than the body timeout",

@@ -203,3 +203,49 @@ fn rbac_reports_a_bad_config_like_check() {
         "{err}"
     );
 }
+
+/// With `--trigger-objects`, the objects' rules come from the file's
+/// `engine.triggerObjects` policy: its kube grants, and its watch kinds when
+/// it allows kube-watch sources; nothing for a policy that allows nothing.
+#[test]
+fn trigger_objects_get_the_rules_their_policy_allows() {
+    let ws = Workspace::new();
+    let none = ws.write("none.yaml", "triggers: []\n");
+    let (text, docs) = rbac(&none, &["--namespace", "ops", "--trigger-objects"]);
+    assert!(
+        text.contains("bounded by the config's engine.triggerObjects policy"),
+        "{text}"
+    );
+    assert_eq!(
+        rules_of(&docs, "Role", Some("ops")),
+        &json!([
+            rule("wasmtrigger.dev", "triggers", &["list", "watch"], &[]),
+            rule("wasmtrigger.dev", "triggers/status", &["patch"], &[]),
+        ]),
+        "no policy, no access for objects"
+    );
+    let policy = ws.write(
+        "policy.yaml",
+        r#"
+engine:
+  triggerObjects:
+    sources: [schedule, kube-watch]
+    grants:
+      kube: [ { verbs: [get, patch], apiVersion: apps/v1, kind: Deployment, namespaces: [team-a] } ]
+    watch: [ { apiVersion: v1, kind: ConfigMap, namespaces: [team-a] } ]
+triggers: []
+"#,
+    );
+    let (text, docs) = rbac(&policy, &["--namespace", "ops", "--trigger-objects"]);
+    assert_eq!(
+        rules_of(&docs, "Role", Some("team-a")),
+        &json!([
+            rule("", "configmaps", &["list", "watch"], &[]),
+            rule("apps", "deployments", &["get", "patch"], &[]),
+        ])
+    );
+    assert!(
+        text.contains("Trigger objects, as engine.triggerObjects allows"),
+        "{text}"
+    );
+}
