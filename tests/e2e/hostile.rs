@@ -1446,3 +1446,57 @@ fn random_requests_never_break_the_server() {
     assert_eq!(get(&format!("{}/healthz", engine.base_url()), None).0, 200);
     assert_eq!(engine.stop(), 0);
 }
+
+/// A flood of badly signed requests to a hook whose key lives in a
+/// Kubernetes Secret costs at most a read of the Secret per cache interval,
+/// not one API request each.
+#[test]
+fn unauthenticated_requests_do_not_become_api_server_calls() {
+    use base64::Engine as _;
+    let server = wasmtrigger_test_apiserver::ApiServer::start(&[]);
+    let key =
+        base64::engine::general_purpose::STANDARD.encode("the-hook-key-in-a-kubernetes-secret");
+    server
+        .create(
+            "",
+            "secrets",
+            "default",
+            json!({"metadata": {"name": "hook-keys"}, "data": {"hook-key": key}}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write(
+        "hooks.yaml",
+        "engine: { secrets: { kubernetes: { name: hook-keys } } }\ntriggers:\n  - name: signed\n    source: { type: webhook, auth: { hmac: { secret: hook-key } } }\n    action: { module: hostile.wasm, params: { mode: ok } }\n",
+    );
+    let engine = EngineProcess::start(
+        &config,
+        &ws.state_dir(),
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+    );
+    engine.wait_started();
+    let reads = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.contains("/secrets/hook-keys"))
+            .count()
+    };
+    let before = reads();
+    let url = format!("{}/hooks/signed", engine.base_url());
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..200 {
+        let status = client
+            .post(&url)
+            .header("x-hub-signature-256", "sha256=00")
+            .body("{}")
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status, 401);
+    }
+    let during = reads() - before;
+    assert!(during <= 2, "{during} Secret reads for 200 requests");
+}

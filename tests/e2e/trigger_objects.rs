@@ -298,7 +298,9 @@ triggers:
         )
     };
     let schedule = "source: { type: schedule, every: 1h }";
-    let cases: [(&str, String, &str); 7] = [
+    let deep_cel = format!("{}true{}", "(".repeat(1000), ")".repeat(1000));
+    let cases: [(&str, String, &str); 8] = [
+        ("deep-cel", format!("{{ {schedule}, filter: {{ cel: '{deep_cel}' }}, action: {{ module: log-event.wasm }} }}"), "nest more than"),
         ("wants-kube", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ kube: [ {{ verbs: [get], apiVersion: v1, kind: Secret, namespaces: ['*'] }} ] }} }} }}"), "engine.triggerObjects.grants.kube"),
         ("wants-http", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ http: ['http://127.0.0.1:7070'] }} }} }}"), "engine.triggerObjects.grants.http"),
         ("wants-secret", format!("{{ {schedule}, action: {{ module: hostile.wasm, grants: {{ secrets: [file-hook-key] }} }} }}"), "engine.triggerObjects.grants.secrets"),
