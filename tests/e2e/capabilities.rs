@@ -458,7 +458,7 @@ triggers:
         None,
     );
     let mut written = vec![log, check_out, check_err];
-    for entry in walk(&ws.state_dir()) {
+    for entry in support::walk(&ws.state_dir()) {
         written.push(String::from_utf8_lossy(&std::fs::read(entry).unwrap()).into_owned());
     }
     for text in &written {
@@ -467,17 +467,4 @@ triggers:
             "a secret value leaked"
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

@@ -912,7 +912,7 @@ fn secrets_in_every_shape_from_every_provider_reach_no_output() {
         None,
     );
     written.push(("check".into(), out + &err));
-    for file in walk(&ws.state_dir()) {
+    for file in support::walk(&ws.state_dir()) {
         written.push((
             file.display().to_string(),
             String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned(),
@@ -928,19 +928,6 @@ fn secrets_in_every_shape_from_every_provider_reach_no_output() {
             }
         }
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// One guest call case: a trigger name, the hostile guest's params, and a

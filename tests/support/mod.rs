@@ -201,6 +201,20 @@ pub fn assert_failed_with(record: &RunRecord, text: &str) {
     );
 }
 
+/// Every file below `dir`, in subdirectories too.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// The documents of a multi-document YAML stream, as JSON values.
 pub fn yaml_documents(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml)
