@@ -94,7 +94,7 @@ pub async fn webhook_key_problems(
 }
 
 /// Reads every secret the triggers name, so that their values are redacted
-/// from the first line the engine writes (see [`crate::capabilities::redact`]).
+/// from the first line the engine writes (see [`crate::redact`]).
 pub async fn preload_secrets(triggers: &[TriggerConfig], store: &SecretStore) {
     let names: std::collections::BTreeSet<String> = triggers
         .iter()

@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 
 use crate::config::{Config, ConfigErrors, EngineOverrides, Outcome, SourceConfig, TriggerConfig};
 use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
-use crate::journal::{Journal, JournalEntry};
 use crate::metrics::{EngineReadings, Metrics, MetricsSink};
 use crate::runs::BroadcastSink;
+use crate::runs::journal::{Journal, JournalEntry};
 use crate::runs::store::{RunStore, TriggerSummary};
 use crate::runs::{RunRecorder, RunSink};
 use crate::runtime::{

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::capabilities::grants::Grants;
 use crate::capabilities::secrets::SecretStore;
 use crate::capabilities::{ActionAccess, HostServices};
+use crate::config::grants::Grants;
 use crate::config::{HttpLimits, Limits, SecretsSettings};
 use crate::event::Event;
 use crate::runtime::{

@@ -19,7 +19,6 @@ pub mod engine;
 pub mod event;
 pub mod failpoint;
 pub mod invoke;
-pub mod journal;
 pub mod kube;
 pub mod leader;
 pub mod logging;
@@ -27,6 +26,7 @@ pub mod metrics;
 #[cfg(test)]
 mod proptests;
 pub mod rbac;
+pub mod redact;
 pub mod reload;
 pub mod runs;
 pub mod runtime;

@@ -1,12 +1,12 @@
 //! Log output: human-readable text or one JSON object per line, with every
 //! registered secret value redacted from the formatted bytes
-//! ([`crate::capabilities::redact`]), whatever field or error carried it.
+//! ([`crate::redact`]), whatever field or error carried it.
 
 use std::io::Write;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::capabilities::redact;
+use crate::redact;
 
 /// Stderr, with secret values redacted from each formatted log event.
 pub struct RedactingStderr;

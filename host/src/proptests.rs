@@ -349,7 +349,7 @@ fn cron_expressions_never_panic_and_fire_in_the_future() {
     let mut parsed = 0;
     for _ in 0..cases() {
         let text = cron_text(&mut g);
-        if let Ok(schedule) = super::sources::cron_expr::CronSchedule::parse(&text) {
+        if let Ok(schedule) = super::config::cron::CronSchedule::parse(&text) {
             parsed += 1;
             if let Some(next) = schedule.next_after(&now) {
                 assert!(next > now, "{text}: {next} is not after {now}");
@@ -397,7 +397,7 @@ fn cel_expressions_compile_and_evaluate_without_panics_within_deadlines() {
 
 #[test]
 fn grants_names_and_selectors_never_panic_and_accept_only_safe_text() {
-    use super::capabilities::grants::{
+    use super::config::grants::{
         HttpGrant, check_label_selector, check_namespace, check_object_name,
     };
     let mut g = Gen::new("grants");
@@ -452,7 +452,7 @@ fn grants_names_and_selectors_never_panic_and_accept_only_safe_text() {
 
 #[test]
 fn redaction_leaves_no_form_of_a_registered_value() {
-    use super::capabilities::redact::{MIN_SECRET_CHARS, SecretSet};
+    use super::redact::{MIN_SECRET_CHARS, SecretSet};
     let mut g = Gen::new("redact");
     for i in 0..cases() {
         // A set of its own per case: the process-wide one is left alone.

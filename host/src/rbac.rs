@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use crate::capabilities::grants::KubeVerb;
+use crate::config::grants::KubeVerb;
 use crate::config::{Config, SourceConfig};
 
 /// Whom the rules are for and what else the engine does.
@@ -178,7 +178,7 @@ impl Rbac {
     }
 
     /// The verbs of a `grants.kube` entry (`apply` is `patch` and `create`).
-    fn add_grant(&mut self, grant: &crate::capabilities::grants::KubeGrant, why: String) {
+    fn add_grant(&mut self, grant: &crate::config::grants::KubeGrant, why: String) {
         let verbs: BTreeSet<&'static str> = grant
             .verbs
             .iter()

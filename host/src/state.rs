@@ -20,26 +20,7 @@ const ONCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("once");
 /// File name of the database inside the state directory.
 pub const STATE_FILE: &str = "state.redb";
 
-/// Caps on one trigger's kv namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KvLimits {
-    /// Longest key in bytes.
-    pub max_key_bytes: usize,
-    /// Longest value in bytes.
-    pub max_value_bytes: usize,
-    /// Most keys one trigger may hold.
-    pub max_keys: u64,
-}
-
-impl Default for KvLimits {
-    fn default() -> Self {
-        KvLimits {
-            max_key_bytes: 512,
-            max_value_bytes: 64 * 1024,
-            max_keys: 10_000,
-        }
-    }
-}
+pub use crate::config::KvLimits;
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::grants::HttpGrant;
 use super::{ActionAccess, Capability, egress};
+use crate::config::grants::HttpGrant;
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::http::{Header, Host, Request, Response};
@@ -131,7 +131,7 @@ fn describe(method: &str, url: &str) -> String {
         parsed.host_str().unwrap_or_default(),
         parsed.port_or_known_default().unwrap_or_default()
     );
-    if super::redact::contains_secret(url) {
+    if crate::redact::contains_secret(url) {
         format!("{method} {origin}/[redacted]")
     } else {
         format!("{method} {origin}{}", parsed.path())

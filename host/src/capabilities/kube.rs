@@ -6,7 +6,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::Value;
 
 use super::Capability;
-use super::grants::KubeVerb;
+use crate::config::grants::KubeVerb;
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::kube::{Host, PatchType, Target};
@@ -75,7 +75,7 @@ impl HostState {
 
 /// Checks what the guest asked for before it goes anywhere near a URL.
 fn check_target(target: &Target, name: Option<&str>) -> Result<(), String> {
-    use super::grants::{check_namespace, check_object_name};
+    use crate::config::grants::{check_namespace, check_object_name};
     let simple = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
@@ -139,7 +139,7 @@ impl Host for HostState {
         label_selector: Option<String>,
     ) -> Result<String, WitError> {
         if let Some(l) = &label_selector {
-            super::grants::check_label_selector(l).map_err(WitError::Invalid)?;
+            crate::config::grants::check_label_selector(l).map_err(WitError::Invalid)?;
         }
         let api = self.kube_api(KubeVerb::List, &target, None).await?;
         let mut params = ListParams::default();

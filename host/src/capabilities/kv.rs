@@ -76,7 +76,7 @@ impl Host for HostState {
 
 /// The text with registered secret values redacted.
 fn hidden(text: String) -> String {
-    match super::redact::redact_str(&text) {
+    match crate::redact::redact_str(&text) {
         std::borrow::Cow::Borrowed(_) => text,
         std::borrow::Cow::Owned(redacted) => redacted,
     }

@@ -9,7 +9,7 @@ const MAX_MESSAGE: usize = 16 * 1024;
 impl Host for HostState {
     async fn log(&mut self, level: Level, message: String) {
         // Redact before cutting: a value straddling the cut would leave its first half.
-        let mut message = super::redact::redact_str(&message).into_owned();
+        let mut message = crate::redact::redact_str(&message).into_owned();
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {

@@ -3,13 +3,14 @@
 //! with a typed error to the guest, a log line and a counter.
 
 pub mod egress;
-pub mod grants;
 mod http;
 mod kube;
 mod kv;
 mod log;
-pub mod redact;
 pub mod secrets;
+
+/// The grant types, kept at their old path.
+pub use crate::config::grants;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::config::HttpLimits;
+use crate::config::grants::Grants;
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::types;
 use crate::state::KvNamespace;
-use grants::Grants;
 use secrets::SecretStore;
 
 /// The capabilities, for logs and counters.
@@ -192,7 +193,7 @@ impl Capabilities {
     fn deny(&self, capability: Capability, asked: &str, reason: &str) -> WitError {
         self.services.stats.denials[CapabilityStats::index(capability)]
             .fetch_add(1, Ordering::Relaxed);
-        let asked = redact::redact_str(asked);
+        let asked = crate::redact::redact_str(asked);
         tracing::warn!(
             target: "wasmtrigger::capability",
             trigger = %self.trigger,

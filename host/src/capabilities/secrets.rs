@@ -8,8 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Capability, grants::check_secret_name, redact};
+use super::Capability;
 use crate::config::SecretsSettings;
+use crate::config::grants::check_secret_name;
+use crate::redact;
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::wasmtrigger::plugin::secrets::Host;

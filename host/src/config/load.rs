@@ -12,7 +12,7 @@ use super::schema::{
     OverlapSpec, RedisQueueSpec, RetrySpec, ScheduleSpec, TriggerSpec, WebhookSpec,
 };
 use super::*;
-use crate::capabilities::grants::{Grants, HttpGrant, KubeGrant, check_secret_name};
+use crate::config::grants::{Grants, HttpGrant, KubeGrant, check_secret_name};
 
 /// Source types this build knows, for error messages.
 const SOURCE_TYPES: &[&str] = &[
@@ -988,12 +988,12 @@ impl Loader<'_> {
             (None, None) => Vec::new(),
         };
         for ns in &namespaces {
-            if let Err(message) = crate::capabilities::grants::check_namespace(ns) {
+            if let Err(message) = crate::config::grants::check_namespace(ns) {
                 self.error(file, Some(label), Some("source.namespaces"), message);
             }
         }
         if let Some(selector) = spec.label_selector.as_deref().filter(|s| !s.is_empty())
-            && let Err(message) = crate::capabilities::grants::check_label_selector(selector)
+            && let Err(message) = crate::config::grants::check_label_selector(selector)
         {
             self.error(file, Some(label), Some("source.labelSelector"), message);
         }
@@ -1517,13 +1517,13 @@ pub(super) fn parse_grants(spec: &GrantsSpec, prefix: &str) -> (Grants, Vec<(Str
         }
         for (j, ns) in g.namespaces.iter().enumerate() {
             if ns != "*"
-                && let Err(why) = crate::capabilities::grants::check_namespace(ns)
+                && let Err(why) = crate::config::grants::check_namespace(ns)
             {
                 problems.push((format!("{prefix}.kube[{i}].namespaces[{j}]"), why));
             }
         }
         for (j, name) in g.names.iter().enumerate() {
-            if let Err(why) = crate::capabilities::grants::check_object_name(name) {
+            if let Err(why) = crate::config::grants::check_object_name(name) {
                 problems.push((format!("{prefix}.kube[{i}].names[{j}]"), why));
             }
         }

@@ -5,7 +5,9 @@
 //! belongs to, and loading goes on past the first problem so that `check`
 //! can list them all at once.
 
+pub mod cron;
 pub mod document;
+pub mod grants;
 mod load;
 pub mod policy;
 mod schema;
@@ -15,10 +17,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::capabilities::grants::Grants;
 use crate::cel::CelFilter;
-use crate::sources::cron_expr::CronSchedule;
-use crate::state::KvLimits;
+use crate::config::cron::CronSchedule;
+use crate::config::grants::Grants;
 
 pub use load::{chain_errors, load, load_declarations, load_partial, load_trigger};
 
@@ -85,7 +86,7 @@ pub struct EngineSettings {
     /// Caps on each trigger's kv namespace.
     pub kv: KvLimits,
     /// Retention of stored runs.
-    pub history: crate::runs::store::Retention,
+    pub history: Retention,
     /// Whether accepted events are journaled (replayed after a crash).
     pub journal: bool,
     /// Limits of the HTTP listener against slow and greedy clients.
@@ -121,6 +122,45 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_body_bytes_in_flight: 32 << 20,
+        }
+    }
+}
+
+/// Caps on one trigger's kv namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Longest key in bytes.
+    pub max_key_bytes: usize,
+    /// Longest value in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys one trigger may hold.
+    pub max_keys: u64,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits {
+            max_key_bytes: 512,
+            max_value_bytes: 64 * 1024,
+            max_keys: 10_000,
+        }
+    }
+}
+
+/// How long runs are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Records older than this are deleted.
+    pub max_age: Duration,
+    /// Only the newest this many records per trigger are kept.
+    pub max_per_trigger: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_per_trigger: 1000,
         }
     }
 }

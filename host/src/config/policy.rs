@@ -21,7 +21,7 @@
 //! ```
 
 use super::{ConfigError, KubeWatchConfig, SourceConfig, TriggerConfig};
-use crate::capabilities::grants::Grants;
+use crate::config::grants::Grants;
 
 /// Source types an object may use unless the policy says otherwise.
 pub const DEFAULT_SOURCES: &[&str] = &["schedule", "webhook", "trigger"];

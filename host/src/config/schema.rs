@@ -128,7 +128,7 @@ pub struct WatchAllowanceSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubeGrantSpec {
-    pub verbs: Vec<crate::capabilities::grants::KubeVerb>,
+    pub verbs: Vec<crate::config::grants::KubeVerb>,
     pub api_version: String,
     pub kind: String,
     #[serde(default)]

@@ -13,7 +13,7 @@ use crate::capabilities::{ActionAccess, HostServices};
 use crate::cel::CelError;
 use crate::config::{FilterConfig, Isolation};
 use crate::event::now_rfc3339;
-use crate::journal::Journal;
+use crate::runs::journal::Journal;
 use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
 use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
 

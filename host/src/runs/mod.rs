@@ -2,6 +2,7 @@
 //! every finished record is handed to the configured sinks (the log today;
 //! stored history, metrics and chained triggers hook in the same way).
 
+pub mod journal;
 mod log_sink;
 pub mod store;
 
@@ -9,9 +10,42 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::FailureKind;
-
 pub use log_sink::LogSink;
+
+/// Why an invocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The guest ran past its wall-clock limit.
+    Timeout,
+    /// The guest tried to grow memory past its limit.
+    MemoryLimit,
+    /// The guest wrote more to stdout/stderr than allowed.
+    OutputLimit,
+    /// The guest trapped (panic, unreachable, stack overflow, ...).
+    Trap,
+    /// The guest returned an error value.
+    GuestError,
+    /// The module is missing, failed to load or does not fit the world.
+    ModuleUnavailable,
+    /// Something failed in the host (CEL evaluation, storage, ...).
+    Host,
+}
+
+impl FailureKind {
+    /// Stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::OutputLimit => "output-limit",
+            FailureKind::Trap => "trap",
+            FailureKind::GuestError => "guest-error",
+            FailureKind::ModuleUnavailable => "module-unavailable",
+            FailureKind::Host => "host",
+        }
+    }
+}
 
 /// Longest output kept in a record; the rest is cut with a marker.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
@@ -183,7 +217,7 @@ impl RunRecorder {
 /// The record with every registered secret value hidden in its texts: the
 /// last line of defence before the log, the history, chains and the API.
 fn redacted(run: &RunRecord) -> std::borrow::Cow<'_, RunRecord> {
-    use crate::capabilities::redact::{contains_secret, redact_str};
+    use crate::redact::{contains_secret, redact_str};
     let texts = run
         .output
         .iter()

@@ -10,7 +10,7 @@
 //! at most `max_per_trigger` records per trigger and none older than `max_age`.
 //!
 //! The same commit removes the journal entries of the events those records
-//! end ([`crate::journal`]): a crash leaves either the record without the
+//! end ([`crate::runs::journal`]): a crash leaves either the record without the
 //! entry, or the entry (replayed at the next start) without the record, never
 //! an event with neither.
 
@@ -64,23 +64,7 @@ async fn sync(store: &Arc<RunStore>) -> bool {
     }
 }
 
-/// How long runs are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retention {
-    /// Records older than this are deleted.
-    pub max_age: Duration,
-    /// Only the newest this many records per trigger are kept.
-    pub max_per_trigger: usize,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            max_per_trigger: 1000,
-        }
-    }
-}
+pub use crate::config::Retention;
 
 /// What the history says about one trigger (survives retention and restarts).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +206,7 @@ impl RunStore {
             .filter_map(|e| e.journal_key.as_deref())
             .collect();
         if !keys.is_empty() {
-            crate::journal::remove_entries(&tx, &keys)?;
+            crate::runs::journal::remove_entries(&tx, &keys)?;
         }
         let records = batch.iter().map(|e| &e.record);
         {

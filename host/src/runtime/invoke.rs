@@ -4,56 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use wasmtime::{Store, Trap};
 
 use super::bindings::WitEvent;
 use super::stdio::GuestOutput;
 use super::{EPOCH_TICK, HostState, LoadedModule, Runtime};
-use crate::capabilities::redact;
 use crate::capabilities::{ActionAccess, Capabilities, HostServices};
 use crate::config::Limits;
 use crate::event::Event;
+use crate::redact;
 use crate::state::KvNamespace;
 
 /// Grace on top of a timeout for the host-side timer, which only matters when
 /// the guest is blocked in a host call (epoch interruption handles guest code).
 const TIMER_SLACK: Duration = Duration::from_millis(50);
 
-/// Why an invocation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// The guest ran past its wall-clock limit.
-    Timeout,
-    /// The guest tried to grow memory past its limit.
-    MemoryLimit,
-    /// The guest wrote more to stdout/stderr than allowed.
-    OutputLimit,
-    /// The guest trapped (panic, unreachable, stack overflow, ...).
-    Trap,
-    /// The guest returned an error value.
-    GuestError,
-    /// The module is missing, failed to load or does not fit the world.
-    ModuleUnavailable,
-    /// Something failed in the host (CEL evaluation, storage, ...).
-    Host,
-}
-
-impl FailureKind {
-    /// Stable name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Timeout => "timeout",
-            FailureKind::MemoryLimit => "memory-limit",
-            FailureKind::OutputLimit => "output-limit",
-            FailureKind::Trap => "trap",
-            FailureKind::GuestError => "guest-error",
-            FailureKind::ModuleUnavailable => "module-unavailable",
-            FailureKind::Host => "host",
-        }
-    }
-}
+pub use crate::runs::FailureKind;
 
 /// A failed invocation: what kind of failure and a message for humans.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

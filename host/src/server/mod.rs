@@ -240,7 +240,7 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
 /// record or error carried them.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let text = value.to_string();
-    let text = crate::capabilities::redact::redact_str(&text).into_owned();
+    let text = crate::redact::redact_str(&text).into_owned();
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

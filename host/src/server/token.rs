@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::capabilities::redact;
+use crate::redact;
 
 /// Where the API token comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 //! are pushed by the HTTP server, so their task only waits.)
 
 pub mod chain;
-pub mod cron_expr;
 pub mod kube_watch;
 pub mod redis_queue;
 pub mod schedule;
