@@ -76,9 +76,9 @@ pub struct EngineOptions {
     /// How Kubernetes is reached (kube-watch, the kube capability, Secrets).
     pub kube: crate::kube::KubeConnection,
     /// Elect a leader among replicas; singleton sources run on the leader only.
-    pub leader: Option<crate::leader::LeaderConfig>,
+    pub leader: Option<crate::kube::leader::LeaderConfig>,
     /// Also take triggers from Trigger objects.
-    pub trigger_objects: Option<crate::crd_sync::TriggerObjects>,
+    pub trigger_objects: Option<crate::kube::sync::TriggerObjects>,
 }
 
 impl EngineOptions {
@@ -514,22 +514,31 @@ impl Engine {
             Some(leader) => {
                 leader.validate().map_err(EngineError::Leader)?;
                 let stop = CancellationToken::new();
-                let (leading, task) = crate::leader::spawn(kube.clone(), leader, stop.clone());
+                let (leading, task) =
+                    crate::kube::leader::spawn(kube.clone(), leader, stop.clone());
                 (Some(leading), Some((stop, task)))
             }
         };
         let mut secret_store = SecretStore::from_settings(&config.engine.secrets);
         if let Some((namespace, name)) = &config.engine.secrets.kubernetes {
             secret_store = secret_store.with_provider(Arc::new(
-                crate::kube::KubeSecretProvider::new(kube.clone(), namespace.clone(), name.clone()),
+                crate::capabilities::secrets::KubeSecretProvider::new(
+                    kube.clone(),
+                    namespace.clone(),
+                    name.clone(),
+                ),
             ));
         }
         let own_listener = server.as_ref().map(|(s, _)| s.addr);
         let services = HostServices::for_engine(secret_store, Some(kube.clone()), own_listener)
             .map_err(EngineError::Services)?;
-        crate::check::preload_secrets(&config.triggers, &services.secrets).await;
-        let key_problems =
-            crate::check::webhook_key_problems(&config.triggers, &services.secrets, false).await;
+        crate::capabilities::secrets::preload_secrets(&config.triggers, &services.secrets).await;
+        let key_problems = crate::capabilities::secrets::webhook_key_problems(
+            &config.triggers,
+            &services.secrets,
+            false,
+        )
+        .await;
         if !key_problems.is_empty() {
             return Err(EngineError::Config(ConfigErrors(key_problems)));
         }
@@ -607,7 +616,7 @@ impl Engine {
         }
         let objects = options.trigger_objects.clone().map(|scope| {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(crate::crd_sync::run(shared.clone(), scope, stop.clone()));
+            let task = tokio::spawn(crate::kube::sync::run(shared.clone(), scope, stop.clone()));
             (stop, task)
         });
         let reloader = options.reload.map(|reload| {

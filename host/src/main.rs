@@ -12,10 +12,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wasmtrigger::capabilities::grants::{Grants, HttpGrant, check_secret_name};
 use wasmtrigger::client::{ApiClient, runs_table, triggers_table};
 use wasmtrigger::config::{self, EngineOverrides, Limits, values};
-use wasmtrigger::crd_sync::TriggerObjects;
 use wasmtrigger::engine::{Engine, EngineError, EngineOptions, ReloadOptions};
 use wasmtrigger::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
-use wasmtrigger::leader::LeaderConfig;
+use wasmtrigger::kube::leader::LeaderConfig;
+use wasmtrigger::kube::sync::TriggerObjects;
 use wasmtrigger::logging::{self, LogFormat};
 use wasmtrigger::runs::LogSink;
 use wasmtrigger::runs::RunStatus;
@@ -423,7 +423,7 @@ fn main() -> ExitCode {
             Command::Enqueue(args) => enqueue(args).await,
             Command::Rbac(args) => rbac(args),
             Command::Crd => {
-                print!("{}", wasmtrigger::crd::crd_yaml());
+                print!("{}", wasmtrigger::kube::crd::crd_yaml());
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -607,7 +607,7 @@ fn rbac(args: RbacArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let options = wasmtrigger::rbac::RbacOptions {
+    let options = wasmtrigger::kube::rbac::RbacOptions {
         namespace: args.namespace,
         service_account: args.service_account,
         name: args.name,
@@ -616,7 +616,7 @@ fn rbac(args: RbacArgs) -> anyhow::Result<ExitCode> {
     };
     print!(
         "{}",
-        wasmtrigger::rbac::derive(&config, &options).to_yaml(&options)
+        wasmtrigger::kube::rbac::derive(&config, &options).to_yaml(&options)
     );
     Ok(ExitCode::SUCCESS)
 }

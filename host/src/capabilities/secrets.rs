@@ -2,15 +2,17 @@
 //!
 //! Providers are tried in order: a directory with one file per secret (the
 //! layout of a mounted Kubernetes Secret, `..data` symlinks included), then
-//! environment variables with a prefix. A Kubernetes API provider plugs in
-//! through [`SecretProvider`].
+//! environment variables with a prefix, then the keys of a Kubernetes Secret
+//! read through the API ([`KubeSecretProvider`]). Every value read joins the
+//! process-wide redaction set; the webhook keys a config names are checked
+//! here too ([`webhook_key_problems`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Capability;
-use crate::config::SecretsSettings;
 use crate::config::grants::check_secret_name;
+use crate::config::{ConfigError, SecretsSettings, SourceConfig, TriggerConfig, WebhookAuth};
 use crate::redact;
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
@@ -85,6 +87,88 @@ impl SecretProvider for EnvProvider {
 
     async fn get(&self, name: &str) -> Result<Option<String>, String> {
         Ok(std::env::var(self.variable(name)).ok())
+    }
+}
+
+/// Secrets from the keys of one Kubernetes Secret, read through the API and
+/// kept for [`SECRET_CACHE_TTL`], so a rotated Secret is picked up within
+/// seconds without a restart, while a flood of unauthenticated webhook
+/// requests costs at most one API call per interval (reads are single-flight).
+pub struct KubeSecretProvider {
+    connector: Arc<crate::kube::KubeConnector>,
+    namespace: String,
+    name: String,
+    /// When the Secret was last read, and what that read gave.
+    cache: tokio::sync::Mutex<Option<(std::time::Instant, SecretRead)>>,
+}
+
+/// How long a read of the Secret (or its failure) is reused.
+pub const SECRET_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The data of the Secret, or why it could not be read.
+type SecretRead = Result<std::collections::BTreeMap<String, k8s_openapi::ByteString>, String>;
+
+impl KubeSecretProvider {
+    /// A provider for the keys of Secret `namespace/name`.
+    pub fn new(
+        connector: Arc<crate::kube::KubeConnector>,
+        namespace: String,
+        name: String,
+    ) -> Self {
+        KubeSecretProvider {
+            connector,
+            namespace,
+            name,
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn read(&self) -> SecretRead {
+        let client = self.connector.client().await.map_err(|e| e.0)?;
+        let api: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::api::Api::namespaced(client, &self.namespace);
+        let secret = api.get_opt(&self.name).await.map_err(|e| {
+            format!(
+                "cannot read {}: {}",
+                self.describe_secret(),
+                crate::kube::client::status_reason(&e)
+            )
+        })?;
+        let Some(secret) = secret else {
+            return Err(format!("{} does not exist", self.describe_secret()));
+        };
+        Ok(secret.data.unwrap_or_default())
+    }
+
+    fn describe_secret(&self) -> String {
+        format!("Kubernetes Secret {}/{}", self.namespace, self.name)
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretProvider for KubeSecretProvider {
+    fn describe(&self) -> String {
+        self.describe_secret()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, String> {
+        let data = {
+            let mut cache = self.cache.lock().await;
+            match cache.as_ref() {
+                Some((at, read)) if at.elapsed() < SECRET_CACHE_TTL => read.clone(),
+                _ => {
+                    let read = self.read().await;
+                    *cache = Some((std::time::Instant::now(), read.clone()));
+                    read
+                }
+            }
+        }?;
+        match data.get(key) {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes.0.clone())
+                .map(Some)
+                .map_err(|_| format!("key `{key}` of {} is not UTF-8 text", self.describe())),
+        }
     }
 }
 
@@ -193,4 +277,55 @@ impl Host for HostState {
             Err(why) => Err(WitError::Failed(why)),
         }
     }
+}
+
+/// Problems with the keys webhook triggers authenticate callers with: a key
+/// that no provider has, or one that is empty or too short, would leave the
+/// hook refusing everyone (or, for an empty HMAC key, accepting forgeries).
+/// With `missing_ok`, a key no provider has is not a problem (a provider that
+/// cannot be asked here may have it).
+pub async fn webhook_key_problems(
+    triggers: &[TriggerConfig],
+    store: &SecretStore,
+    missing_ok: bool,
+) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    for t in triggers {
+        let SourceConfig::Webhook(hook) = &t.source else {
+            continue;
+        };
+        let (WebhookAuth::Bearer { secret } | WebhookAuth::Hmac { secret, .. }) = &hook.auth else {
+            continue;
+        };
+        let message = match store.get(secret).await {
+            Ok(Some(value)) if value.trim().is_empty() => Some(format!(
+                "secret `{secret}` is empty or only whitespace; a webhook key must be a long random value"
+            )),
+            Ok(Some(_)) => None,
+            Ok(None) if missing_ok => None,
+            Ok(None) => Some(format!(
+                "secret `{secret}` was not found in any secret provider (engine.secrets)"
+            )),
+            Err(e) => Some(e),
+        };
+        if let Some(message) = message {
+            problems.push(ConfigError {
+                file: t.file.clone(),
+                trigger: Some(t.name.clone()),
+                field: Some("source.auth.secret".into()),
+                message,
+            });
+        }
+    }
+    problems
+}
+
+/// Reads every secret the triggers name, so that their values are redacted
+/// from the first line the engine writes (see [`crate::redact`]).
+pub async fn preload_secrets(triggers: &[TriggerConfig], store: &SecretStore) {
+    let names: std::collections::BTreeSet<String> = triggers
+        .iter()
+        .flat_map(|t| t.secret_refs().into_iter().map(|(_, name)| name))
+        .collect();
+    store.preload(names.iter().map(String::as_str)).await;
 }

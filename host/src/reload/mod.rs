@@ -254,11 +254,12 @@ impl Reloader {
         }
         let secrets = &self.shared.services.secrets;
         let key_problems =
-            crate::check::webhook_key_problems(&config.triggers, secrets, false).await;
+            crate::capabilities::secrets::webhook_key_problems(&config.triggers, secrets, false)
+                .await;
         if !key_problems.is_empty() {
             return self.reject_config(key_problems.iter().map(|e| e.to_string()).collect());
         }
-        crate::check::preload_secrets(&config.triggers, secrets).await;
+        crate::capabilities::secrets::preload_secrets(&config.triggers, secrets).await;
         self.modules_seen.extend(fingerprints);
         let change = self.shared.apply(config, modules).await;
         drop(objects);

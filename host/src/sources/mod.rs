@@ -79,6 +79,10 @@ where
 {
     match &ctx.leading {
         None => tokio::spawn(start(stop)),
-        Some(leading) => tokio::spawn(crate::leader::while_leading(leading.clone(), stop, start)),
+        Some(leading) => tokio::spawn(crate::kube::leader::while_leading(
+            leading.clone(),
+            stop,
+            start,
+        )),
     }
 }

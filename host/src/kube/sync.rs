@@ -22,8 +22,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, TriggerConfig};
-use crate::crd::{Trigger, TriggerCondition, TriggerStatus};
 use crate::engine::Shared;
+use crate::kube::crd::{Trigger, TriggerCondition, TriggerStatus};
 use crate::runs::{RunRecord, RunStatus};
 
 /// Which Trigger objects the engine takes triggers from.
@@ -47,7 +47,7 @@ struct Object {
     namespace: String,
     name: String,
     generation: Option<i64>,
-    spec: crate::crd::TriggerSpec,
+    spec: crate::kube::crd::TriggerSpec,
     status: TriggerStatus,
 }
 
@@ -271,17 +271,21 @@ async fn reconcile(
             verdicts.insert(key.clone(), Err(why));
             continue;
         }
-        let entry = crate::crd::as_config_entry(&name, &o.spec);
+        let entry = crate::kube::crd::as_config_entry(&name, &o.spec);
         match config::load_trigger(&entry, &o.origin(), &current) {
             Ok(trigger) => {
                 // An object gets only what the operator's policy allows.
                 let mut problems = current.engine.trigger_objects.violations(&trigger);
                 if problems.is_empty() {
                     let one = std::slice::from_ref(&trigger);
-                    problems =
-                        crate::check::webhook_key_problems(one, &shared.services.secrets, false)
-                            .await;
-                    crate::check::preload_secrets(one, &shared.services.secrets).await;
+                    problems = crate::capabilities::secrets::webhook_key_problems(
+                        one,
+                        &shared.services.secrets,
+                        false,
+                    )
+                    .await;
+                    crate::capabilities::secrets::preload_secrets(one, &shared.services.secrets)
+                        .await;
                 }
                 if problems.is_empty() {
                     candidates.push((key.clone(), trigger));

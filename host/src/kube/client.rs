@@ -60,85 +60,8 @@ struct Cache {
     objects: HashMap<(String, String), Value>,
 }
 
-/// Secrets from the keys of one Kubernetes Secret, read through the API and
-/// kept for [`SECRET_CACHE_TTL`], so a rotated Secret is picked up within
-/// seconds without a restart, while a flood of unauthenticated webhook
-/// requests costs at most one API call per interval (reads are single-flight).
-pub struct KubeSecretProvider {
-    connector: Arc<KubeConnector>,
-    namespace: String,
-    name: String,
-    /// When the Secret was last read, and what that read gave.
-    cache: tokio::sync::Mutex<Option<(std::time::Instant, SecretRead)>>,
-}
-
-/// How long a read of the Secret (or its failure) is reused.
-pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(10);
-
-/// The data of the Secret, or why it could not be read.
-type SecretRead = Result<std::collections::BTreeMap<String, k8s_openapi::ByteString>, String>;
-
-impl KubeSecretProvider {
-    /// A provider for the keys of Secret `namespace/name`.
-    pub fn new(connector: Arc<KubeConnector>, namespace: String, name: String) -> Self {
-        KubeSecretProvider {
-            connector,
-            namespace,
-            name,
-            cache: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    async fn read(&self) -> SecretRead {
-        let client = self.connector.client().await.map_err(|e| e.0)?;
-        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, &self.namespace);
-        let secret = api.get_opt(&self.name).await.map_err(|e| {
-            format!(
-                "cannot read {}: {}",
-                self.describe_secret(),
-                status_reason(&e)
-            )
-        })?;
-        let Some(secret) = secret else {
-            return Err(format!("{} does not exist", self.describe_secret()));
-        };
-        Ok(secret.data.unwrap_or_default())
-    }
-
-    fn describe_secret(&self) -> String {
-        format!("Kubernetes Secret {}/{}", self.namespace, self.name)
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::capabilities::secrets::SecretProvider for KubeSecretProvider {
-    fn describe(&self) -> String {
-        self.describe_secret()
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<String>, String> {
-        let data = {
-            let mut cache = self.cache.lock().await;
-            match cache.as_ref() {
-                Some((at, read)) if at.elapsed() < SECRET_CACHE_TTL => read.clone(),
-                _ => {
-                    let read = self.read().await;
-                    *cache = Some((std::time::Instant::now(), read.clone()));
-                    read
-                }
-            }
-        }?;
-        match data.get(key) {
-            None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes.0.clone())
-                .map(Some)
-                .map_err(|_| format!("key `{key}` of {} is not UTF-8 text", self.describe())),
-        }
-    }
-}
-
 /// A kube error without anything a response body might echo.
-fn status_reason(e: &kube::Error) -> String {
+pub fn status_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
         other => other.to_string(),
