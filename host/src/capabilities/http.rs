@@ -14,11 +14,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::Capabilities;
+use super::bindings::WitError;
+use super::bindings::wasmtrigger::plugin::http::{Header, Host, Request, Response};
 use super::{ActionAccess, Capability, egress};
 use crate::config::grants::HttpGrant;
-use crate::runtime::HostState;
-use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::wasmtrigger::plugin::http::{Header, Host, Request, Response};
 
 const MAX_REDIRECTS: usize = 10;
 
@@ -31,9 +31,9 @@ pub const CROSS_ORIGIN_HEADERS: &[&str] = &[
     "user-agent",
 ];
 
-impl Host for HostState {
+impl Host for Capabilities {
     async fn send(&mut self, request: Request) -> Result<Response, WitError> {
-        let caps = &mut self.caps;
+        let caps = self;
         caps.count(Capability::Http);
         let Some(access) = caps.access.clone() else {
             return Err(caps.deny(

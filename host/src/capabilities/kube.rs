@@ -5,16 +5,16 @@
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
+use super::Capabilities;
 use super::Capability;
+use super::bindings::WitError;
+use super::bindings::wasmtrigger::plugin::kube::{Host, PatchType, Target};
 use crate::config::grants::KubeVerb;
-use crate::runtime::HostState;
-use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::wasmtrigger::plugin::kube::{Host, PatchType, Target};
 
 /// Field manager of server-side apply.
 const FIELD_MANAGER: &str = "wasmtrigger";
 
-impl HostState {
+impl Capabilities {
     /// Checks the grant and builds the API handle for a call.
     async fn kube_api(
         &mut self,
@@ -22,7 +22,7 @@ impl HostState {
         target: &Target,
         name: Option<&str>,
     ) -> Result<Api<DynamicObject>, WitError> {
-        let caps = &self.caps;
+        let caps = &*self;
         caps.count(Capability::Kube);
         // Names go into the request path: anything a Kubernetes name cannot
         // hold (`/`, `?`, `%`, `..`) could reach another resource.
@@ -127,7 +127,7 @@ fn parse(text: &str, what: &str) -> Result<Value, WitError> {
     serde_json::from_str(text).map_err(|e| WitError::Invalid(format!("{what} is not JSON: {e}")))
 }
 
-impl Host for HostState {
+impl Host for Capabilities {
     async fn get(&mut self, target: Target, name: String) -> Result<String, WitError> {
         let api = self.kube_api(KubeVerb::Get, &target, Some(&name)).await?;
         to_text(&api.get(&name).await.map_err(guest_error)?)

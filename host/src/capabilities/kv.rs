@@ -4,21 +4,21 @@
 //! with it redacted, so kv cannot carry a secret past the grant that gave it
 //! (a later run without the grant, or a file copied off the state directory).
 
-use crate::runtime::HostState;
-use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::wasmtrigger::plugin::kv::Host;
+use super::Capabilities;
+use super::bindings::WitError;
+use super::bindings::wasmtrigger::plugin::kv::Host;
 use crate::state::{KvNamespace, StateError};
 
-impl HostState {
+impl Capabilities {
     /// Runs a blocking store call off the async executor. The returned future
     /// owns what it needs: `HostState` itself is not `Sync`.
     fn with_kv<T: Send + 'static>(
         &self,
         call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
     ) -> impl Future<Output = Result<T, WitError>> + Send + 'static {
-        self.caps.count(super::Capability::Kv);
-        let ns = self.caps.kv.clone();
-        let (trigger, module) = (self.caps.trigger.clone(), self.caps.module.clone());
+        self.count(super::Capability::Kv);
+        let ns = self.kv.clone();
+        let (trigger, module) = (self.trigger.clone(), self.module.clone());
         async move {
             let Some(ns) = ns else {
                 return Err(WitError::Failed(
@@ -39,7 +39,7 @@ impl HostState {
     }
 }
 
-impl Host for HostState {
+impl Host for Capabilities {
     async fn get(&mut self, key: String) -> Result<Option<String>, WitError> {
         self.with_kv(move |kv| kv.get(&key)).await
     }

@@ -1,12 +1,12 @@
 //! `log`: guest log messages go to the host log, tagged with trigger and module.
 
-use crate::runtime::HostState;
-use crate::runtime::bindings::wasmtrigger::plugin::log::{Host, Level};
+use super::Capabilities;
+use super::bindings::wasmtrigger::plugin::log::{Host, Level};
 
 /// Longest message kept; guests cannot flood the log with one call.
 const MAX_MESSAGE: usize = 16 * 1024;
 
-impl Host for HostState {
+impl Host for Capabilities {
     async fn log(&mut self, level: Level, message: String) {
         // Redact before cutting: a value straddling the cut would leave its first half.
         let mut message = crate::redact::redact_str(&message).into_owned();
@@ -18,7 +18,7 @@ impl Host for HostState {
             message.truncate(cut);
             message.push_str("… [truncated]");
         }
-        let (trigger, module) = (&*self.caps.trigger, &*self.caps.module);
+        let (trigger, module) = (&*self.trigger, &*self.module);
         macro_rules! emit {
             ($lvl:ident) => {
                 tracing::$lvl!(target: "wasmtrigger::guest", trigger, module, "{message}")

@@ -2,6 +2,7 @@
 //! invoking trigger's grants before doing anything and answers a denied call
 //! with a typed error to the guest, a log line and a counter.
 
+pub mod bindings;
 pub mod egress;
 mod http;
 mod kube;
@@ -19,10 +20,9 @@ use serde::Serialize;
 
 use crate::config::HttpLimits;
 use crate::config::grants::Grants;
-use crate::runtime::HostState;
-use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::wasmtrigger::plugin::types;
 use crate::state::KvNamespace;
+use bindings::WitError;
+use bindings::wasmtrigger::plugin::types;
 use secrets::SecretStore;
 
 /// The capabilities, for logs and counters.
@@ -207,4 +207,4 @@ impl Capabilities {
     }
 }
 
-impl types::Host for HostState {}
+impl types::Host for Capabilities {}

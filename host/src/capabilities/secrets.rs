@@ -10,13 +10,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::Capabilities;
 use super::Capability;
+use super::bindings::WitError;
+use super::bindings::wasmtrigger::plugin::secrets::Host;
 use crate::config::grants::check_secret_name;
 use crate::config::{ConfigError, SecretsSettings, SourceConfig, TriggerConfig, WebhookAuth};
 use crate::redact;
-use crate::runtime::HostState;
-use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::wasmtrigger::plugin::secrets::Host;
 
 /// A source of secret values.
 #[async_trait::async_trait]
@@ -252,9 +252,9 @@ pub async fn merge_imports(
     Ok(serde_json::Value::Object(object).to_string())
 }
 
-impl Host for HostState {
+impl Host for Capabilities {
     async fn get(&mut self, name: String) -> Result<String, WitError> {
-        let caps = &self.caps;
+        let caps = &*self;
         caps.count(Capability::Secrets);
         if let Err(why) = check_secret_name(&name) {
             return Err(WitError::Invalid(why));

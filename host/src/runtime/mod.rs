@@ -2,7 +2,6 @@
 //! allocator, epoch interruption), one linker per world, compiled modules,
 //! and bounded invocations in a fresh `Store` each.
 
-pub mod bindings;
 mod cache;
 mod host_state;
 mod invoke;
@@ -18,6 +17,8 @@ use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::capabilities::{Capabilities, bindings};
 
 pub use cache::{CacheStats, ModuleCache};
 pub use host_state::HostState;
@@ -124,17 +125,22 @@ impl Runtime {
                     .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?
             }
         };
-        let mut filter_linker = Linker::new(&engine);
-        let mut action_linker = Linker::new(&engine);
+        let mut filter_linker: Linker<HostState> = Linker::new(&engine);
+        let mut action_linker: Linker<HostState> = Linker::new(&engine);
         let link = |e: wasmtime::Error| RuntimeError::Link(format!("{e:#}"));
         // All of WASI p2 is linked so that guests from any toolchain instantiate;
         // the WasiCtx grants nothing ambient, so calls into it find nothing to reach.
         wasmtime_wasi::p2::add_to_linker_async(&mut filter_linker).map_err(link)?;
         wasmtime_wasi::p2::add_to_linker_async(&mut action_linker).map_err(link)?;
-        bindings::filter::Filter::add_to_linker::<_, HasSelf<HostState>>(&mut filter_linker, |s| s)
-            .map_err(link)?;
-        bindings::Action::add_to_linker::<_, HasSelf<HostState>>(&mut action_linker, |s| s)
-            .map_err(link)?;
+        bindings::filter::Filter::add_to_linker::<_, HasSelf<Capabilities>>(
+            &mut filter_linker,
+            |s| &mut s.caps,
+        )
+        .map_err(link)?;
+        bindings::Action::add_to_linker::<_, HasSelf<Capabilities>>(&mut action_linker, |s| {
+            &mut s.caps
+        })
+        .map_err(link)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, weak) = (ticker_stop.clone(), engine.weak());
