@@ -1,14 +1,12 @@
-//! The running engine: state store, wasm runtime, loaded modules, the
-//! dispatcher, one source task per trigger, the reloader, and an orderly stop.
+//! The composition root: builds the state store, the wasm runtime, the
+//! dispatcher, the live trigger set and the drivers (HTTP server, reloader,
+//! Trigger-object sync, leader election), starts them in order, and stops
+//! them in order. Nothing in the crate imports this module; it imports them.
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -16,20 +14,23 @@ use crate::capabilities::secrets::SecretStore;
 use crate::capabilities::{CapabilitySnapshot, HostServices};
 use std::net::SocketAddr;
 
-use crate::config::{Config, ConfigErrors, EngineOverrides, Outcome, SourceConfig, TriggerConfig};
+use crate::config::{Config, ConfigErrors};
 use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
-use crate::metrics::{EngineReadings, Metrics, MetricsSink};
+use crate::metrics::{EngineReadings, Metrics, MetricsSink, ReloadStats};
 use crate::runs::BroadcastSink;
 use crate::runs::journal::{Journal, JournalEntry};
-use crate::runs::store::{RunStore, TriggerSummary};
+use crate::runs::store::RunStore;
 use crate::runs::{RunRecorder, RunSink};
-use crate::runtime::{
-    LoadedModule, ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config,
-};
-use crate::server::{Server, ServerState};
+use crate::runtime::{ModuleRegistry, Runtime, RuntimeError, RuntimeSettings, load_for_config};
+use crate::server::{Server, ServerContext, ServerState};
 use crate::sources::SourceContext;
 use crate::state::{StateError, StateStore};
 use crate::trigger::Trigger;
+use crate::trigger_set::TriggerSet;
+
+pub use crate::metrics::ReloadSnapshot;
+pub use crate::reload::ReloadOptions;
+pub use crate::trigger_set::{ConfigChange, TriggerView};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,344 +98,30 @@ impl EngineOptions {
     }
 }
 
-/// Where a reload reads the config from, the way `run` was given it.
-#[derive(Clone, Debug)]
-pub struct ReloadOptions {
-    /// The `--config` path (file or directory).
-    pub config_path: PathBuf,
-    /// The `--modules` directory, if given.
-    pub modules_dir: Option<PathBuf>,
-    /// Flag and env overrides of engine settings.
-    pub overrides: EngineOverrides,
-    /// Rescan this often even without file events (events can be missed).
-    pub poll_interval: Duration,
-}
-
-/// Reload counters.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Config changes applied.
-    pub config_reloads: AtomicU64,
-    /// Config changes rejected (the previous config kept running).
-    pub config_rejections: AtomicU64,
-    /// Module versions swapped in.
-    pub module_reloads: AtomicU64,
-    /// Module versions rejected (the previous version kept serving).
-    pub module_rejections: AtomicU64,
-}
-
-/// A point-in-time copy of [`ReloadStats`] and the module cache counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ReloadSnapshot {
-    pub config_reloads: u64,
-    pub config_rejections: u64,
-    pub module_reloads: u64,
-    pub module_rejections: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub cache_discarded: u64,
-}
-
-/// A trigger with its source task.
-struct RunningTrigger {
-    trigger: Arc<Trigger>,
-    stop: CancellationToken,
-    source: JoinHandle<()>,
-}
-
-/// What a config change did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ConfigChange {
-    /// Triggers started.
-    pub added: Vec<String>,
-    /// Triggers stopped.
-    pub removed: Vec<String>,
-    /// Triggers whose settings changed; their source kept running.
-    pub updated: Vec<String>,
-    /// Triggers whose source changed and was restarted.
-    pub restarted: Vec<String>,
-}
-
-impl ConfigChange {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.removed.is_empty()
-            && self.updated.is_empty()
-            && self.restarted.is_empty()
-    }
-
-    /// Logs the change at info level with `message`.
-    pub fn log(&self, message: &str) {
-        tracing::info!(
-            added = ?self.added,
-            removed = ?self.removed,
-            updated = ?self.updated,
-            restarted = ?self.restarted,
-            "{message}"
-        );
-    }
-}
-
-/// The parts of a running engine that the reloader changes.
-pub(crate) struct Shared {
-    pub runtime: Arc<Runtime>,
-    pub services: Arc<HostServices>,
-    pub registry: Arc<ModuleRegistry>,
-    pub state: Arc<StateStore>,
-    pub history: Arc<RunStore>,
-    pub reload: ReloadStats,
-    pub(crate) sources: SourceContext,
-    stop_sources: CancellationToken,
-    running: Mutex<BTreeMap<String, RunningTrigger>>,
-    config: std::sync::Mutex<Arc<Config>>,
-    /// The triggers applied from Trigger objects; held while a config is
-    /// composed and applied, so file reloads and object changes take turns.
-    pub(crate) objects: Mutex<Vec<crate::config::TriggerConfig>>,
-}
-
-impl Shared {
-    /// The config currently applied.
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The running trigger with this name.
-    pub async fn trigger(&self, name: &str) -> Option<Arc<Trigger>> {
-        self.running
-            .lock()
-            .await
-            .get(name)
-            .map(|r| r.trigger.clone())
-    }
-
-    /// Hands events to the dispatcher.
-    pub fn submitter(&self) -> &Submitter {
-        &self.sources.submitter
-    }
-
-    /// What `wasmtrigger triggers` shows: each trigger with its history and successors.
-    pub async fn trigger_views(&self) -> Result<Vec<TriggerView>, String> {
-        let store = self.history.clone();
-        let summaries = tokio::task::spawn_blocking(move || store.summaries())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let configs: Vec<Arc<TriggerConfig>> = self
-            .running
-            .lock()
-            .await
-            .values()
-            .map(|r| r.trigger.config())
-            .collect();
-        let successors = |name: &str, outcome: Outcome| -> Vec<String> {
-            configs
-                .iter()
-                .filter(|c| match &c.source {
-                    SourceConfig::Chain(chain) => chain
-                        .conditions
-                        .iter()
-                        .any(|cond| cond.of == name && cond.on.contains(&outcome)),
-                    _ => false,
-                })
-                .map(|c| c.name.clone())
-                .collect()
-        };
-        Ok(configs
-            .iter()
-            .map(|c| {
-                let summary = summaries.get(&c.name).cloned().unwrap_or_default();
-                TriggerView {
-                    name: c.name.clone(),
-                    source: c.source.type_name().to_string(),
-                    state: "running".to_string(),
-                    on_success: successors(&c.name, Outcome::Success),
-                    on_failure: successors(&c.name, Outcome::Failure),
-                    summary,
-                }
-            })
-            .collect())
-    }
-
-    fn start_trigger(&self, trigger: Arc<Trigger>) -> RunningTrigger {
-        let stop = self.stop_sources.child_token();
-        let source = crate::sources::spawn(trigger.clone(), &self.sources, stop.clone());
-        RunningTrigger {
-            trigger,
-            stop,
-            source,
-        }
-    }
-
-    /// Makes `config` the running config: swaps in its module versions, then
-    /// starts, stops, updates or restarts triggers. A trigger whose source is
-    /// unchanged keeps its source running, so its schedule keeps its phase; a
-    /// restarted source is stopped completely before the new one arms, so a
-    /// tick is neither fired twice nor skipped.
-    pub async fn apply(&self, config: Config, modules: Vec<Arc<LoadedModule>>) -> ConfigChange {
-        for module in modules {
-            let current = self.registry.get(&module.name).ok();
-            if current.is_none_or(|c| c.digest != module.digest) {
-                self.registry.insert(module);
-            }
-        }
-        let mut change = ConfigChange::default();
-        let mut running = self.running.lock().await;
-        let wanted: HashSet<&str> = config.triggers.iter().map(|t| t.name.as_str()).collect();
-        let gone: Vec<String> = running
-            .keys()
-            .filter(|name| !wanted.contains(name.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(old) = running.remove(&name) {
-                // Only the source stops; runs already accepted finish, on the
-                // module versions the trigger holds on to for them.
-                old.stop.cancel();
-                let _ = old.source.await;
-                let config = old.trigger.config();
-                let modules = config
-                    .module_names()
-                    .iter()
-                    .filter_map(|m| self.registry.get(m).ok())
-                    .collect();
-                old.trigger.retain_modules(modules);
-                change.removed.push(name);
-            }
-        }
-        // Chain sources first: they subscribe to finished runs as they start,
-        // and a run started by another new source must not finish unseen.
-        let mut order: Vec<&TriggerConfig> = config.triggers.iter().collect();
-        order.sort_by_key(|t| !matches!(t.source, SourceConfig::Chain(_)));
-        for t in order {
-            let Some(current) = running.get(&t.name) else {
-                let trigger = Trigger::new(t.clone(), &self.state);
-                running.insert(t.name.clone(), self.start_trigger(trigger));
-                change.added.push(t.name.clone());
-                continue;
-            };
-            let old = current.trigger.config();
-            if same_trigger(&old, t) {
-                continue;
-            }
-            if old.source == t.source {
-                current.trigger.set_config(t.clone());
-                change.updated.push(t.name.clone());
-                continue;
-            }
-            let Some(old_run) = running.remove(&t.name) else {
-                continue;
-            };
-            old_run.stop.cancel();
-            let _ = old_run.source.await;
-            old_run.trigger.set_config(t.clone());
-            running.insert(t.name.clone(), self.start_trigger(old_run.trigger));
-            change.restarted.push(t.name.clone());
-        }
-        drop(running);
-        let used: HashSet<String> = config.module_names().into_iter().collect();
-        for name in self.registry.names() {
-            if !used.contains(&name) {
-                self.registry.remove(&name);
-            }
-        }
-        let previous = self.config();
-        let restart_needed = previous.engine.restart_only_differences(&config.engine);
-        if !restart_needed.is_empty() {
-            tracing::warn!(
-                settings = ?restart_needed,
-                "engine settings changed; they take effect at the next restart"
-            );
-        }
-        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-        self.evict_cache();
-        change
-    }
-
-    /// Reload and module-cache counters.
-    fn reload_snapshot(&self) -> ReloadSnapshot {
-        let r = &self.reload;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let cache = self.runtime.cache().map(|c| &c.stats);
-        ReloadSnapshot {
-            config_reloads: get(&r.config_reloads),
-            config_rejections: get(&r.config_rejections),
-            module_reloads: get(&r.module_reloads),
-            module_rejections: get(&r.module_rejections),
-            cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
-            cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
-            cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
-        }
-    }
-
-    /// Keeps the compiled-module cache within its bound.
-    pub fn evict_cache(&self) {
-        if let Some(cache) = self.runtime.cache() {
-            let in_use: HashSet<String> = self
-                .registry
-                .list()
-                .iter()
-                .map(|m| m.digest.clone())
-                .collect();
-            cache.evict(&in_use);
-        }
-    }
-}
-
-/// One trigger as the API shows it.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TriggerView {
-    /// Name.
-    pub name: String,
-    /// Source type.
-    pub source: String,
-    /// `running`.
-    pub state: String,
-    /// Triggers that run when this one succeeds.
-    pub on_success: Vec<String>,
-    /// Triggers that run when this one fails.
-    pub on_failure: Vec<String>,
-    /// Counts and last outcomes from the run history.
-    #[serde(flatten)]
-    pub summary: TriggerSummary,
-}
-
 /// Engine-wide values for `/metrics`, read at scrape time.
-fn readings(shared: &std::sync::Weak<Shared>) -> EngineReadings {
-    let Some(shared) = shared.upgrade() else {
+fn readings(
+    triggers: &std::sync::Weak<TriggerSet>,
+    reload: &ReloadStats,
+    services: &HostServices,
+) -> EngineReadings {
+    let Some(triggers) = triggers.upgrade() else {
         return EngineReadings::default();
     };
-    let submitter = shared.submitter();
+    let submitter = triggers.submitter();
     EngineReadings {
         ready: true,
         queue_depth: submitter.queue_depth() as u64,
         queue_capacity: submitter.queue_capacity() as u64,
-        modules_loaded: shared.registry.list().len() as u64,
-        triggers: shared
-            .running
-            .try_lock()
-            .map(|r| r.len() as u64)
-            .unwrap_or_default(),
-        reload: shared.reload_snapshot(),
-        capabilities: shared.services.stats.snapshot(),
+        modules_loaded: triggers.registry().list().len() as u64,
+        triggers: triggers.running_now().unwrap_or_default() as u64,
+        reload: reload.snapshot(triggers.runtime().cache().map(|c| &c.stats)),
+        capabilities: services.stats.snapshot(),
     }
-}
-
-/// Equal triggers need no action; the file they came from does not matter.
-fn same_trigger(a: &TriggerConfig, b: &TriggerConfig) -> bool {
-    a.source == b.source
-        && a.filter == b.filter
-        && a.action == b.action
-        && a.description == b.description
 }
 
 /// Queues again the events a previous process accepted but did not finish
 /// (waiting for queue room, so a long journal never overflows the queue).
-async fn replay_journal(shared: Arc<Shared>, entries: Vec<JournalEntry>) {
+async fn replay_journal(shared: Arc<TriggerSet>, entries: Vec<JournalEntry>) {
     tracing::warn!(
         events = entries.len(),
         "replaying events accepted before the last stop that did not finish"
@@ -463,7 +150,11 @@ async fn replay_journal(shared: Arc<Shared>, entries: Vec<JournalEntry>) {
 
 /// A started engine.
 pub struct Engine {
-    shared: Arc<Shared>,
+    triggers: Arc<TriggerSet>,
+    history: Arc<RunStore>,
+    state: Arc<StateStore>,
+    services: Arc<HostServices>,
+    reload_stats: Arc<ReloadStats>,
     dispatcher: Dispatcher,
     reloader: Option<(CancellationToken, JoinHandle<()>)>,
     election: Option<(CancellationToken, JoinHandle<()>)>,
@@ -582,46 +273,52 @@ impl Engine {
         );
         let shutdown_grace = config.engine.shutdown_grace;
         let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
-        let shared = Arc::new(Shared {
-            runtime,
+        let sources = SourceContext {
+            submitter: dispatcher.submitter(),
+            runs: runs_tx,
             services: services.clone(),
-            registry,
-            state,
-            history,
-            reload: ReloadStats::default(),
-            sources: SourceContext {
-                submitter: dispatcher.submitter(),
-                runs: runs_tx,
-                services: services.clone(),
-                kube,
-                leading,
-            },
-            stop_sources: CancellationToken::new(),
-            objects: Mutex::new(Vec::new()),
-            running: Mutex::new(BTreeMap::new()),
-            config: std::sync::Mutex::new(Arc::new(Config {
-                triggers: Vec::new(),
-                ..config.clone()
-            })),
-        });
-        let change = shared.apply(config, modules).await;
+            kube,
+            leading,
+        };
+        let triggers = TriggerSet::new(&config, registry, runtime.clone(), state.clone(), sources);
+        let change = triggers.apply(config, modules).await;
         if !replay.is_empty() {
-            tokio::spawn(replay_journal(shared.clone(), replay));
+            tokio::spawn(replay_journal(triggers.clone(), replay));
         }
-        let weak = Arc::downgrade(&shared);
-        metrics.set_readings(move || readings(&weak));
+        let reload_stats = Arc::new(ReloadStats::default());
+        {
+            let (weak, stats, services) = (
+                Arc::downgrade(&triggers),
+                reload_stats.clone(),
+                services.clone(),
+            );
+            metrics.set_readings(move || readings(&weak, &stats, &services));
+        }
         if let Some((_, server_state)) = &server {
-            server_state.attach(shared.clone());
+            server_state.attach(ServerContext {
+                triggers: triggers.clone(),
+                history: history.clone(),
+                secrets: services.secrets.clone(),
+            });
             server_state.set_ready(true);
         }
         let objects = options.trigger_objects.clone().map(|scope| {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(crate::kube::sync::run(shared.clone(), scope, stop.clone()));
+            let context = crate::kube::sync::SyncContext {
+                triggers: triggers.clone(),
+                secrets: services.secrets.clone(),
+            };
+            let task = tokio::spawn(crate::kube::sync::run(context, scope, stop.clone()));
             (stop, task)
         });
         let reloader = options.reload.map(|reload| {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(crate::reload::run(shared.clone(), reload, stop.clone()));
+            let context = crate::reload::ReloadContext {
+                triggers: triggers.clone(),
+                secrets: services.secrets.clone(),
+                stats: reload_stats.clone(),
+            };
+            let task = tokio::spawn(crate::reload::run(context, reload, stop.clone()));
             (stop, task)
         });
         tracing::info!(
@@ -633,7 +330,11 @@ impl Engine {
             "engine started"
         );
         Ok(Engine {
-            shared,
+            triggers,
+            history,
+            state,
+            services,
+            reload_stats,
             dispatcher,
             reloader,
             election,
@@ -651,33 +352,32 @@ impl Engine {
 
     /// The stored run history.
     pub fn history(&self) -> &Arc<RunStore> {
-        &self.shared.history
+        &self.history
     }
 
     /// What `wasmtrigger triggers` shows.
     pub async fn trigger_views(&self) -> Result<Vec<TriggerView>, String> {
-        self.shared.trigger_views().await
+        self.triggers.views(&self.history).await
     }
 
     /// The running triggers, by name.
     pub async fn triggers(&self) -> Vec<Arc<Trigger>> {
-        let running = self.shared.running.lock().await;
-        running.values().map(|r| r.trigger.clone()).collect()
+        self.triggers.triggers().await
     }
 
     /// Hands events to the dispatcher directly (embedding, benchmarks).
     pub fn submitter(&self) -> &Submitter {
-        self.shared.submitter()
+        self.triggers.submitter()
     }
 
     /// The module versions serving.
     pub fn modules(&self) -> &Arc<ModuleRegistry> {
-        &self.shared.registry
+        self.triggers.registry()
     }
 
     /// The config currently applied.
     pub fn config(&self) -> Arc<Config> {
-        self.shared.config()
+        self.triggers.config()
     }
 
     /// Dispatch counters.
@@ -687,12 +387,13 @@ impl Engine {
 
     /// Capability call and denial counters.
     pub fn capability_stats(&self) -> CapabilitySnapshot {
-        self.shared.services.stats.snapshot()
+        self.services.stats.snapshot()
     }
 
     /// Reload and module-cache counters.
     pub fn reload_stats(&self) -> ReloadSnapshot {
-        self.shared.reload_snapshot()
+        let cache = self.triggers.runtime().cache().map(|c| &c.stats);
+        self.reload_stats.snapshot(cache)
     }
 
     /// Stops the reloader and the sources, lets queued and running events
@@ -707,22 +408,23 @@ impl Engine {
             stop.cancel();
             let _ = task.await;
         }
-        self.shared.stop_sources.cancel();
-        let running = std::mem::take(&mut *self.shared.running.lock().await);
-        for (_, r) in running {
-            let _ = r.source.await;
-        }
+        self.triggers.stop_sources().await;
         // Sources have stopped: now the lease may go to another replica.
         if let Some((stop, task)) = self.election {
             stop.cancel();
             let _ = task.await;
         }
         let stats = self.dispatcher.stats().clone();
-        let journal = self.shared.submitter().journal().cloned();
+        let journal = self.triggers.submitter().journal().cloned();
         // The journal holds the store weakly; keep it open until the last
         // removals are written, or a finished event would replay on restart.
-        let state = self.shared.state.clone();
-        drop(self.shared);
+        let state = self.state;
+        drop((
+            self.triggers,
+            self.history,
+            self.services,
+            self.reload_stats,
+        ));
         self.dispatcher.stop(self.shutdown_grace).await;
         // Removals of the last runs' entries are committed before we return.
         if let Some(journal) = journal {

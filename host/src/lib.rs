@@ -31,3 +31,4 @@ pub mod server;
 pub mod sources;
 pub mod state;
 pub mod trigger;
+pub mod trigger_set;

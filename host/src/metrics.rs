@@ -3,6 +3,7 @@
 //! Served as OpenMetrics text at `/metrics`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
@@ -12,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use serde::Serialize;
 
 use crate::capabilities::CapabilitySnapshot;
 use crate::runs::{RunRecord, RunSink, RunStatus};
@@ -50,6 +52,47 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// Reload counters.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Config changes applied.
+    pub config_reloads: AtomicU64,
+    /// Config changes rejected (the previous config kept running).
+    pub config_rejections: AtomicU64,
+    /// Module versions swapped in.
+    pub module_reloads: AtomicU64,
+    /// Module versions rejected (the previous version kept serving).
+    pub module_rejections: AtomicU64,
+}
+
+impl ReloadStats {
+    /// Reads the counters, with the module cache's (`None`: no cache).
+    pub fn snapshot(&self, cache: Option<&crate::runtime::CacheStats>) -> ReloadSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ReloadSnapshot {
+            config_reloads: get(&self.config_reloads),
+            config_rejections: get(&self.config_rejections),
+            module_reloads: get(&self.module_reloads),
+            module_rejections: get(&self.module_rejections),
+            cache_hits: cache.map(|c| get(&c.hits)).unwrap_or(0),
+            cache_misses: cache.map(|c| get(&c.misses)).unwrap_or(0),
+            cache_discarded: cache.map(|c| get(&c.discarded)).unwrap_or(0),
+        }
+    }
+}
+
+/// A point-in-time copy of [`ReloadStats`] and the module cache counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadSnapshot {
+    pub config_reloads: u64,
+    pub config_rejections: u64,
+    pub module_reloads: u64,
+    pub module_rejections: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_discarded: u64,
+}
+
 /// Engine-wide values, read at each scrape.
 #[derive(Clone, Debug, Default)]
 pub struct EngineReadings {
@@ -58,7 +101,7 @@ pub struct EngineReadings {
     pub queue_capacity: u64,
     pub modules_loaded: u64,
     pub triggers: u64,
-    pub reload: crate::engine::ReloadSnapshot,
+    pub reload: ReloadSnapshot,
     pub capabilities: CapabilitySnapshot,
 }
 

@@ -21,10 +21,11 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::secrets::SecretStore;
 use crate::config::{self, Config, TriggerConfig};
-use crate::engine::Shared;
 use crate::kube::crd::{Trigger, TriggerCondition, TriggerStatus};
 use crate::runs::{RunRecord, RunStatus};
+use crate::trigger_set::{TriggerSet, compose};
 
 /// Which Trigger objects the engine takes triggers from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,9 +65,17 @@ impl Object {
     }
 }
 
+/// What the sync works on.
+pub struct SyncContext {
+    /// The live triggers (Trigger objects are one of their inputs).
+    pub triggers: Arc<TriggerSet>,
+    /// Where secrets come from (an object's webhook key is checked, its secrets preloaded).
+    pub secrets: SecretStore,
+}
+
 /// Runs until `stop`: the watch, the reconciling and the status writer.
-pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: CancellationToken) {
-    let client = match shared.sources.kube.client().await {
+pub async fn run(shared: SyncContext, scope: TriggerObjects, stop: CancellationToken) {
+    let client = match shared.triggers.sources().kube.client().await {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "Trigger objects: no Kubernetes connection");
@@ -77,7 +86,7 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
         TriggerObjects::Namespace(ns) => Api::namespaced(client.clone(), ns),
         TriggerObjects::All => Api::all(client.clone()),
     };
-    let mut runs = shared.sources.runs.subscribe();
+    let mut runs = shared.triggers.sources().runs.subscribe();
     let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
     let mut objects: BTreeMap<(String, String), Object> = BTreeMap::new();
     let mut initial: Option<BTreeMap<(String, String), Object>> = None;
@@ -185,8 +194,13 @@ pub(crate) async fn run(shared: Arc<Shared>, scope: TriggerObjects, stop: Cancel
 }
 
 /// Whether this replica writes status: the leader, or the only replica.
-fn writer(shared: &Shared) -> bool {
-    shared.sources.leading.as_ref().is_none_or(|l| *l.borrow())
+fn writer(shared: &SyncContext) -> bool {
+    shared
+        .triggers
+        .sources()
+        .leading
+        .as_ref()
+        .is_none_or(|l| *l.borrow())
 }
 
 /// After a relist, objects already known keep the status this engine keeps.
@@ -243,19 +257,14 @@ fn count_run(
 /// Validates every object against the current files' triggers, applies the
 /// valid ones, and returns each object's verdict (Ok, or the problems).
 async fn reconcile(
-    shared: &Arc<Shared>,
+    shared: &SyncContext,
     scope: &TriggerObjects,
     objects: &BTreeMap<(String, String), Object>,
 ) -> Vec<((String, String), Result<(), String>)> {
-    let mut applied = shared.objects.lock().await;
-    let current = shared.config();
-    let old_names: HashSet<&str> = applied.iter().map(|t| t.name.as_str()).collect();
-    let files: Vec<TriggerConfig> = current
-        .triggers
-        .iter()
-        .filter(|t| !old_names.contains(t.name.as_str()))
-        .cloned()
-        .collect();
+    let mut inputs = shared.triggers.inputs().await;
+    let current = shared.triggers.config();
+    let files_config = inputs.files();
+    let files = &files_config.triggers;
     let file_names: HashMap<&str, &PathBuf> =
         files.iter().map(|t| (t.name.as_str(), &t.file)).collect();
 
@@ -280,12 +289,11 @@ async fn reconcile(
                     let one = std::slice::from_ref(&trigger);
                     problems = crate::capabilities::secrets::webhook_key_problems(
                         one,
-                        &shared.services.secrets,
+                        &shared.secrets,
                         false,
                     )
                     .await;
-                    crate::capabilities::secrets::preload_secrets(one, &shared.services.secrets)
-                        .await;
+                    crate::capabilities::secrets::preload_secrets(one, &shared.secrets).await;
                 }
                 if problems.is_empty() {
                     candidates.push((key.clone(), trigger));
@@ -301,13 +309,8 @@ async fn reconcile(
     // Chains and modules are checked on the whole set; a problem that belongs
     // to an object takes that object out, and the rest is checked again.
     let (config, modules) = loop {
-        let mut config = Config {
-            triggers: files.clone(),
-            ..(*current).clone()
-        };
-        config
-            .triggers
-            .extend(candidates.iter().map(|(_, t)| t.clone()));
+        let objects: Vec<TriggerConfig> = candidates.iter().map(|(_, t)| t.clone()).collect();
+        let config = compose(&files_config, &objects);
         let mut problems = config::chain_errors(&config.triggers);
         let (modules, load_errors) = if problems.is_empty() {
             // The files' modules are loaded already (and reloaded by the
@@ -316,7 +319,7 @@ async fn reconcile(
                 triggers: candidates.iter().map(|(_, t)| t.clone()).collect(),
                 ..(*current).clone()
             };
-            crate::runtime::load_for_config(&shared.runtime, &objects_only).await
+            crate::runtime::load_for_config(shared.triggers.runtime(), &objects_only).await
         } else {
             (Vec::new(), Vec::new())
         };
@@ -346,11 +349,11 @@ async fn reconcile(
     for (key, _) in &candidates {
         verdicts.insert(key.clone(), Ok(()));
     }
-    let change = shared.apply(config, modules).await;
+    let change = shared.triggers.apply(config, modules).await;
     if !change.is_empty() {
         change.log("Trigger objects applied");
     }
-    *applied = candidates.into_iter().map(|(_, t)| t).collect();
+    inputs.set_objects(candidates.into_iter().map(|(_, t)| t).collect());
     verdicts.into_iter().collect()
 }
 

@@ -25,9 +25,34 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, FilterConfig};
-use crate::engine::{ReloadOptions, Shared};
+use crate::capabilities::secrets::SecretStore;
+use crate::config::{self, Config, EngineOverrides, FilterConfig};
+use crate::metrics::ReloadStats;
 use crate::runtime::{World, load_for_config};
+use crate::trigger_set::{TriggerSet, compose};
+
+/// Where a reload reads the config from, the way `run` was given it.
+#[derive(Clone, Debug)]
+pub struct ReloadOptions {
+    /// The `--config` path (file or directory).
+    pub config_path: PathBuf,
+    /// The `--modules` directory, if given.
+    pub modules_dir: Option<PathBuf>,
+    /// Flag and env overrides of engine settings.
+    pub overrides: EngineOverrides,
+    /// Rescan this often even without file events (events can be missed).
+    pub poll_interval: Duration,
+}
+
+/// What the reloader works on.
+pub struct ReloadContext {
+    /// The live triggers (the files are one of their inputs).
+    pub triggers: Arc<TriggerSet>,
+    /// Where webhook keys come from (checked before a config is applied).
+    pub secrets: SecretStore,
+    /// Reload counters.
+    pub stats: Arc<ReloadStats>,
+}
 
 /// Quiet time after the last file event before rescanning (bursts settle).
 const DEBOUNCE: Duration = Duration::from_millis(75);
@@ -90,9 +115,9 @@ fn after_len_matches(fp: &Fingerprint, len: usize) -> bool {
 }
 
 /// The reloader task: runs until `stop` is cancelled.
-pub(crate) async fn run(shared: Arc<Shared>, options: ReloadOptions, stop: CancellationToken) {
+pub async fn run(shared: ReloadContext, options: ReloadOptions, stop: CancellationToken) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let config = shared.config();
+    let config = shared.triggers.config();
     let mut watcher =
         watcher::DirWatcher::new(watch_targets(&options.config_path, &config.modules_dir), tx);
     let mut reloader = Reloader {
@@ -151,7 +176,7 @@ fn watch_targets(config_path: &Path, modules_dir: &Path) -> Vec<(PathBuf, Recurs
 }
 
 struct Reloader {
-    shared: Arc<Shared>,
+    shared: ReloadContext,
     options: ReloadOptions,
     /// Hash of the config files' contents last acted on (applied or rejected).
     config_seen: Option<u64>,
@@ -187,10 +212,11 @@ impl Reloader {
         // between loading and this task's start must still be seen.
         self.config_seen = self
             .shared
+            .triggers
             .config()
             .source_hash
             .or_else(|| config_hash(&self.options.config_path));
-        let config = self.shared.config();
+        let config = self.shared.triggers.config();
         for (_, path, _) in module_uses(&config) {
             self.modules_seen.insert(path.clone(), fingerprint(&path));
         }
@@ -231,16 +257,8 @@ impl Reloader {
             Err(e) => return self.reject_config(vec![format!("config loader failed: {e}")]),
         };
         // Triggers from Trigger objects stay, unless a file now defines the name.
-        let objects = self.shared.objects.lock().await;
-        let mut config = config;
-        let in_files: std::collections::HashSet<String> =
-            config.triggers.iter().map(|t| t.name.clone()).collect();
-        config.triggers.extend(
-            objects
-                .iter()
-                .filter(|t| !in_files.contains(&t.name))
-                .cloned(),
-        );
+        let inputs = self.shared.triggers.inputs().await;
+        let config = compose(&config, inputs.objects());
         let fingerprints: Vec<(PathBuf, Fingerprint)> = module_uses(&config)
             .into_iter()
             .map(|(_, p, _)| {
@@ -248,11 +266,11 @@ impl Reloader {
                 (p, f)
             })
             .collect();
-        let (modules, errors) = load_for_config(&self.shared.runtime, &config).await;
+        let (modules, errors) = load_for_config(self.shared.triggers.runtime(), &config).await;
         if !errors.is_empty() {
             return self.reject_config(errors.iter().map(|e| e.to_string()).collect());
         }
-        let secrets = &self.shared.services.secrets;
+        let secrets = &self.shared.secrets;
         let key_problems =
             crate::capabilities::secrets::webhook_key_problems(&config.triggers, secrets, false)
                 .await;
@@ -261,10 +279,10 @@ impl Reloader {
         }
         crate::capabilities::secrets::preload_secrets(&config.triggers, secrets).await;
         self.modules_seen.extend(fingerprints);
-        let change = self.shared.apply(config, modules).await;
-        drop(objects);
+        let change = self.shared.triggers.apply(config, modules).await;
+        drop(inputs);
         self.shared
-            .reload
+            .stats
             .config_reloads
             .fetch_add(1, Ordering::Relaxed);
         change.log("config reloaded");
@@ -272,7 +290,7 @@ impl Reloader {
 
     fn reject_config(&self, problems: Vec<String>) {
         self.shared
-            .reload
+            .stats
             .config_rejections
             .fetch_add(1, Ordering::Relaxed);
         for problem in &problems {
@@ -285,7 +303,7 @@ impl Reloader {
     }
 
     async fn check_modules(&mut self) {
-        let config = self.shared.config();
+        let config = self.shared.triggers.config();
         for (name, path, worlds) in module_uses(&config) {
             let now = fingerprint(&path);
             if self.modules_seen.get(&path) == Some(&now) {
@@ -297,20 +315,20 @@ impl Reloader {
                     path.display()
                 );
                 tracing::warn!(module = %name, path = %path.display(), "module file removed");
-                self.shared.registry.set_unavailable(&name, why);
+                self.shared.triggers.registry().set_unavailable(&name, why);
                 self.modules_seen.insert(path, now);
                 continue;
             }
             if self.empty_and_settling(&path) {
                 continue;
             }
-            let max = self.shared.runtime.max_module_bytes();
+            let max = self.shared.triggers.runtime().max_module_bytes();
             if let Fingerprint::Present { len, .. } = now
                 && len > max
             {
                 // Refused by its size, unread; said once per version of the file.
                 self.shared
-                    .reload
+                    .stats
                     .module_rejections
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(file = %path.display(), size = len, max, "module rejected: over engine.maxModuleSize; the previous version keeps serving");
@@ -336,13 +354,13 @@ impl Reloader {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let current = self.shared.registry.get(name).ok();
+        let current = self.shared.triggers.registry().get(name).ok();
         if current.as_ref().is_some_and(|c| c.digest == digest) {
             return;
         }
         let compiled = {
             let (runtime, name, path) = (
-                self.shared.runtime.clone(),
+                self.shared.triggers.runtime().clone(),
                 name.to_string(),
                 path.to_path_buf(),
             );
@@ -362,9 +380,9 @@ impl Reloader {
                 let label = module.label();
                 let load_ms = module.compile_time.as_millis() as u64;
                 let from_cache = module.from_cache;
-                self.shared.registry.insert(Arc::new(module));
+                self.shared.triggers.registry().insert(Arc::new(module));
                 self.shared
-                    .reload
+                    .stats
                     .module_reloads
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -374,11 +392,11 @@ impl Reloader {
                     from_cache,
                     "module reloaded"
                 );
-                self.shared.evict_cache();
+                self.shared.triggers.evict_cache();
             }
             Err(reason) => {
                 self.shared
-                    .reload
+                    .stats
                     .module_rejections
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(

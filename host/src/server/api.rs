@@ -43,7 +43,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
             return error(StatusCode::UNAUTHORIZED, "the API needs the bearer token");
         }
     }
-    let Some(engine) = state.engine.get().cloned() else {
+    let Some(engine) = state.engine.get() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "engine is starting");
     };
     let path = req.uri().path().to_string();
@@ -73,13 +73,15 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
-        (Method::GET, ["api", "v1", "triggers"]) => match engine.trigger_views().await {
-            Ok(views) => json(StatusCode::OK, &serde_json::json!({ "triggers": views })),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        },
+        (Method::GET, ["api", "v1", "triggers"]) => {
+            match engine.triggers.views(&engine.history).await {
+                Ok(views) => json(StatusCode::OK, &serde_json::json!({ "triggers": views })),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            }
+        }
         (Method::POST, ["api", "v1", "triggers", name, "fire"]) => {
             let name = name.to_string();
-            let Some(trigger) = engine.trigger(&name).await else {
+            let Some(trigger) = engine.triggers.trigger(&name).await else {
                 return error(StatusCode::NOT_FOUND, "no trigger with that name");
             };
             if let SourceConfig::Webhook(hook) = &trigger.config().source
@@ -113,7 +115,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
             };
             let event = Event::new(&name, "manual", "fire", &data);
             let event_id = event.id.clone();
-            match engine.submitter().submit(&trigger, event).await {
+            match engine.triggers.submitter().submit(&trigger, event).await {
                 Ok(()) => json(
                     StatusCode::ACCEPTED,
                     &serde_json::json!({ "eventId": event_id }),

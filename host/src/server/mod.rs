@@ -33,18 +33,30 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::capabilities::secrets::SecretStore;
 use crate::config::ServerLimits;
-use crate::engine::Shared;
 use crate::metrics::Metrics;
+use crate::runs::store::RunStore;
+use crate::trigger_set::TriggerSet;
 
 /// Largest request head (request line and headers) read from a client.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// What the handlers need of the running engine.
+pub struct ServerContext {
+    /// The live triggers (lookup, submission, views).
+    pub triggers: Arc<TriggerSet>,
+    /// The stored runs.
+    pub history: Arc<RunStore>,
+    /// Where webhook keys come from.
+    pub secrets: SecretStore,
+}
 
 /// What request handlers share.
 pub struct ServerState {
     metrics: Arc<Metrics>,
     api_token: Option<TokenSource>,
-    engine: OnceLock<Arc<Shared>>,
+    engine: OnceLock<ServerContext>,
     ready: AtomicBool,
     limits: ServerLimits,
     /// Request-body bytes that may be held at once, across all requests.
@@ -72,7 +84,7 @@ impl ServerState {
     }
 
     /// Hands the running engine to the handlers.
-    pub(crate) fn attach(&self, engine: Arc<Shared>) {
+    pub fn attach(&self, engine: ServerContext) {
         let _ = self.engine.set(engine);
     }
 

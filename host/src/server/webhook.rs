@@ -31,7 +31,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     let Some(engine) = state.engine.get() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "engine is starting");
     };
-    let trigger = engine.trigger(&name).await;
+    let trigger = engine.triggers.trigger(&name).await;
     let config = trigger.as_ref().map(|t| t.config());
     let Some((trigger, hook)) = trigger.zip(config.and_then(|c| match &c.source {
         SourceConfig::Webhook(w) => Some(w.clone()),
@@ -80,7 +80,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     let data = event_data(&hook, &parts.headers, &body);
     let event = Event::new(&name, "webhook", "post", &data);
     let event_id = event.id.clone();
-    match engine.submitter().submit(&trigger, event).await {
+    match engine.triggers.submitter().submit(&trigger, event).await {
         Ok(()) => respond(json(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "eventId": event_id }),
@@ -106,13 +106,13 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
 
 /// Checks the credential; Err is the status to answer.
 async fn authorize(
-    engine: &crate::engine::Shared,
+    engine: &super::ServerContext,
     auth: &WebhookAuth,
     headers: &hyper::HeaderMap,
     body: &[u8],
 ) -> Result<(), StatusCode> {
     let secret = |name: String| async move {
-        match engine.services.secrets.get(&name).await {
+        match engine.secrets.get(&name).await {
             Ok(Some(value)) if !value.trim().is_empty() => Ok(value),
             Ok(Some(_)) => {
                 tracing::error!(secret = %name, "webhook secret is empty: refusing every request");
