@@ -9,14 +9,11 @@
 
 pub mod capabilities;
 pub mod cel;
-pub mod check;
-pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
 pub mod failpoint;
-pub mod invoke;
 pub mod kube;
 pub mod logging;
 pub mod metrics;
@@ -26,7 +23,6 @@ pub mod redact;
 pub mod reload;
 pub mod runs;
 pub mod runtime;
-pub mod scaffold;
 pub mod server;
 pub mod sources;
 pub mod state;

@@ -4,15 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::capabilities::secrets::SecretStore;
-use crate::capabilities::{ActionAccess, HostServices};
-use crate::config::grants::Grants;
-use crate::config::{HttpLimits, Limits, SecretsSettings};
-use crate::event::Event;
-use crate::runtime::{
+use wasmtrigger::capabilities::secrets::SecretStore;
+use wasmtrigger::capabilities::{ActionAccess, HostServices};
+use wasmtrigger::config::grants::Grants;
+use wasmtrigger::config::{HttpLimits, Limits, SecretsSettings};
+use wasmtrigger::event::Event;
+use wasmtrigger::runtime::{
     Invocation, InvokeError, ModuleError, Runtime, RuntimeError, RuntimeSettings, World,
 };
-use crate::state::{KvLimits, StateError, StateStore};
+use wasmtrigger::state::{KvLimits, StateError, StateStore};
 
 /// What to run.
 pub struct InvokeRequest {

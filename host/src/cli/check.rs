@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::capabilities::secrets::{SecretStore, webhook_key_problems};
-use crate::config::{Config, ConfigError, EngineOverrides, load_partial};
-use crate::runtime::{LoadedModule, Runtime, RuntimeError, RuntimeSettings, load_for_config};
+use wasmtrigger::capabilities::secrets::{SecretStore, webhook_key_problems};
+use wasmtrigger::config::{Config, ConfigError, EngineOverrides, load_partial};
+use wasmtrigger::runtime::{LoadedModule, Runtime, RuntimeError, RuntimeSettings, load_for_config};
 
 /// Everything `check` found.
 pub struct CheckReport {

@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 
-use crate::engine::TriggerView;
-use crate::runs::store::RunQuery;
-use crate::runs::{RunRecord, RunStatus};
+use wasmtrigger::engine::TriggerView;
+use wasmtrigger::runs::store::RunQuery;
+use wasmtrigger::runs::{RunRecord, RunStatus};
 
 /// Errors talking to an engine.
 #[derive(Debug, thiserror::Error)]

@@ -4,16 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::World;
+use wasmtrigger::runtime::World;
 
 /// The pinned guest toolchains the Python and JavaScript templates use.
 pub const PYTHON_TOOL: &str = "0.25.1";
 /// See [`PYTHON_TOOL`].
 pub const JS_TOOL: &str = "0.23.0";
 
-const WIT: &str = include_str!("../../wit/plugin.wit");
-const README: &str = include_str!("../templates/README.md");
-const SAMPLE_DEPLOYMENT: &str = include_str!("../../examples/events/deployment-ready.json");
+const WIT: &str = include_str!("../../../wit/plugin.wit");
+const README: &str = include_str!("../../templates/README.md");
+const SAMPLE_DEPLOYMENT: &str = include_str!("../../../examples/events/deployment-ready.json");
 
 /// A guest language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,36 +66,40 @@ pub fn scaffold(
         Lang::Rust => vec![
             (
                 "Cargo.toml",
-                include_str!("../templates/rust/Cargo.toml"),
+                include_str!("../../templates/rust/Cargo.toml"),
                 false,
             ),
             (
                 "src/lib.rs",
                 pick(
-                    include_str!("../templates/rust/filter.rs"),
-                    include_str!("../templates/rust/action.rs"),
+                    include_str!("../../templates/rust/filter.rs"),
+                    include_str!("../../templates/rust/action.rs"),
                 ),
                 false,
             ),
-            ("build.sh", include_str!("../templates/rust/build.sh"), true),
+            (
+                "build.sh",
+                include_str!("../../templates/rust/build.sh"),
+                true,
+            ),
         ],
         Lang::Python => vec![
             (
                 "app.py",
                 pick(
-                    include_str!("../templates/python/filter.py"),
-                    include_str!("../templates/python/action.py"),
+                    include_str!("../../templates/python/filter.py"),
+                    include_str!("../../templates/python/action.py"),
                 ),
                 false,
             ),
             (
                 "requirements.txt",
-                include_str!("../templates/python/requirements.txt"),
+                include_str!("../../templates/python/requirements.txt"),
                 false,
             ),
             (
                 "build.sh",
-                include_str!("../templates/python/build.sh"),
+                include_str!("../../templates/python/build.sh"),
                 true,
             ),
         ],
@@ -103,17 +107,21 @@ pub fn scaffold(
             (
                 "app.js",
                 pick(
-                    include_str!("../templates/js/filter.js"),
-                    include_str!("../templates/js/action.js"),
+                    include_str!("../../templates/js/filter.js"),
+                    include_str!("../../templates/js/action.js"),
                 ),
                 false,
             ),
             (
                 "package.json",
-                include_str!("../templates/js/package.json"),
+                include_str!("../../templates/js/package.json"),
                 false,
             ),
-            ("build.sh", include_str!("../templates/js/build.sh"), true),
+            (
+                "build.sh",
+                include_str!("../../templates/js/build.sh"),
+                true,
+            ),
         ],
     };
     let sample_tick = r#"{"id":"sample-1","trigger":"my-trigger","source":"schedule","kind":"tick","time":"2026-11-22T10:00:00.000Z","data":{"sequence":1}}"#;
@@ -181,12 +189,12 @@ mod tests {
 
     #[test]
     fn template_pins_match_the_projects_guest_tools() {
-        let py = include_str!("../../guest-tools/python/requirements.txt");
+        let py = include_str!("../../../guest-tools/python/requirements.txt");
         assert!(
             py.contains(&format!("componentize-py=={PYTHON_TOOL}")),
             "{py}"
         );
-        let js = include_str!("../../guest-tools/js/package.json");
+        let js = include_str!("../../../guest-tools/js/package.json");
         assert!(
             js.contains(&format!(
                 "\"@bytecodealliance/componentize-js\": \"{JS_TOOL}\""

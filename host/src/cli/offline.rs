@@ -1,0 +1,248 @@
+//! The commands that need no running engine: `check`, `invoke`, `modules`,
+//! `new`, `rbac` and `crd`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::args::{
+    ConfigArgs, InvokeArgs, LangArg, ModulesArgs, NewArgs, OutputArg, RbacArgs, WorldArg,
+};
+use super::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
+use super::scaffold::{Lang, scaffold};
+use wasmtrigger::capabilities::grants::{Grants, HttpGrant, check_secret_name};
+use wasmtrigger::config::{self, EngineOverrides, Limits};
+use wasmtrigger::runtime::{Runtime, RuntimeSettings, World};
+
+pub(crate) fn rbac(args: RbacArgs) -> anyhow::Result<ExitCode> {
+    // With Trigger objects, the files may hold no triggers (as for `run`).
+    let overrides = EngineOverrides {
+        allow_no_triggers: args.trigger_objects.is_some(),
+        ..Default::default()
+    };
+    let config = match wasmtrigger::config::load_declarations(&args.config, &overrides) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let options = wasmtrigger::kube::rbac::RbacOptions {
+        namespace: args.namespace,
+        service_account: args.service_account,
+        name: args.name,
+        leader_lease: args.leader_election,
+        trigger_objects: args.trigger_objects,
+    };
+    print!(
+        "{}",
+        wasmtrigger::kube::rbac::derive(&config, &options).to_yaml(&options)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let report = super::check::check(
+        &args.config,
+        args.modules.as_deref(),
+        &super::run::overrides(&args.engine),
+    )
+    .await
+    .context("cannot start the wasm runtime")?;
+    for problem in &report.problems {
+        println!("error: {problem}");
+    }
+    let triggers = report
+        .config
+        .as_ref()
+        .map(|c| c.triggers.len())
+        .unwrap_or(0);
+    for m in &report.modules {
+        let worlds: Vec<_> = m.worlds().iter().map(|w| w.name()).collect();
+        println!(
+            "module {} ({}, {} bytes)",
+            m.label(),
+            worlds.join("+"),
+            m.size
+        );
+    }
+    if report.ok() {
+        println!(
+            "ok: {triggers} trigger(s), {} module(s)",
+            report.modules.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s) found", report.problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let mut grants = Grants::default();
+    for pattern in &args.allow_http {
+        grants
+            .http
+            .push(HttpGrant::parse(pattern).map_err(|e| anyhow::anyhow!("--allow-http: {e}"))?);
+    }
+    for name in &args.allow_secret {
+        check_secret_name(name).map_err(|e| anyhow::anyhow!("--allow-secret: {e}"))?;
+        grants.secrets.push(name.clone());
+    }
+    let event = if args.event == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the event from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(&args.event)
+            .with_context(|| format!("cannot read the event file {}", args.event))?
+    };
+    let request = InvokeRequest {
+        module: args.module,
+        event,
+        params: args.params,
+        world: args.world.map(|w| match w {
+            WorldArg::Filter => World::Filter,
+            WorldArg::Action => World::Action,
+        }),
+        limits: Limits {
+            timeout: args.timeout,
+            memory: args.memory,
+        },
+        state_dir: args.state_dir,
+        grants,
+        http: config::HttpLimits::default(),
+        secrets: config::SecretsSettings {
+            dir: args.secrets.secrets_dir,
+            env_prefix: args.secrets.secrets_env_prefix,
+            kubernetes: None,
+        },
+    };
+    match super::invoke::invoke(request).await {
+        Ok(InvokeOutcome::Filter(pass)) => println!("{pass}"),
+        Ok(InvokeOutcome::Action(output)) => println!("{output}"),
+        Err(InvokeCommandError::Guest(e)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+        .with_context(|| format!("cannot list {}", args.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
+    let mut rows = Vec::new();
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let loaded = {
+            let (runtime, name, path) = (runtime.clone(), name.clone(), path.clone());
+            tokio::task::spawn_blocking(move || runtime.load_file(&name, &path)).await?
+        };
+        rows.push(match loaded {
+            Ok(m) => serde_json::json!({
+                "module": m.name,
+                "version": m.version(),
+                "digest": m.digest,
+                "size": m.size,
+                "worlds": m.worlds().iter().map(|w| w.name()).collect::<Vec<_>>(),
+                "imports": m.imports,
+                "exports": m.exports,
+            }),
+            Err(e) => serde_json::json!({"module": name, "error": e.to_string()}),
+        });
+    }
+    match args.output {
+        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        OutputArg::Table => print_module_table(&rows, &args.dir),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let world = match args.kind {
+        WorldArg::Filter => World::Filter,
+        WorldArg::Action => World::Action,
+    };
+    let lang = match args.lang {
+        LangArg::Rust => Lang::Rust,
+        LangArg::Python => Lang::Python,
+        LangArg::Js => Lang::Js,
+    };
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    for file in scaffold(world, &args.name, lang, &dir)? {
+        println!("wrote {}", file.display());
+    }
+    println!("next: see {}", dir.join("README.md").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
+    if rows.is_empty() {
+        println!("no .wasm files in {}", dir.display());
+        return;
+    }
+    println!(
+        "{:<28} {:<13} {:>9}  {:<14} IMPORTS",
+        "MODULE", "VERSION", "SIZE", "WORLD"
+    );
+    for row in rows {
+        let module = row["module"].as_str().unwrap_or_default();
+        if let Some(error) = row["error"].as_str() {
+            println!("{module:<28} {error}");
+            continue;
+        }
+        let list = |key: &str| -> Vec<String> {
+            row[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let worlds = list("worlds");
+        let imports = list("imports");
+        // WASI imports are an implementation detail of the guest toolchain: summarise them.
+        let wasi = imports.iter().filter(|i| i.starts_with("wasi:")).count();
+        let mut shown: Vec<String> = imports
+            .iter()
+            .filter(|i| !i.starts_with("wasi:"))
+            .map(|i| i.trim_start_matches("wasmtrigger:plugin/").to_string())
+            .collect();
+        if wasi > 0 {
+            shown.push(format!("wasi ({wasi})"));
+        }
+        let world = if worlds.is_empty() {
+            "none".to_string()
+        } else {
+            worlds.join("+")
+        };
+        println!(
+            "{module:<28} {:<13} {:>9}  {world:<14} {}",
+            row["version"].as_str().unwrap_or_default(),
+            row["size"].as_u64().unwrap_or_default(),
+            shown.join(", ")
+        );
+    }
+}
