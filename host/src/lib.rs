@@ -4,8 +4,18 @@
 //! Events come from [`sources`], pass a filter (a wasm module or a [`cel`]
 //! expression) and run an action module; [`dispatch`] bounds and retries the
 //! work, [`runtime`] sandboxes each call, [`capabilities`] are what guests may
-//! use, and every event ends in one record from [`runs`]. [`engine`] wires
-//! them together; [`check`] and [`invoke`] serve the CLI's offline commands.
+//! use, and every event ends in one record from [`runs`].
+//!
+//! The modules are layers; each imports only from the layers below it
+//! (`tests/e2e/layers.rs` enforces it):
+//!
+//! - **L0 vocabulary**: [`event`], [`cel`], [`config`], [`redact`], [`failpoint`];
+//! - **L1 records and clients**: [`state`], [`runs`], [`logging`], and
+//!   [`kube`]'s client, leader election, CRD and rbac;
+//! - **L2 sandbox**: [`capabilities`], [`runtime`], [`metrics`];
+//! - **L3 event flow**: [`trigger`], [`dispatch`], [`sources`], [`trigger_set`];
+//! - **L4 drivers**: [`server`], [`reload`], [`kube::sync`] — none imports another;
+//! - **L5**: [`engine`], the composition root, which nothing imports.
 
 pub mod capabilities;
 pub mod cel;

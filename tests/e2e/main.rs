@@ -17,6 +17,7 @@ mod isolation;
 mod kube_actions;
 mod kube_watch;
 mod languages;
+mod layers;
 mod leader;
 mod queue;
 mod rbac;

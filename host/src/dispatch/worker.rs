@@ -229,10 +229,46 @@ fn attempt(number: u32, started: (Instant, String), error: Option<&InvokeError>)
     }
 }
 
+/// The one place a run record is made: the job's history so far, its end,
+/// and the times from acceptance to now.
+fn run_record(
+    job: &mut Job,
+    status: RunStatus,
+    output: Option<String>,
+    error: Option<InvokeError>,
+) -> RunRecord {
+    let now = Instant::now();
+    let (started_instant, started_at) = job.started.clone().unwrap_or_else(|| (now, now_rfc3339()));
+    RunRecord {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        event_id: job.event.id.clone(),
+        trigger: job.trigger.name.to_string(),
+        source: job.event.source.clone(),
+        kind: job.event.kind.clone(),
+        status,
+        attempts: std::mem::take(&mut job.attempts),
+        accepted_at: job.accepted.1.clone(),
+        started_at,
+        finished_at: now_rfc3339(),
+        queued_ms: started_instant
+            .saturating_duration_since(job.accepted.0)
+            .as_millis() as u64,
+        duration_ms: now.saturating_duration_since(started_instant).as_millis() as u64,
+        filter: job.filter.take(),
+        module: job.module.take(),
+        output: output.map(|o| cap_text(o, MAX_OUTPUT_BYTES)),
+        reason: error.as_ref().map(|e| e.kind),
+        error: error.map(|e| e.message),
+        upstream: job.upstream.take(),
+        delivery: job.delivery,
+        replayed: job.delivery > 1,
+    }
+}
+
 /// Writes the run record, updates counters and releases the trigger's slot.
 fn finish(
     ctx: &WorkerContext,
-    job: Job,
+    mut job: Job,
     status: RunStatus,
     output: Option<String>,
     error: Option<InvokeError>,
@@ -243,34 +279,7 @@ fn finish(
         RunStatus::Failed => &ctx.stats.failed,
     };
     bump(counter);
-    let (started_instant, started_at) = job
-        .started
-        .clone()
-        .unwrap_or_else(|| (Instant::now(), now_rfc3339()));
-    let record = RunRecord {
-        run_id: uuid::Uuid::now_v7().to_string(),
-        event_id: job.event.id.clone(),
-        trigger: job.trigger.name.to_string(),
-        source: job.event.source.clone(),
-        kind: job.event.kind.clone(),
-        status,
-        attempts: job.attempts,
-        accepted_at: job.accepted.1,
-        started_at,
-        finished_at: now_rfc3339(),
-        queued_ms: started_instant
-            .saturating_duration_since(job.accepted.0)
-            .as_millis() as u64,
-        duration_ms: started_instant.elapsed().as_millis() as u64,
-        filter: job.filter,
-        module: job.module,
-        output: output.map(|o| cap_text(o, MAX_OUTPUT_BYTES)),
-        reason: error.as_ref().map(|e| e.kind),
-        error: error.map(|e| e.message),
-        upstream: job.upstream,
-        delivery: job.delivery,
-        replayed: job.delivery > 1,
-    };
+    let record = run_record(&mut job, status, output, error);
     match (job.journaled, &ctx.journal) {
         (true, Some(journal)) => {
             // The record and the entry's removal commit together when a store takes them.
@@ -289,36 +298,15 @@ fn finish(
 /// Records a job the engine gave up on while stopping. Its journal entry
 /// stays (the event is replayed at the next start) and a tracking source is
 /// told it was abandoned (a queue leaves the entry for another consumer).
-pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, job: Job, why: &str) {
+pub(super) fn abandon(recorder: &RunRecorder, stats: &DispatchStats, mut job: Job, why: &str) {
     let why = if job.journaled {
         format!("{why}; journaled, it runs again when the engine restarts")
     } else {
         why.to_string()
     };
     bump(&stats.failed);
-    let now = now_rfc3339();
-    let record = RunRecord {
-        run_id: uuid::Uuid::now_v7().to_string(),
-        event_id: job.event.id.clone(),
-        trigger: job.trigger.name.to_string(),
-        source: job.event.source.clone(),
-        kind: job.event.kind.clone(),
-        status: RunStatus::Failed,
-        attempts: job.attempts,
-        accepted_at: job.accepted.1,
-        started_at: job.started.map(|s| s.1).unwrap_or_else(|| now.clone()),
-        finished_at: now,
-        queued_ms: job.accepted.0.elapsed().as_millis() as u64,
-        duration_ms: 0,
-        filter: job.filter,
-        module: job.module,
-        output: None,
-        error: Some(why),
-        reason: Some(FailureKind::Host),
-        upstream: job.upstream,
-        delivery: job.delivery,
-        replayed: job.delivery > 1,
-    };
+    let error = InvokeError::new(FailureKind::Host, why);
+    let record = run_record(&mut job, RunStatus::Failed, None, Some(error));
     recorder.record(&record);
     if let Some(on_done) = &job.on_done {
         on_done(&record, true);

@@ -1,0 +1,314 @@
+//! A `wasmtrigger run` process with JSON logs, and reading run records from
+//! its log and its API.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{DEADLINE, binary, modules};
+
+/// Lines seen so far, shared with a reader thread.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<Vec<Value>>,
+    changed: Condvar,
+}
+
+/// Removes several variables from a command's environment.
+trait EnvRemoveAll {
+    fn env_remove_all<'a>(&mut self, names: impl Iterator<Item = &'a str>) -> &mut Self;
+}
+
+impl EnvRemoveAll for Command {
+    fn env_remove_all<'a>(&mut self, names: impl Iterator<Item = &'a str>) -> &mut Self {
+        for name in names {
+            self.env_remove(name);
+        }
+        self
+    }
+}
+
+/// A `wasmtrigger run` process with `--log-format json`, its log collected.
+pub struct EngineProcess {
+    child: Child,
+    lines: Arc<Lines>,
+    raw: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProcess {
+    /// Starts `wasmtrigger run` with JSON logs and the given extra arguments.
+    pub fn start(config: &Path, state_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(config, state_dir, extra, &[])
+    }
+
+    /// Like [`EngineProcess::start`], with extra environment variables for the
+    /// process; a variable given an empty value is removed instead.
+    pub fn start_with_env(
+        config: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_as(config, state_dir, extra, env, None)
+    }
+
+    /// Like [`EngineProcess::start`], with the soft limit on open files set
+    /// to `nofile` (through `sh -c 'ulimit -n N; exec ...'`).
+    pub fn start_with_nofile(config: &Path, state_dir: &Path, extra: &[&str], nofile: u32) -> Self {
+        Self::start_as(config, state_dir, extra, &[], Some(nofile))
+    }
+
+    fn start_as(
+        config: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> Self {
+        let mut args = vec![
+            "--log-format".to_string(),
+            "json".into(),
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--modules".into(),
+            modules().display().to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+        ];
+        if !extra.contains(&"--listen") {
+            // Parallel engines must not share a port: let the kernel pick one.
+            args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut command = match nofile {
+            None => Command::new(binary()),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                sh
+            }
+        };
+        let mut child = command
+            .args(&args)
+            .envs(env.iter().copied().filter(|(_, v)| !v.is_empty()))
+            .env_remove_all(env.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| *k))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasmtrigger run");
+        let lines = Arc::new(Lines::default());
+        let raw = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (l, r) = (lines.clone(), raw.clone());
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                r.lock().unwrap().push_str(&line);
+                r.lock().unwrap().push('\n');
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    l.lines.lock().unwrap().push(value);
+                    l.changed.notify_all();
+                }
+            }
+            l.changed.notify_all();
+        });
+        EngineProcess {
+            child,
+            lines,
+            raw,
+            reader: Some(reader),
+        }
+    }
+
+    /// The HTTP server's base URL, once the server logged where it listens.
+    pub fn base_url(&self) -> String {
+        self.wait_for("the HTTP server to listen", |lines| {
+            lines
+                .iter()
+                .find(|l| l["message"] == "HTTP server listening")
+                .and_then(|l| l["addr"].as_str())
+                .map(|addr| format!("http://{addr}"))
+        })
+    }
+
+    /// Waits until the engine has started (modules loaded, sources running).
+    pub fn wait_started(&self) {
+        self.wait_for("the engine to start", |l| {
+            l.iter()
+                .any(|l| l["message"] == "engine started")
+                .then_some(())
+        });
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The JSON log lines so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lines.lock().unwrap().clone()
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn raw_log(&self) -> String {
+        self.raw.lock().unwrap().clone()
+    }
+
+    /// Waits until `check` returns Some over the JSON lines so far.
+    pub fn wait_for<T>(&self, what: &str, check: impl Fn(&[Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        let mut lines = self.lines.lines.lock().unwrap();
+        loop {
+            if let Some(found) = check(&lines) {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; log so far:\n{}",
+                self.raw_log()
+            );
+            lines = self.lines.changed.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Run-record lines (`message == "run finished"`) for one trigger.
+    pub fn runs(&self, trigger: &str) -> Vec<Value> {
+        run_lines(&self.lines.lines.lock().unwrap(), trigger)
+    }
+
+    /// Waits for at least `n` run records of `trigger` and returns them.
+    pub fn wait_runs(&self, trigger: &str, n: usize) -> Vec<Value> {
+        self.wait_for(&format!("{n} runs of {trigger}"), |lines| {
+            let runs = run_lines(lines, trigger);
+            (runs.len() >= n).then_some(runs)
+        })
+    }
+
+    /// Kills the process with SIGKILL (a crash: no shutdown code runs) and
+    /// returns everything it logged.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.raw_log()
+    }
+
+    /// Waits for the process to exit on its own (a crash, a failpoint) and
+    /// returns its exit code (None when a signal ended it) and whole log.
+    pub fn wait_exit(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + DEADLINE;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not exit; log so far:\n{}",
+                self.raw_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (code, self.raw_log())
+    }
+
+    /// The stored run records of `trigger` from the engine's API (newest first).
+    pub fn stored_runs(&self, trigger: &str) -> Vec<Value> {
+        let url = format!(
+            "{}/api/v1/runs?trigger={trigger}&limit=10000",
+            self.base_url()
+        );
+        let body = http_get(&url);
+        let value: Value = serde_json::from_str(&body).expect("the API answers JSON");
+        value["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn stop(self) -> i32 {
+        self.stop_and_log().0
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns the code and the whole log.
+    pub fn stop_and_log(mut self) -> (i32, String) {
+        signal(&self.child, "TERM");
+        let deadline = Instant::now() + DEADLINE;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (code, self.raw_log())
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// GETs a URL and returns the body of a 200 answer; anything else fails the test.
+pub fn http_get(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let response = reqwest::get(url).await.expect("GET answers");
+        let status = response.status();
+        let body = response.text().await.expect("body");
+        assert_eq!(status, 200, "GET {url}: {body}");
+        body
+    })
+}
+
+/// Run-record lines of one trigger in a raw JSON-lines log.
+pub fn runs_in_log(raw: &str, trigger: &str) -> Vec<Value> {
+    let lines: Vec<Value> = raw
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    run_lines(&lines, trigger)
+}
+
+/// Run-record lines of one trigger among JSON log lines.
+pub fn run_lines(lines: &[Value], trigger: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l["message"] == "run finished" && l["trigger"] == trigger)
+        .cloned()
+        .collect()
+}
