@@ -1,5 +1,9 @@
-//! `wasmtrigger new` for every language and kind: the project builds with its
-//! own build script and the module runs on its own sample event.
+//! `wasmtrigger new` for every language and kind, walked as a newcomer does:
+//! the project builds with its own build script (which finds the pinned
+//! Python and JavaScript tools by itself), the module runs on its own sample
+//! event, and then the engine runs the suggested `triggers.yaml` from the
+//! project directory, a webhook posts the sample body, and `wasmtrigger runs`
+//! shows the run.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,16 +44,11 @@ fn scaffold_builds_and_runs(kind: &str, lang: &str) {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("wrote") && dir.join("README.md").exists());
 
-    let path = format!(
-        "{}:{}:{}",
-        tools().join("python/bin").display(),
-        tools().join("js/node_modules/.bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    // No tools on the PATH: the build script finds the pinned ones itself.
+    let _ = tools();
     let target = support::modules().parent().unwrap().join("scaffold-target");
     let build = Command::new("bash")
         .arg(dir.join("build.sh"))
-        .env("PATH", path)
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -84,8 +83,59 @@ fn scaffold_builds_and_runs(kind: &str, lang: &str) {
         let output: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(output["runs"], 1, "{out}");
         assert_eq!(output["params"]["greeting"], "hello");
-        assert_eq!(output["kind"], "tick");
+        assert_eq!(output["kind"], "post");
     }
+    run_as_suggested(&dir, &name, kind);
+}
+
+/// Runs the project's `triggers.yaml` from its directory (a bare file name,
+/// as a newcomer types it), posts `body.json` to the webhook, and finds the
+/// run with `wasmtrigger runs`.
+fn run_as_suggested(dir: &std::path::Path, name: &str, kind: &str) {
+    if kind == "filter" {
+        std::fs::copy(
+            support::module("log-event.wasm"),
+            dir.join("log-event.wasm"),
+        )
+        .unwrap();
+    }
+    let engine = support::EngineProcess::start_in(
+        dir,
+        &[
+            "run",
+            "--config",
+            "triggers.yaml",
+            "--modules",
+            ".",
+            "--state-dir",
+            "state",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    engine.wait_started();
+    let base = engine.base_url();
+    let body = std::fs::read_to_string(dir.join("body.json")).unwrap();
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{base}/hooks/{name}"))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let run = engine.wait_runs(name, 1).remove(0);
+    assert_eq!(
+        run["status"], "succeeded",
+        "{kind}: the suggested trigger runs: {run}"
+    );
+    let (code, out, err) = run_cli(&["runs", "--trigger", name, "--server", &base], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(name) && out.contains("succeeded"), "{out}");
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0);
+    assert!(
+        !log.contains("does not exist"),
+        "a bare config name watches the working directory:\n{log}"
+    );
 }
 
 #[test]

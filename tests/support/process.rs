@@ -63,6 +63,16 @@ impl EngineProcess {
         Self::start_as(config, state_dir, extra, &[], Some(nofile))
     }
 
+    /// `wasmtrigger --log-format json ARGS...` in `dir`, as a user types it
+    /// there (relative paths resolve against `dir`).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Self {
+        let mut all = vec!["--log-format", "json"];
+        all.extend_from_slice(args);
+        let mut command = Command::new(binary());
+        command.current_dir(dir).args(&all);
+        Self::spawn(command)
+    }
+
     fn start_as(
         config: &Path,
         state_dir: &Path,
@@ -96,10 +106,15 @@ impl EngineProcess {
                 sh
             }
         };
-        let mut child = command
+        command
             .args(&args)
             .envs(env.iter().copied().filter(|(_, v)| !v.is_empty()))
-            .env_remove_all(env.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| *k))
+            .env_remove_all(env.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| *k));
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -192,7 +192,38 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
     for file in scaffold(world, &args.name, lang, &dir)? {
         println!("wrote {}", file.display());
     }
-    println!("next: see {}", dir.join("README.md").display());
+    let name = &args.name;
+    let (once, params) = match (lang, world) {
+        (Lang::Rust, _) => ("rustup target add wasm32-wasip2", ""),
+        (Lang::Python, _) => (
+            "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+            "",
+        ),
+        (Lang::Js, _) => ("npm install", ""),
+    };
+    let params = if world == World::Action {
+        " --params '{\"greeting\":\"hello\"}'"
+    } else {
+        params
+    };
+    println!("\nnext, in {}:", dir.display());
+    println!("  {once}    # once");
+    println!("  ./build.sh");
+    println!("  wasmtrigger invoke {name}.wasm --event event.json{params}");
+    if world == World::Filter {
+        println!(
+            "  cp PATH/TO/log-event.wasm .    # the action triggers.yaml pairs the filter with"
+        );
+    }
+    println!("  wasmtrigger run --config triggers.yaml --modules .    # leave it running");
+    println!(
+        "  curl -X POST --data @body.json http://127.0.0.1:7070/hooks/{name}    # from another shell"
+    );
+    println!("  wasmtrigger runs --trigger {name}");
+    println!(
+        "(the same steps, explained: {})",
+        dir.join("README.md").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -124,9 +124,36 @@ pub fn scaffold(
             ),
         ],
     };
-    let sample_tick = r#"{"id":"sample-1","trigger":"my-trigger","source":"schedule","kind":"tick","time":"2026-11-22T10:00:00.000Z","data":{"sequence":1}}"#;
+    // What a client posts, and the event the webhook makes of it: the sample
+    // event, the suggested trigger and the code agree.
+    let body: serde_json::Value = if filter {
+        serde_json::from_str(SAMPLE_DEPLOYMENT).unwrap_or_default()
+    } else {
+        serde_json::json!({ "hello": "world" })
+    };
+    let event = serde_json::json!({
+        "id": "sample-1",
+        "trigger": name,
+        "source": "webhook",
+        "kind": "post",
+        "time": "2026-11-22T10:00:00.000Z",
+        "data": { "body": body, "headers": {}, "contentType": "application/json" },
+    });
+    let event_text = serde_json::to_string_pretty(&event).unwrap_or_default() + "\n";
+    let body_text = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
+    let triggers_text = if filter {
+        format!(
+            "# The filter decides; log-event.wasm (one of wasmtrigger's example modules:\n# copy it here) prints what passed.\ntriggers:\n  - name: {name}\n    source: {{ type: webhook, auth: none }}\n    filter: {{ module: {name}.wasm }}\n    action: {{ module: log-event.wasm }}\n"
+        )
+    } else {
+        format!(
+            "triggers:\n  - name: {name}\n    source: {{ type: webhook, auth: none }}\n    action:\n      module: {name}.wasm\n      params: {{ greeting: hello }}\n"
+        )
+    };
     files.push(("wit/plugin.wit", WIT, false));
-    files.push(("event.json", pick(SAMPLE_DEPLOYMENT, sample_tick), false));
+    files.push(("event.json", &event_text, false));
+    files.push(("body.json", &body_text, false));
+    files.push(("triggers.yaml", &triggers_text, false));
     files.push(("README.md", README, false));
     let (lang_name, build) = match lang {
         Lang::Rust => (
@@ -139,18 +166,36 @@ pub fn scaffold(
         ),
         Lang::Js => ("JavaScript", "```sh\nnpm install   # once\n./build.sh\n```"),
     };
-    let config = if filter {
-        format!("    filter: {{ module: {name}.wasm }}\n    action: {{ module: log-event.wasm }}")
-    } else {
-        format!("    action:\n      module: {name}.wasm\n      params: {{ greeting: hello }}")
-    };
     let vars = [
         ("{{name}}", name.to_string()),
         ("{{crate}}", name.replace('-', "_")),
         ("{{world}}", world.name().to_string()),
         ("{{lang_name}}", lang_name.to_string()),
         ("{{build}}", build.to_string()),
-        ("{{config}}", config),
+        (
+            "{{what}}",
+            pick(
+                "passes objects that have a name",
+                "counts its runs and returns them",
+            )
+            .to_string(),
+        ),
+        (
+            "{{expect}}",
+            pick(
+                ": `true`, since the sample Deployment has a name",
+                ": `{\"runs\":1,\"kind\":\"post\",...}`",
+            )
+            .to_string(),
+        ),
+        (
+            "{{extra_step}}",
+            pick(
+                "cp PATH/TO/log-event.wasm .    # an action for the filter to pass events to\n",
+                "",
+            )
+            .to_string(),
+        ),
         (
             "{{params_flag}}",
             if filter {

@@ -18,6 +18,8 @@ pub struct DirWatcher {
     armed_as: Vec<Option<(u64, u64)>>,
     broken: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<()>,
+    /// Missing directories already reported (once each, until they appear).
+    reported_missing: std::collections::HashSet<PathBuf>,
 }
 
 impl DirWatcher {
@@ -29,6 +31,7 @@ impl DirWatcher {
             armed_as: Vec::new(),
             broken: Arc::new(AtomicBool::new(false)),
             tx,
+            reported_missing: Default::default(),
         };
         watcher.ensure_armed();
         watcher
@@ -72,10 +75,14 @@ impl DirWatcher {
         };
         for ((path, mode), identity) in self.targets.iter().zip(&identities) {
             if identity.is_none() {
-                tracing::warn!(path = %path.display(), "watched directory does not exist; will retry");
-                self.broken.store(true, Ordering::Relaxed);
+                // Said once; the periodic rescan notices when it appears, and
+                // its new identity re-arms the watch.
+                if self.reported_missing.insert(path.clone()) {
+                    tracing::warn!(path = %path.display(), "watched directory does not exist; rescanning until it does");
+                }
                 continue;
             }
+            self.reported_missing.remove(path);
             if let Err(e) = watcher.watch(path, *mode) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot watch; will retry");
                 self.broken.store(true, Ordering::Relaxed);

@@ -15,7 +15,9 @@ class WitWorld(wit_world.WitWorld):
         data = json.loads(event.data)
         if not isinstance(data, dict):
             raise Err("expected a JSON object")
-        name = data.get("metadata", {}).get("name", "?")
+        # A webhook's data is {body, headers, contentType}; a kube-watch's is the object change.
+        obj = data.get("body" if event.source == "webhook" else "object") or {}
+        name = obj.get("metadata", {}).get("name", "?") if isinstance(obj, dict) else "?"
         log.log(log.Level.INFO, f"{event.kind} event for {name}")
         # Replace with your own rule: here, pass objects that have a name.
         return name != "?"

@@ -12,7 +12,9 @@ impl Guest for Component {
         // `data` is JSON text: parse it with any JSON library.
         let data: serde_json::Value =
             serde_json::from_str(&event.data).map_err(|e| format!("event data is not JSON: {e}"))?;
-        let name = data["metadata"]["name"].as_str().unwrap_or("?");
+        // A webhook's data is {body, headers, contentType}; a kube-watch's is the object change.
+        let object = if event.source == "webhook" { &data["body"] } else { &data["object"] };
+        let name = object["metadata"]["name"].as_str().unwrap_or("?");
         log(Level::Info, &format!("{} event for {name}", event.kind));
         // Replace with your own rule: here, pass objects that have a name.
         Ok(name != "?")

@@ -84,7 +84,11 @@ fn load_with(
         if path.is_dir() {
             path.to_path_buf()
         } else {
-            path.parent().map(Path::to_path_buf).unwrap_or_default()
+            // A bare file name's directory is the working directory.
+            match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
         }
     });
 
