@@ -19,6 +19,7 @@ mod kube_watch;
 mod languages;
 mod layers;
 mod leader;
+mod newcomer;
 mod queue;
 mod rbac;
 mod reload;

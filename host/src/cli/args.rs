@@ -317,6 +317,10 @@ pub(crate) struct RunArgs {
 pub(crate) struct InvokeArgs {
     /// The module (.wasm component) to run.
     pub(crate) module: PathBuf,
+    /// Compile the module afresh instead of using the compiled-module cache
+    /// (~/.cache/wasmtrigger/modules, or under $XDG_CACHE_HOME).
+    #[arg(long)]
+    pub(crate) no_cache: bool,
     /// Event file: a full event record or any JSON (used as `data`); `-` reads stdin.
     #[arg(long)]
     pub(crate) event: String,

@@ -34,6 +34,18 @@ pub struct InvokeRequest {
     pub http: HttpLimits,
     /// Where secrets come from.
     pub secrets: SecretsSettings,
+    /// The compiled-module cache to use, if any.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Where `invoke` keeps compiled modules unless told otherwise:
+/// `$XDG_CACHE_HOME/wasmtrigger/modules`, else `~/.cache/wasmtrigger/modules`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasmtrigger").join("modules"))
 }
 
 /// What the guest returned.
@@ -67,7 +79,13 @@ pub enum InvokeCommandError {
 
 /// Loads the module, picks its world, and runs it once on the event.
 pub async fn invoke(request: InvokeRequest) -> Result<InvokeOutcome, InvokeCommandError> {
-    let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
+    // The cache makes a second invoke of an unchanged module skip compiling
+    // (Python and JavaScript components take seconds).
+    let settings = RuntimeSettings {
+        cache_dir: request.cache_dir.clone(),
+        ..RuntimeSettings::default()
+    };
+    let runtime = Arc::new(Runtime::new(&settings)?);
     let name = file_name(&request.module);
     let module = {
         let (runtime, path, name) = (runtime.clone(), request.module.clone(), name.clone());
@@ -75,6 +93,13 @@ pub async fn invoke(request: InvokeRequest) -> Result<InvokeOutcome, InvokeComma
             .await
             .map_err(|e| InvokeCommandError::Input(format!("compiler task failed: {e}")))??
     };
+    tracing::debug!(
+        target: "wasmtrigger::runtime",
+        module = %module.label(),
+        from_cache = module.from_cache,
+        load_ms = module.compile_time.as_millis() as u64,
+        "module loaded"
+    );
     let world = match (request.world, module.worlds().as_slice()) {
         (Some(world), _) => {
             module.require(world)?;

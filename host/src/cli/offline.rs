@@ -119,6 +119,11 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         state_dir: args.state_dir,
         grants,
         http: config::HttpLimits::default(),
+        cache_dir: if args.no_cache {
+            None
+        } else {
+            super::invoke::default_cache_dir()
+        },
         secrets: config::SecretsSettings {
             dir: args.secrets.secrets_dir,
             env_prefix: args.secrets.secrets_env_prefix,
