@@ -100,10 +100,34 @@ fn invoke_exits_1_when_the_guest_fails_or_traps() {
         Some("{}"),
     );
     assert_eq!(code, 1);
-    assert!(
-        err.contains("hostile guest panics on purpose"),
-        "trap error quotes the panic: {err}"
+    // The author's own words lead: where it panicked and why, then the trap.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    let panic_at = line.find("panicked at hostile/src/lib.rs:").expect(line);
+    let message_at = line.find("hostile guest panics on purpose").expect(line);
+    let trap_at = line.find("wasm trap").expect(line);
+    assert!(panic_at < message_at && message_at < trap_at, "{line}");
+    assert!(!line.contains("RUST_BACKTRACE"), "{line}");
+}
+
+#[test]
+fn invoke_of_a_file_that_is_not_wasm_says_so_plainly() {
+    let ws = Workspace::new();
+    let path = ws.write("notes.wasm", "this is a text file, not a module\n");
+    let (code, out, err) = run_cli(
+        &["invoke", &path.display().to_string(), "--event", "-"],
+        Some("{}"),
     );
+    assert_eq!(code, 2, "bad input, not a guest failure: {err}");
+    assert!(out.is_empty());
+    assert!(err.contains("notes.wasm"), "names the file: {err}");
+    assert!(
+        err.contains("not a WebAssembly"),
+        "says what is wrong: {err}"
+    );
+    assert!(!err.contains("[0x"), "no raw byte offsets: {err}");
 }
 
 #[test]

@@ -33,6 +33,13 @@ triggers:
   - name: no-kind
     source: { type: webhok }
     action: { module: counter.wasm }
+  - name: bare-module
+    source: { type: schedule, every: 1s }
+    action: log-event.wasm
+  - name: three-wrongs
+    source: { type: schedule, every: often }
+    filter: [1, 2]
+    action: { module: counter.wasm, retry: { max: many } }
 "#;
 
 fn problem_lines(out: &str) -> Vec<&str> {
@@ -92,8 +99,27 @@ fn check_lists_every_problem_with_file_trigger_and_field() {
         "source.type",
         "unknown source type `webhok`, expected one of: schedule",
     );
-    assert_eq!(lines.len(), 8, "exactly one line per problem:\n{out}");
-    assert!(out.contains("8 problem(s) found"));
+    // A string where a mapping goes says what to write, without Rust type names.
+    find(
+        "bare-module",
+        "action",
+        "expected a mapping, found the string \"log-event.wasm\"; write `action: { module: log-event.wasm }`",
+    );
+    // A problem in one part of a trigger does not hide the others.
+    find("three-wrongs", "source.every", "invalid duration `often`");
+    find("three-wrongs", "filter", "expected a mapping like");
+    find(
+        "three-wrongs",
+        "action.retry.max",
+        "expected a whole number (0 or more)",
+    );
+    for line in &lines {
+        for rust in ["struct ", "u32", "usize", "ActionSpec", "Spec`"] {
+            assert!(!line.contains(rust), "Rust type name in: {line}");
+        }
+    }
+    assert_eq!(lines.len(), 12, "exactly one line per problem:\n{out}");
+    assert!(out.contains("12 problem(s) found"));
 }
 
 #[test]
@@ -188,4 +214,33 @@ fn a_directory_of_configs_is_merged_and_hidden_entries_are_ignored() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok: 2 trigger(s), 2 module(s)"), "{out}");
+}
+
+#[test]
+fn check_warns_about_schedules_that_cannot_fire() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "silent.yaml",
+        "triggers:\n  - name: feb-31\n    source: { type: schedule, cron: \"0 0 31 2 *\" }\n    action: { module: counter.wasm }\n  - name: leap-day\n    source: { type: schedule, cron: \"0 0 29 2 *\" }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, err) = run_cli(
+        &[
+            "check",
+            "--config",
+            &file.display().to_string(),
+            "--modules",
+            &support::modules().display().to_string(),
+        ],
+        None,
+    );
+    // Legal, so not a failure; but said, with the place.
+    assert_eq!(code, 0, "{out}{err}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("trigger `feb-31`: field `source.cron`")
+            && warnings[0].contains("never fire"),
+        "{out}"
+    );
+    assert!(out.contains("ok: 2 trigger(s)"), "{out}");
 }

@@ -43,7 +43,8 @@ fn invoke_reuses_compiled_modules() {
             event.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let (code, out, err) = cli_with_env(&args, &[("XDG_CACHE_HOME", cache_home.to_str().unwrap())]);
+        let (code, out, err) =
+            cli_with_env(&args, &[("XDG_CACHE_HOME", cache_home.to_str().unwrap())]);
         assert_eq!((code, out.trim()), (0, "true"), "{err}");
         let line = err
             .lines()
@@ -54,7 +55,11 @@ fn invoke_reuses_compiled_modules() {
     };
     assert!(!loaded(&[]), "the first invoke compiles");
     assert!(loaded(&[]), "the second loads the cached compilation");
-    let entries = || std::fs::read_dir(cache_home.join("wasmtrigger/modules")).unwrap().count();
+    let entries = || {
+        std::fs::read_dir(cache_home.join("wasmtrigger/modules"))
+            .unwrap()
+            .count()
+    };
     let before = entries();
     assert!(!loaded(&["--no-cache"]), "--no-cache compiles");
     assert_eq!(entries(), before, "--no-cache stores nothing");

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wasmtrigger::capabilities::secrets::{SecretStore, webhook_key_problems};
-use wasmtrigger::config::{Config, ConfigError, EngineOverrides, load_partial};
+use wasmtrigger::config::{Config, ConfigError, EngineOverrides, load_partial, schedule_warnings};
 use wasmtrigger::runtime::{LoadedModule, Runtime, RuntimeError, RuntimeSettings, load_for_config};
 
 /// Everything `check` found.
@@ -15,6 +15,8 @@ pub struct CheckReport {
     pub modules: Vec<Arc<LoadedModule>>,
     /// Every problem, located.
     pub problems: Vec<ConfigError>,
+    /// Legal but almost certainly unintended: schedules that cannot fire.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl CheckReport {
@@ -32,7 +34,9 @@ pub async fn check(
 ) -> Result<CheckReport, RuntimeError> {
     let (config, mut problems) = load_partial(path, modules_dir, overrides);
     let mut modules = Vec::new();
+    let mut warnings = Vec::new();
     if let Some(config) = &config {
+        warnings = schedule_warnings(&config.triggers, chrono::Utc::now());
         let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
         let (loaded, module_problems) = load_for_config(&runtime, config).await;
         modules = loaded;
@@ -47,5 +51,6 @@ pub async fn check(
         config,
         modules,
         problems,
+        warnings,
     })
 }

@@ -57,6 +57,9 @@ pub(crate) async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     for problem in &report.problems {
         println!("error: {problem}");
     }
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
     let triggers = report
         .config
         .as_ref()

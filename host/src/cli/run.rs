@@ -54,6 +54,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    for warning in config::schedule_warnings(&config.triggers, chrono::Utc::now()) {
+        tracing::warn!("{warning}");
+    }
     let listen: Option<std::net::SocketAddr> = match args.listen.as_str() {
         "off" | "none" | "" => None,
         addr => Some(addr.parse().with_context(|| {

@@ -31,11 +31,13 @@ impl PartialEq for CronSchedule {
 impl CronSchedule {
     /// Parses a crontab expression, explaining what was expected on error.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let fail = |why: String| {
+        // The shape is explained when the shape is wrong; a bad value is named alone.
+        let fail_shape = |why: String| {
             format!(
                 "invalid cron expression `{text}`: {why}; expected 5 fields (minute hour day-of-month month day-of-week), 6 with a leading seconds field, or @hourly/@daily/@weekly/@monthly/@yearly"
             )
         };
+        let fail = |why: String| format!("invalid cron expression `{text}`: {why}");
         let expanded = match text.trim() {
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
@@ -43,7 +45,7 @@ impl CronSchedule {
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
             other if other.starts_with('@') => {
-                return Err(fail(format!("unknown macro `{other}`")));
+                return Err(fail_shape(format!("unknown macro `{other}`")));
             }
             other => other,
         };
@@ -51,7 +53,7 @@ impl CronSchedule {
         match fields.len() {
             5 => fields.insert(0, "0"),
             6 => {}
-            n => return Err(fail(format!("found {n} fields"))),
+            n => return Err(fail_shape(format!("found {n} fields"))),
         }
         let (dom, dow) = (fields[3], fields[5]);
         let dow_names = weekday_field(dow).map_err(|e| fail(format!("day-of-week: {e}")))?;
@@ -76,7 +78,13 @@ impl CronSchedule {
                 // under it; only its last line (the reason) helps the operator.
                 cron::Schedule::from_str(s).map_err(|e| {
                     let text = e.to_string();
-                    fail(text.lines().last().unwrap_or_default().trim().to_string())
+                    let reason = text.lines().last().unwrap_or_default().trim();
+                    // The crate's bound is inclusive although it says "less than".
+                    let reason = reason
+                        .replace(" must be less than ", " must be at most ")
+                        .replace(". ('", " ('")
+                        .replace("' specified.)", "' given)");
+                    fail(reason)
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -97,6 +105,12 @@ impl CronSchedule {
             .iter()
             .filter_map(|s| s.after(after).next())
             .min()
+    }
+
+    /// Whether the schedule never fires after `after`: a day that no month
+    /// has (`0 0 31 2 *`) parses but would leave the trigger silent forever.
+    pub fn never_fires_after<Z: TimeZone>(&self, after: &DateTime<Z>) -> bool {
+        self.next_after(after).is_none()
     }
 }
 
@@ -221,6 +235,26 @@ mod tests {
     }
 
     #[test]
+    fn a_day_no_month_has_never_fires() {
+        let now = Utc::now();
+        assert!(
+            CronSchedule::parse("0 0 31 2 *")
+                .unwrap()
+                .never_fires_after(&now)
+        );
+        assert!(
+            !CronSchedule::parse("0 0 29 2 *")
+                .unwrap()
+                .never_fires_after(&now)
+        );
+        assert!(
+            !CronSchedule::parse("0 0 31 * *")
+                .unwrap()
+                .never_fires_after(&now)
+        );
+    }
+
+    #[test]
     fn macros_expand() {
         let t = next("@hourly", "2026-11-22T10:07:00Z");
         assert_eq!((t.hour(), t.minute()), (11, 0));
@@ -235,7 +269,11 @@ mod tests {
         );
         let e = CronSchedule::parse("0 9 * * 8").unwrap_err();
         assert!(e.contains("day-of-week") && e.contains("`8`"), "{e}");
-        assert!(CronSchedule::parse("61 * * * *").is_err());
+        // A bad value is named with its bound, without the field-shape lecture.
+        let e = CronSchedule::parse("60 * * * *").unwrap_err();
+        assert!(e.contains("at most 59 ('60' given)"), "{e}");
+        assert!(!e.contains("expected 5 fields"), "{e}");
+        assert!(!e.contains("less than"), "{e}");
         assert!(
             CronSchedule::parse("@sometimes")
                 .unwrap_err()

@@ -21,7 +21,9 @@ use crate::cel::CelFilter;
 use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
-pub use load::{chain_errors, load, load_declarations, load_partial, load_trigger};
+pub use load::{
+    chain_errors, load, load_declarations, load_partial, load_trigger, schedule_warnings,
+};
 
 /// Largest module file accepted unless `engine.maxModuleSize` says otherwise.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;

@@ -7,7 +7,11 @@ use super::values::{ByteSize, DurationValue, TimeZone, Timestamp};
 
 /// The `engine:` section: all optional, each also a CLI flag and env var.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping of engine settings like `{ workers: 4, timeout: 10s }`"
+)]
 pub struct EngineSpec {
     pub workers: Option<usize>,
     pub queue_size: Option<usize>,
@@ -30,7 +34,11 @@ pub struct EngineSpec {
 
 /// `engine.server:` limits of the HTTP listener.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ headerTimeout: 10s, maxConnections: 1024 }`"
+)]
 pub struct ServerSpec {
     pub header_timeout: Option<DurationValue>,
     pub body_timeout: Option<DurationValue>,
@@ -41,7 +49,11 @@ pub struct ServerSpec {
 
 /// `http:` limits, at engine level (defaults) or per action.
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ timeout: 10s, maxResponseSize: 1Mi, maxRequests: 10 }`"
+)]
 pub struct HttpLimitsSpec {
     pub timeout: Option<DurationValue>,
     pub max_response_size: Option<ByteSize>,
@@ -50,7 +62,11 @@ pub struct HttpLimitsSpec {
 
 /// `engine.secrets:` providers.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ dir: /etc/secrets, envPrefix: WT_SECRET_ }`"
+)]
 pub struct SecretsSpec {
     pub dir: Option<std::path::PathBuf>,
     pub env_prefix: Option<String>,
@@ -59,7 +75,11 @@ pub struct SecretsSpec {
 
 /// `engine.secrets.kubernetes:` a Secret whose keys are secret names.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ name: SECRET, namespace: NAMESPACE }`"
+)]
 pub struct KubeSecretSpec {
     pub namespace: Option<String>,
     pub name: String,
@@ -67,7 +87,11 @@ pub struct KubeSecretSpec {
 
 /// `engine.kv:` caps per trigger.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ maxValueSize: 64Ki, maxKeys: 1000 }`"
+)]
 pub struct KvSpec {
     pub max_value_size: Option<ByteSize>,
     pub max_keys: Option<u64>,
@@ -75,7 +99,11 @@ pub struct KvSpec {
 
 /// `action.grants:` what the action's module may use.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with `http`, `secrets` and/or `kube` lists"
+)]
 pub struct GrantsSpec {
     #[serde(default)]
     pub http: Vec<HttpGrantSpec>,
@@ -106,7 +134,11 @@ pub enum HttpGrantSpec {
 
 /// `engine.triggerObjects:` the most a Trigger object may use.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with `sources`, `grants` and/or `watch`"
+)]
 pub struct ObjectPolicySpec {
     pub sources: Option<Vec<String>>,
     pub grants: Option<GrantsSpec>,
@@ -116,7 +148,11 @@ pub struct ObjectPolicySpec {
 
 /// One kind Trigger objects may watch.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ apiVersion: apps/v1, kind: Deployment, namespaces: [NS] }`"
+)]
 pub struct WatchAllowanceSpec {
     pub api_version: String,
     pub kind: String,
@@ -126,7 +162,11 @@ pub struct WatchAllowanceSpec {
 
 /// One `grants.kube` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ verbs: [get, patch], apiVersion: apps/v1, kind: Deployment }`"
+)]
 pub struct KubeGrantSpec {
     pub verbs: Vec<crate::config::grants::KubeVerb>,
     pub api_version: String,
@@ -139,27 +179,39 @@ pub struct KubeGrantSpec {
 
 /// `retry:` at engine or action level.
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ max: 3, delay: 1s, maxDelay: 1m }`"
+)]
 pub struct RetrySpec {
     pub max: Option<u32>,
     pub delay: Option<DurationValue>,
     pub max_delay: Option<DurationValue>,
 }
 
-/// One entry of `triggers:`; its `source` is taken out first and read by its `type`.
+/// One entry of `triggers:` without its parts: `source` (read by its `type`),
+/// `filter` and `action` are taken out first and read on their own, so a
+/// problem in one does not hide a problem in another.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a trigger: a mapping with `name`, `source` and `action`"
+)]
 pub struct TriggerSpec {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
-    pub filter: Option<FilterSpec>,
-    pub action: ActionSpec,
 }
 
 /// `source: {type: schedule, ...}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a schedule like `{ type: schedule, cron: \"*/5 * * * *\" }` or `{ type: schedule, every: 30s }`"
+)]
 pub struct ScheduleSpec {
     pub cron: Option<String>,
     pub timezone: Option<TimeZone>,
@@ -173,7 +225,11 @@ pub struct ScheduleSpec {
 
 /// `source: {type: trigger, ...}`: runs when other triggers' runs end.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ type: trigger, of: NAME, on: [success] }`"
+)]
 pub struct ChainSpec {
     pub of: Option<String>,
     pub on: Option<Vec<OutcomeSpec>>,
@@ -184,7 +240,11 @@ pub struct ChainSpec {
 
 /// One upstream condition of `all:` / `any:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ of: NAME, on: [failure] }`"
+)]
 pub struct ConditionSpec {
     pub of: String,
     pub on: Option<Vec<OutcomeSpec>>,
@@ -200,7 +260,11 @@ pub enum OutcomeSpec {
 
 /// `source: {type: redis-queue, ...}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ type: redis-queue, url: redis://HOST, stream: NAME }`"
+)]
 pub struct RedisQueueSpec {
     pub url: Option<String>,
     pub url_secret: Option<String>,
@@ -215,7 +279,11 @@ pub struct RedisQueueSpec {
 
 /// `source: {type: kube-watch, ...}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ type: kube-watch, apiVersion: apps/v1, kind: Deployment }`"
+)]
 pub struct KubeWatchSpec {
     pub api_version: String,
     pub kind: String,
@@ -239,7 +307,11 @@ pub enum KubeEventSpec {
 
 /// `source: {type: webhook, ...}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ type: webhook, auth: none }`"
+)]
 pub struct WebhookSpec {
     pub auth: Option<AuthSpec>,
     pub headers: Option<Vec<String>>,
@@ -248,7 +320,11 @@ pub struct WebhookSpec {
 
 /// Webhook authentication: `none`, `{bearer: {secret}}` or `{hmac: {secret, header, prefix}}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "`none`, `{ bearer: { secret: NAME } }` or `{ hmac: { secret: NAME } }`"
+)]
 pub enum AuthSpec {
     None,
     Bearer {
@@ -263,7 +339,11 @@ pub enum AuthSpec {
 
 /// `engine.history:` retention of stored runs.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ maxAge: 7d, maxPerTrigger: 1000 }`"
+)]
 pub struct HistorySpec {
     pub max_age: Option<DurationValue>,
     pub max_per_trigger: Option<usize>,
@@ -279,7 +359,11 @@ pub enum OverlapSpec {
 
 /// `filter:` — exactly one of `module` or `cel`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with `module: NAME.wasm` or `cel: EXPRESSION`"
+)]
 pub struct FilterSpec {
     pub module: Option<String>,
     pub cel: Option<String>,
@@ -298,7 +382,11 @@ pub enum IsolationSpec {
 
 /// `action:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ module: NAME.wasm, params: {...} }`"
+)]
 pub struct ActionSpec {
     pub module: String,
     #[serde(default)]

@@ -250,10 +250,16 @@ fn classify(error: &wasmtime::Error, armed: &Armed, inv: &Invocation) -> InvokeE
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
-    let hint = output
-        .stderr_tail()
-        .map(|tail| format!("; guest stderr: {tail}"))
-        .unwrap_or_default();
-    let message = format!("{label} failed: {cause}{hint}");
+    // What the author wrote comes first: a panic's place and message, then the trap.
+    let message = match output.panic_message() {
+        Some(panic) => format!("{label} panicked at {panic} ({cause})"),
+        None => {
+            let hint = output
+                .stderr_tail()
+                .map(|tail| format!("; guest stderr: {tail}"))
+                .unwrap_or_default();
+            format!("{label} failed: {cause}{hint}")
+        }
+    };
     InvokeError::new(FailureKind::Trap, redact::redact_str(&message).into_owned())
 }

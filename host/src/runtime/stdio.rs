@@ -92,6 +92,27 @@ impl GuestOutput {
         Some(crate::runs::cap_text(joined, MAX_TAIL))
     }
 
+    /// The panic a Rust guest reported on stderr, as `LOCATION: MESSAGE`
+    /// (`src/lib.rs:15:54: event has no name`), if it did.
+    pub fn panic_message(&self) -> Option<String> {
+        let tail = lock(&self.stderr_tail);
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+        let at = lines.iter().position(|l| l.contains("panicked at "))?;
+        let after = lines[at].split_once("panicked at ")?.1.trim();
+        // Current Rust prints `panicked at LOC:` and the message on the next
+        // line; older Rust put both on one line.
+        let message: Vec<&str> = lines[at + 1..]
+            .iter()
+            .map(|l| l.trim())
+            .take_while(|l| !l.starts_with("note: "))
+            .filter(|l| !l.is_empty())
+            .collect();
+        Some(match after.strip_suffix(':') {
+            Some(location) if !message.is_empty() => format!("{location}: {}", message.join(" ")),
+            _ => after.to_string(),
+        })
+    }
+
     /// Starts a new invocation on a reused instance: a fresh output budget and stderr tail.
     pub fn reset(&self) {
         self.written.store(0, Ordering::Relaxed);

@@ -17,6 +17,7 @@ pub(super) use action::parse_grants;
 pub use chain::chain_errors;
 use chain::check_chains;
 use engine::engine_settings;
+pub use schedule::schedule_warnings;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::schema::TriggerSpec;
+use super::schema::{ActionSpec, FilterSpec, TriggerSpec};
 use super::*;
 
 /// Source types this build knows, for error messages.
@@ -261,8 +262,28 @@ fn parse<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        (path, one_line(&e.inner().to_string()))
+        (path, humane(&one_line(&e.inner().to_string())))
     })
+}
+
+/// Replaces the Rust type names serde puts in its messages (`expected u32`,
+/// `expected struct Foo`) with words an operator knows.
+fn humane(message: &str) -> String {
+    let Some((lead, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let words = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a map" | "map" => "a mapping",
+        "string or map" => "a string or a mapping",
+        "a sequence" => "a list",
+        "a boolean" => "true or false",
+        other if other.starts_with("struct ") || other.starts_with("enum ") => "a mapping",
+        _ => return message.to_string(),
+    };
+    format!("{lead}, expected {words}")
 }
 
 /// Like [`parse`] for a struct whose fields are all optional, but reports every
@@ -340,12 +361,23 @@ impl Loader<'_> {
         };
         let mut obj = obj.clone();
         let source = obj.remove("source");
+        let filter = obj.remove("filter");
+        let action = obj.remove("action");
         let spec = match parse::<TriggerSpec>(Value::Object(obj)) {
             Ok(spec) => Some(spec),
             Err((field, message)) => {
                 self.error(file, Some(&label), Some(&field), message);
                 None
             }
+        };
+        let filter = filter.and_then(|raw| self.part::<FilterSpec>(file, &label, "filter", raw));
+        let action = match action {
+            None => {
+                let message = "missing field `action`; expected `action: { module: NAME.wasm }`";
+                self.error(file, Some(&label), Some("action"), message.into());
+                None
+            }
+            Some(raw) => self.part::<ActionSpec>(file, &label, "action", raw),
         };
         let source = match source {
             None => {
@@ -363,11 +395,8 @@ impl Loader<'_> {
         if let Err(message) = check_name(&spec.name) {
             self.error(file, Some(&label), Some("name"), message);
         }
-        let filter = spec
-            .filter
-            .as_ref()
-            .and_then(|f| self.filter(file, &label, f));
-        let action = self.action(file, &label, &spec.action);
+        let filter = filter.and_then(|f| self.filter(file, &label, &f));
+        let action = action.and_then(|a| self.action(file, &label, &a));
         let source = source?;
         let action = action?;
         if self.errors.len() > before {
@@ -381,6 +410,48 @@ impl Loader<'_> {
             filter,
             action,
         })
+    }
+
+    /// Reads one part of a trigger (`filter`, `action`) as `S`, errors located under `key.`.
+    fn part<S: DeserializeOwned>(
+        &mut self,
+        file: &Path,
+        label: &str,
+        key: &str,
+        raw: Value,
+    ) -> Option<S> {
+        let shape = |found: &str| {
+            format!("expected a mapping like `{key}: {{ module: NAME.wasm }}`, found {found}")
+        };
+        let message = match &raw {
+            Value::Object(_) => None,
+            // The commonest slip is naming the module alone: say how to write it.
+            Value::String(text) => {
+                let fix = if key == "filter" && !text.ends_with(".wasm") {
+                    format!("filter: {{ cel: {text:?} }}")
+                } else {
+                    format!("{key}: {{ module: {text} }}")
+                };
+                Some(format!(
+                    "expected a mapping, found the string {text:?}; write `{fix}`"
+                ))
+            }
+            Value::Array(_) => Some(shape("a list")),
+            Value::Null => Some(shape("nothing")),
+            Value::Bool(_) | Value::Number(_) => Some(shape(&format!("`{raw}`"))),
+        };
+        if let Some(message) = message {
+            self.error(file, Some(label), Some(key), message);
+            return None;
+        }
+        match parse::<S>(raw) {
+            Ok(spec) => Some(spec),
+            Err((f, message)) => {
+                let field = prefixed(key, &f);
+                self.error(file, Some(label), Some(&field), message);
+                None
+            }
+        }
     }
 
     /// Reads a source's fields as `S` (errors located under `source.`) and builds it.

@@ -97,9 +97,94 @@ impl Loader<'_> {
     }
 }
 
+/// Schedules that load but will not fire again after `now`: a cron day no
+/// month has (`0 0 31 2 *`), an `at` in the past, an `until` already passed.
+/// They are legal (an `at` that already ran is normal after a restart), so
+/// `check` reports them as warnings and `run` logs them.
+pub fn schedule_warnings(
+    triggers: &[TriggerConfig],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    for trigger in triggers {
+        let SourceConfig::Schedule(schedule) = &trigger.source else {
+            continue;
+        };
+        let mut warn = |field: &str, message: String| {
+            warnings.push(ConfigError {
+                file: trigger.file.clone(),
+                trigger: Some(trigger.name.clone()),
+                field: Some(field.to_string()),
+                message,
+            });
+        };
+        if let Some(until) = schedule.until
+            && until <= now
+        {
+            warn(
+                "source.until",
+                format!("`until` ({until}) has passed; this trigger will not fire"),
+            );
+            continue;
+        }
+        match &schedule.mode {
+            ScheduleMode::Cron {
+                schedule: cron,
+                timezone,
+            } => match cron.next_after(&now.with_timezone(timezone)) {
+                None => warn(
+                    "source.cron",
+                    format!(
+                        "`{}` matches no date (no month has that day); this trigger will never fire",
+                        cron.text()
+                    ),
+                ),
+                Some(next) if schedule.until.is_some_and(|u| next > u) => warn(
+                    "source.cron",
+                    format!(
+                        "`{}` next fires at {next}, after `until`; this trigger will not fire",
+                        cron.text()
+                    ),
+                ),
+                Some(_) => {}
+            },
+            ScheduleMode::At(at) if *at <= now => warn(
+                "source.at",
+                format!("`at` ({at}) has passed; this trigger will not fire"),
+            ),
+            _ => {}
+        }
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use super::schedule_warnings;
+
+    #[test]
+    fn schedules_that_cannot_fire_are_warned_about() {
+        let now = chrono::Utc::now();
+        let warned = |source: &str| {
+            let config = loaded(&with_source(source));
+            schedule_warnings(&config.triggers, now)
+                .into_iter()
+                .map(|w| format!("{}: {}", w.field.unwrap_or_default(), w.message))
+                .collect::<Vec<_>>()
+        };
+        let w = warned("{ type: schedule, cron: '0 0 31 2 *' }");
+        assert!(
+            w.len() == 1 && w[0].starts_with("source.cron:") && w[0].contains("never fire"),
+            "{w:?}"
+        );
+        let w = warned("{ type: schedule, at: '2001-01-01T00:00:00Z' }");
+        assert!(w.len() == 1 && w[0].starts_with("source.at:"), "{w:?}");
+        let w = warned("{ type: schedule, cron: '0 0 1 1 *', until: '2001-01-01T00:00:00Z' }");
+        assert!(w.len() == 1 && w[0].starts_with("source.until:"), "{w:?}");
+        assert!(warned("{ type: schedule, cron: '0 0 29 2 *' }").is_empty());
+        assert!(warned("{ type: schedule, every: 1s }").is_empty());
+    }
 
     #[test]
     fn exactly_one_way_to_fire() {
