@@ -13,7 +13,7 @@ fn invoke_prints_a_filters_verdict() {
         &[
             "invoke",
             &module("ready-replicas.wasm"),
-            "--event",
+            "--file",
             &event.display().to_string(),
         ],
         None,
@@ -22,7 +22,7 @@ fn invoke_prints_a_filters_verdict() {
 
     let progressing = r#"{"kind":"Deployment","spec":{"replicas":2},"status":{"readyReplicas":1}}"#;
     let (code, out, _) = run_cli(
-        &["invoke", &module("ready-replicas.wasm"), "--event", "-"],
+        &["invoke", &module("ready-replicas.wasm"), "--file", "-"],
         Some(progressing),
     );
     assert_eq!((code, out.trim()), (0, "false"));
@@ -39,7 +39,7 @@ fn invoke_runs_an_action_with_a_full_event_record_and_params() {
         &[
             "invoke",
             &module("log-event.wasm"),
-            "--event",
+            "--file",
             &event.display().to_string(),
         ],
         None,
@@ -57,7 +57,7 @@ fn invoke_runs_an_action_with_a_full_event_record_and_params() {
         &[
             "invoke",
             &module("hostile.wasm"),
-            "--event",
+            "--file",
             "-",
             "--params",
             r#"{"mode":"echo-params","x":[1,2]}"#,
@@ -74,7 +74,7 @@ fn invoke_exits_1_when_the_guest_fails_or_traps() {
         &[
             "invoke",
             &module("hostile.wasm"),
-            "--event",
+            "--file",
             "-",
             "--params",
             r#"{"mode":"fail"}"#,
@@ -92,7 +92,7 @@ fn invoke_exits_1_when_the_guest_fails_or_traps() {
         &[
             "invoke",
             &module("hostile.wasm"),
-            "--event",
+            "--file",
             "-",
             "--params",
             r#"{"mode":"panic"}"#,
@@ -117,7 +117,7 @@ fn invoke_of_a_file_that_is_not_wasm_says_so_plainly() {
     let ws = Workspace::new();
     let path = ws.write("notes.wasm", "this is a text file, not a module\n");
     let (code, out, err) = run_cli(
-        &["invoke", &path.display().to_string(), "--event", "-"],
+        &["invoke", &path.display().to_string(), "--file", "-"],
         Some("{}"),
     );
     assert_eq!(code, 2, "bad input, not a guest failure: {err}");
@@ -128,6 +128,19 @@ fn invoke_of_a_file_that_is_not_wasm_says_so_plainly() {
         "says what is wrong: {err}"
     );
     assert!(!err.contains("[0x"), "no raw byte offsets: {err}");
+
+    // A missing event file is bad input too, and is named.
+    let (code, _, err) = run_cli(
+        &[
+            "invoke",
+            &module("counter.wasm"),
+            "--file",
+            "/nonexistent/event.json",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/event.json"), "{err}");
 }
 
 #[test]
@@ -139,7 +152,7 @@ fn invoke_keeps_kv_state_in_a_state_dir() {
             &[
                 "invoke",
                 &module("counter.wasm"),
-                "--event",
+                "--file",
                 "-",
                 "--state-dir",
                 &state,

@@ -851,7 +851,7 @@ fn secrets_in_every_shape_from_every_provider_reach_no_output() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .map(|r| r["runId"].as_str().unwrap().to_string())
             .collect();
         if ids.len() == 6 {
             break (runs, ids);

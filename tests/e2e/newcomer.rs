@@ -39,7 +39,7 @@ fn invoke_reuses_compiled_modules() {
             "warn,wasmtrigger::runtime=debug",
             "invoke",
             module.to_str().unwrap(),
-            "--event",
+            "--file",
             event.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
@@ -63,4 +63,77 @@ fn invoke_reuses_compiled_modules() {
     let before = entries();
     assert!(!loaded(&["--no-cache"]), "--no-cache compiles");
     assert_eq!(entries(), before, "--no-cache stores nothing");
+}
+
+/// Each command's help lists its own flags; the logging flags are described
+/// once, in the top-level help, and still work anywhere.
+#[test]
+fn logging_flags_stay_out_of_each_command_help() {
+    let commands = [
+        "run", "check", "invoke", "modules", "runs", "triggers", "fire", "new", "enqueue", "rbac",
+        "crd",
+    ];
+    for command in commands {
+        let (code, out, err) = support::run_cli(&[command, "--help"], None);
+        assert_eq!(code, 0, "{command}: {err}");
+        assert!(
+            !out.contains("--log-format") && !out.contains("--log-level"),
+            "{command} --help:\n{out}"
+        );
+    }
+    let (code, out, _) = support::run_cli(&["--help"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--log-format") && out.contains("--log-level"),
+        "{out}"
+    );
+    // Accepted after the command too.
+    let (code, out, err) = support::run_cli(&["crd", "--log-level", "debug"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("CustomResourceDefinition"));
+}
+
+/// Every listing speaks `-o table|json|yaml`, and the three say the same.
+#[test]
+fn modules_list_as_table_json_and_yaml() {
+    let dir = support::modules().display().to_string();
+    let (code, table, err) = support::run_cli(&["modules", &dir], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.starts_with("MODULE"), "{table}");
+    let (_, json, _) = support::run_cli(&["modules", &dir, "-o", "json"], None);
+    let (_, yaml, _) = support::run_cli(&["modules", &dir, "--output", "yaml"], None);
+    let from_json: Vec<Value> = serde_json::from_str(&json).unwrap();
+    let from_yaml: Vec<Value> = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(from_json, from_yaml);
+    let names: Vec<&str> = from_json
+        .iter()
+        .filter_map(|m| m["module"].as_str())
+        .collect();
+    assert!(names.contains(&"counter.wasm"), "{names:?}");
+    for name in names {
+        assert!(table.contains(name), "{name} missing from the table");
+    }
+}
+
+/// `-n` is the namespace, as in kubectl.
+#[test]
+fn dash_n_is_the_namespace() {
+    let ws = Workspace::new();
+    let config = ws.write(
+        "t.yaml",
+        "triggers:\n  - name: t\n    source: { type: schedule, every: 1m }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, err) = support::run_cli(
+        &[
+            "rbac",
+            "--config",
+            config.to_str().unwrap(),
+            "--leader-election",
+            "-n",
+            "automation",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("namespace: automation"), "{out}");
 }

@@ -227,7 +227,7 @@ fn wait_history(engine: &EngineProcess, ids: &HashSet<String>) -> HashMap<String
     loop {
         let mut by_id: HashMap<String, Vec<Value>> = HashMap::new();
         for run in engine.stored_runs("hook") {
-            let id = run["event_id"].as_str().unwrap_or_default().to_string();
+            let id = run["eventId"].as_str().unwrap_or_default().to_string();
             by_id.entry(id).or_default().push(run);
         }
         if ids.iter().all(|id| by_id.contains_key(id)) {
@@ -414,4 +414,45 @@ triggers:
         !text.contains("hunter2"),
         "the password is never echoed:\n{text}"
     );
+}
+
+/// `enqueue` takes the item as every command takes data: --data, --file, or
+/// --file - for stdin; without one it says how to give it.
+#[test]
+fn enqueue_takes_data_the_same_way_as_fire_and_invoke() {
+    let redis = RedisServer::start();
+    let ws = Workspace::new();
+    let url = redis.url();
+    let file = ws.write("item.json", r#"{"from":"file"}"#);
+    let enqueue = |extra: &[&str], stdin: Option<&str>| {
+        let mut args = vec!["enqueue", "jobs", "--redis", url.as_str()];
+        args.extend_from_slice(extra);
+        crate::support::run_cli(&args, stdin)
+    };
+    for (extra, stdin) in [
+        (vec!["--data", r#"{"from":"flag"}"#], None),
+        (vec!["--file", file.to_str().unwrap()], None),
+        (vec!["--file", "-"], Some(r#"{"from":"stdin"}"#)),
+    ] {
+        let (code, out, err) = enqueue(&extra, stdin);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        assert!(out.trim().contains('-'), "prints the entry id: {out}");
+    }
+    let stored: Vec<String> = redis
+        .entries("jobs")
+        .into_iter()
+        .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
+        .collect();
+    for from in ["flag", "file", "stdin"] {
+        assert!(
+            stored.iter().any(|v| v.contains(from)),
+            "{from} missing from {stored:?}"
+        );
+    }
+    let (code, _, err) = enqueue(&[], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("--data") && err.contains("--file"), "{err}");
+    let (code, _, err) = enqueue(&["--file", "/nonexistent/item.json"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/item.json"), "{err}");
 }

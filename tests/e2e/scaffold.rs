@@ -65,7 +65,7 @@ fn scaffold_builds_and_runs(kind: &str, lang: &str) {
     let mut args = vec![
         "invoke",
         module.as_str(),
-        "--event",
+        "--file",
         event.as_str(),
         "--memory",
         "256Mi",

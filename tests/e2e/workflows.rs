@@ -493,8 +493,8 @@ triggers:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_fire_and_triggers_through_the_cli_survive_a_restart() {
+#[test]
+fn history_fire_and_triggers_through_the_cli_survive_a_restart() {
     let ws = Workspace::new();
     let config = ws.write(
         "h.yaml",
@@ -513,6 +513,9 @@ triggers:
   - name: manual
     source: { type: webhook, auth: none }
     action: { module: log-event.wasm }
+  - name: manual-broken
+    source: { type: webhook, auth: none }
+    action: { module: hostile.wasm, params: { mode: fail } }
 "#,
     );
     let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
@@ -581,7 +584,132 @@ triggers:
         "counts outlive retention: {ticker_view}"
     );
     assert!(cli(&["triggers"]).contains("ON FAILURE"));
+
+    // The API speaks camelCase everywhere, as Kubernetes does.
+    let raw: Value =
+        serde_json::from_str(&support::http_get(&format!("{base}/api/v1/runs?limit=100"))).unwrap();
+    assert_camel_case(&raw, "runs");
+    let raw: Value =
+        serde_json::from_str(&support::http_get(&format!("{base}/api/v1/triggers"))).unwrap();
+    assert_camel_case(&raw, "triggers");
+
+    // `fire --wait` prints the run and says by its exit status how it went.
+    let (code, out, err) = run_cli(
+        &[
+            "fire", "manual", "--wait", "--data", "{}", "--server", &base,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("RUN ID") && out.contains("succeeded"),
+        "{out}"
+    );
+    let (code, out, err) = run_cli(
+        &[
+            "fire",
+            "manual-broken",
+            "--wait",
+            "-o",
+            "json",
+            "--server",
+            &base,
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "a failed run fails the command: {out}{err}");
+    let run: RunRecord = serde_json::from_str(&out).unwrap();
+    assert_eq!(run.status, wasmtrigger::runs::RunStatus::Failed);
+    // Data comes the same way to every command: --data, --file, or --file - (stdin).
+    let data = ws.write("data.json", r#"{"from":"a file"}"#);
+    let (code, out, err) = run_cli(
+        &[
+            "fire",
+            "manual",
+            "--wait",
+            "-o",
+            "json",
+            "--file",
+            data.to_str().unwrap(),
+            "--server",
+            &base,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("a file"),
+        "the file's data reached the action: {out}"
+    );
+    let (code, out, err) = run_cli(
+        &[
+            "fire", "manual", "--wait", "-o", "json", "--file", "-", "--server", &base,
+        ],
+        Some(r#"{"from":"stdin"}"#),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stdin"), "{out}");
+    let (code, _, err) = run_cli(
+        &["fire", "manual", "--data", "{oops", "--server", &base],
+        None,
+    );
+    assert_eq!(code, 2, "bad data is bad input: {err}");
+
+    // A typo is an error, not an empty list; a limit of 0 is refused.
+    let (code, _, err) = run_cli(&["runs", "--trigger", "tickr", "--server", &base], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("no trigger named `tickr`"), "{err}");
+    let (code, _, err) = run_cli(&["runs", "--limit", "0", "--server", &base], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--limit"), "{err}");
+
+    // While it runs, the state directory is the engine's: pointed at it with
+    // a wrong address, the CLI says so instead of waiting for the lock.
+    let closed = closed_port();
+    let state_dir = ws.state_dir().display().to_string();
+    let (code, _, err) = run_cli(
+        &["runs", "--server", &closed, "--state-dir", &state_dir],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not answer") && err.contains("--server"),
+        "{err}"
+    );
     assert_eq!(engine.stop(), 0);
+
+    // Stopped, `runs`, `runs show` and `triggers` read the state directory.
+    let offline = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--server",
+            closed.as_str(),
+            "--state-dir",
+            state_dir.as_str(),
+        ]);
+        let (code, out, err) = run_cli(&all, None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(err.contains("reading the history in"), "{err}");
+        out
+    };
+    let stored: Vec<RunRecord> =
+        serde_json::from_str(&offline(&["runs", "--trigger", "broken", "-o", "json"])).unwrap();
+    assert_eq!(stored[0].run_id, failed[0].run_id);
+    let shown: Value =
+        serde_json::from_str(&offline(&["runs", "show", &failed[0].run_id, "-o", "json"])).unwrap();
+    assert_eq!(shown["status"], "failed");
+    let views: Vec<Value> = serde_json::from_str(&offline(&["triggers", "-o", "json"])).unwrap();
+    let broken = views.iter().find(|v| v["name"] == "broken").unwrap();
+    assert_eq!(
+        (broken["failures"].as_u64(), broken["state"].as_str()),
+        (Some(1), Some("stopped"))
+    );
+    let (code, _, err) = run_cli(&["runs", "--server", &closed], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no engine answers") && err.contains("--state-dir"),
+        "{err}"
+    );
 
     // A second life on the same state directory still has the history.
     let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
@@ -606,6 +734,34 @@ triggers:
         "the run from the first life is still there"
     );
     engine.stop();
+}
+
+/// Every key in `value`, at any depth, is camelCase (event data is the
+/// sender's and not looked into).
+fn assert_camel_case(value: &Value, at: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                assert!(
+                    !key.contains('_') && !key.contains('-'),
+                    "{at}.{key} is not camelCase"
+                );
+                if key != "data" {
+                    assert_camel_case(v, &format!("{at}.{key}"));
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| assert_camel_case(v, at)),
+        _ => {}
+    }
+}
+
+/// An address where nothing listens.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,23 +11,44 @@ use wasmtrigger::config::values;
 
 /// Event automation with WebAssembly filters and actions.
 #[derive(Parser)]
-#[command(name = "wasmtrigger", version, about, long_about = None)]
+#[command(
+    name = "wasmtrigger",
+    version,
+    about,
+    long_about = None,
+    after_help = LOGGING_HELP
+)]
 pub(crate) struct Cli {
+    // Accepted before or after any subcommand, but described once, here, so
+    // each subcommand's help shows only its own flags.
     /// Log format.
     #[arg(
         long,
         global = true,
+        hide = true,
         env = "LOG_FORMAT",
         value_enum,
         default_value = "text"
     )]
     pub(crate) log_format: LogFormatArg,
     /// Log level or tracing filter, e.g. `info` or `wasmtrigger::guest=debug,info`.
-    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "LOG_LEVEL",
+        default_value = "info"
+    )]
     pub(crate) log_level: String,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
+
+const LOGGING_HELP: &str = "\
+Logging (before or after any command; logs go to stderr):
+      --log-format <text|json>  Log format [env: LOG_FORMAT] [default: text]
+      --log-level <FILTER>      Level or tracing filter, e.g. `debug` or
+                                `wasmtrigger::guest=debug,info` [env: LOG_LEVEL] [default: info]";
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum LogFormatArg {
@@ -67,7 +88,7 @@ pub(crate) struct RbacArgs {
     #[arg(long, env = "CONFIG")]
     pub(crate) config: PathBuf,
     /// Namespace of the engine's ServiceAccount (and its leader Lease).
-    #[arg(long, default_value = "wasmtrigger")]
+    #[arg(short, long, default_value = "wasmtrigger")]
     pub(crate) namespace: String,
     /// The engine's ServiceAccount.
     #[arg(long, default_value = "wasmtrigger")]
@@ -87,12 +108,8 @@ pub(crate) struct RbacArgs {
 pub(crate) struct EnqueueArgs {
     /// The stream key (the trigger's `source.stream`).
     pub(crate) queue: String,
-    /// The item as JSON.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-    pub(crate) data: Option<String>,
-    /// A file holding the item as JSON (`-` reads stdin).
-    #[arg(long)]
-    pub(crate) file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
     /// Redis URL.
     #[arg(
         long,
@@ -125,16 +142,47 @@ pub(crate) enum LangArg {
     Js,
 }
 
+/// Event data, passed the same way to `invoke`, `fire` and `enqueue`.
+#[derive(Args)]
+pub(crate) struct DataArgs {
+    /// The data as JSON.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) data: Option<String>,
+    /// A file holding the data as JSON; `-` reads stdin.
+    #[arg(long, alias = "event", value_name = "FILE")]
+    pub(crate) file: Option<String>,
+}
+
+impl DataArgs {
+    /// The data's text, if given; a file that cannot be read is named.
+    pub(crate) fn read(&self) -> Result<Option<String>, String> {
+        use std::io::Read;
+        match (&self.data, self.file.as_deref()) {
+            (Some(data), _) => Ok(Some(data.clone())),
+            (None, Some("-")) => {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| format!("cannot read the data from stdin: {e}"))?;
+                Ok(Some(text))
+            }
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|e| format!("cannot read {path}: {e}")),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// The engine's default API address (`run --listen`'s default).
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
 /// Where the running engine's API is.
 #[derive(Args)]
 pub(crate) struct ServerArgs {
-    /// Base URL of the engine's HTTP server.
-    #[arg(
-        long,
-        env = "WASMTRIGGER_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    pub(crate) server: String,
+    /// Base URL of the engine's HTTP server [default: http://127.0.0.1:7070].
+    #[arg(long, env = "WASMTRIGGER_SERVER")]
+    pub(crate) server: Option<String>,
     /// Bearer token for the API, if the engine requires one.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub(crate) api_token: Option<String>,
@@ -157,14 +205,25 @@ pub(crate) struct RunsArgs {
     /// Only runs started since this RFC 3339 time or this long ago (e.g. 15m).
     #[arg(long)]
     pub(crate) since: Option<String>,
-    /// At most this many runs (newest first).
-    #[arg(long, default_value = "50")]
-    pub(crate) limit: usize,
+    /// At most this many runs, newest start first (1 to 10000).
+    #[arg(long, default_value = "50", value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub(crate) limit: u16,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub(crate) output: Format,
     #[command(flatten)]
+    pub(crate) history: HistoryArgs,
+}
+
+/// Where the history is: a running engine's API, else its state directory.
+#[derive(Args)]
+pub(crate) struct HistoryArgs {
+    #[command(flatten)]
     pub(crate) server: ServerArgs,
+    /// State directory whose history is read when no engine answers
+    /// [default: .wasmtrigger, as `run`].
+    #[arg(long, env = "STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -174,10 +233,10 @@ pub(crate) enum RunsCommand {
         /// The run id.
         run_id: String,
         /// Output format.
-        #[arg(short, long, value_enum, default_value = "yaml")]
+        #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
         #[command(flatten)]
-        server: ServerArgs,
+        history: HistoryArgs,
     },
 }
 
@@ -187,16 +246,25 @@ pub(crate) struct TriggersArgs {
     #[arg(short, long, value_enum, default_value = "table")]
     pub(crate) output: Format,
     #[command(flatten)]
-    pub(crate) server: ServerArgs,
+    pub(crate) history: HistoryArgs,
 }
 
 #[derive(Args)]
 pub(crate) struct FireArgs {
     /// The trigger to run.
     pub(crate) trigger: String,
-    /// Event data as JSON (default `{}`).
+    /// Event data (default `{}`).
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
+    /// Wait for the run, print it, and exit 1 if it failed.
     #[arg(long)]
-    pub(crate) data: Option<String>,
+    pub(crate) wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub(crate) timeout: Duration,
+    /// Output format of the run --wait prints.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: Format,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }
@@ -321,9 +389,9 @@ pub(crate) struct InvokeArgs {
     /// (~/.cache/wasmtrigger/modules, or under $XDG_CACHE_HOME).
     #[arg(long)]
     pub(crate) no_cache: bool,
-    /// Event file: a full event record or any JSON (used as `data`); `-` reads stdin.
-    #[arg(long)]
-    pub(crate) event: String,
+    /// The event: a full event record or any JSON (used as `data`); default `{}`.
+    #[command(flatten)]
+    pub(crate) data: DataArgs,
     /// Params for an action, as JSON.
     #[arg(long)]
     pub(crate) params: Option<String>,
@@ -362,13 +430,7 @@ pub(crate) struct ModulesArgs {
     pub(crate) dir: PathBuf,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
-    pub(crate) output: OutputArg,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum OutputArg {
-    Table,
-    Json,
+    pub(crate) output: Format,
 }
 
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {

@@ -76,6 +76,16 @@ impl ApiClient {
         Ok(value)
     }
 
+    /// Whether an engine answers at the address (its `/healthz`, which needs no token).
+    pub async fn answers(&self) -> bool {
+        self.http
+            .get(format!("{}/healthz", self.base))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
+    }
+
     /// Runs matching a query, newest first.
     pub async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, ClientError> {
         let mut params = url::form_urlencoded::Serializer::new(String::new());
@@ -87,6 +97,9 @@ impl ApiClient {
         }
         if let Some(s) = &query.since {
             params.append_pair("since", s);
+        }
+        if let Some(e) = &query.event {
+            params.append_pair("event", e);
         }
         if let Some(l) = query.limit {
             params.append_pair("limit", &l.to_string());

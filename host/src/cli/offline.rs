@@ -1,16 +1,13 @@
 //! The commands that need no running engine: `check`, `invoke`, `modules`,
 //! `new`, `rbac` and `crd`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::args::{
-    ConfigArgs, InvokeArgs, LangArg, ModulesArgs, NewArgs, OutputArg, RbacArgs, WorldArg,
-};
+use super::args::{ConfigArgs, InvokeArgs, LangArg, ModulesArgs, NewArgs, RbacArgs, WorldArg};
 use super::invoke::{InvokeCommandError, InvokeOutcome, InvokeRequest};
 use super::scaffold::{Lang, scaffold};
 use wasmtrigger::capabilities::grants::{Grants, HttpGrant, check_secret_name};
@@ -97,15 +94,12 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         check_secret_name(name).map_err(|e| anyhow::anyhow!("--allow-secret: {e}"))?;
         grants.secrets.push(name.clone());
     }
-    let event = if args.event == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the event from stdin")?;
-        text
-    } else {
-        std::fs::read_to_string(&args.event)
-            .with_context(|| format!("cannot read the event file {}", args.event))?
+    let event = match args.data.read() {
+        Ok(text) => text.unwrap_or_else(|| "{}".to_string()),
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
     };
     let request = InvokeRequest {
         module: args.module,
@@ -179,10 +173,7 @@ pub(crate) async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
             Err(e) => serde_json::json!({"module": name, "error": e.to_string()}),
         });
     }
-    match args.output {
-        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        OutputArg::Table => print_module_table(&rows, &args.dir),
-    }
+    super::remote::print_as(args.output, &rows, || module_table(&rows, &args.dir))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -217,7 +208,7 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
     println!("\nnext, in {}:", dir.display());
     println!("  {once}    # once");
     println!("  ./build.sh");
-    println!("  wasmtrigger invoke {name}.wasm --event event.json{params}");
+    println!("  wasmtrigger invoke {name}.wasm --file event.json{params}");
     if world == World::Filter {
         println!(
             "  cp PATH/TO/log-event.wasm .    # the action triggers.yaml pairs the filter with"
@@ -235,19 +226,19 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
+fn module_table(rows: &[serde_json::Value], dir: &Path) -> String {
+    use std::fmt::Write;
     if rows.is_empty() {
-        println!("no .wasm files in {}", dir.display());
-        return;
+        return format!("no .wasm files in {}\n", dir.display());
     }
-    println!(
-        "{:<28} {:<13} {:>9}  {:<14} IMPORTS",
+    let mut out = format!(
+        "{:<28} {:<13} {:>9}  {:<14} IMPORTS\n",
         "MODULE", "VERSION", "SIZE", "WORLD"
     );
     for row in rows {
         let module = row["module"].as_str().unwrap_or_default();
         if let Some(error) = row["error"].as_str() {
-            println!("{module:<28} {error}");
+            let _ = writeln!(out, "{module:<28} {error}");
             continue;
         }
         let list = |key: &str| -> Vec<String> {
@@ -277,11 +268,13 @@ fn print_module_table(rows: &[serde_json::Value], dir: &Path) {
         } else {
             worlds.join("+")
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{module:<28} {:<13} {:>9}  {world:<14} {}",
             row["version"].as_str().unwrap_or_default(),
             row["size"].as_u64().unwrap_or_default(),
             shown.join(", ")
         );
     }
+    out
 }

@@ -240,7 +240,7 @@ fn run_record(
     let now = Instant::now();
     let (started_instant, started_at) = job.started.clone().unwrap_or_else(|| (now, now_rfc3339()));
     RunRecord {
-        run_id: uuid::Uuid::now_v7().to_string(),
+        run_id: crate::runs::run_id_at(&started_at),
         event_id: job.event.id.clone(),
         trigger: job.trigger.name.to_string(),
         source: job.event.source.clone(),

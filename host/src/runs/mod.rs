@@ -75,12 +75,17 @@ impl RunStatus {
 
 /// One attempt at running the action (or the filter, if it failed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// camelCase like the rest of the API (and Kubernetes); the snake_case
+// aliases read records stored before the rename.
+#[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// 1-based attempt number.
     pub number: u32,
     /// When it started, RFC 3339.
+    #[serde(alias = "started_at")]
     pub started_at: String,
     /// How long it took.
+    #[serde(alias = "duration_ms")]
     pub duration_ms: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
@@ -90,10 +95,15 @@ pub struct Attempt {
 
 /// The record of one event's trip through one trigger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// camelCase like the rest of the API (and Kubernetes); the snake_case
+// aliases read records stored before the rename.
+#[serde(rename_all = "camelCase")]
 pub struct RunRecord {
     /// Unique id of this run.
+    #[serde(alias = "run_id")]
     pub run_id: String,
     /// The event's id.
+    #[serde(alias = "event_id")]
     pub event_id: String,
     /// The trigger.
     pub trigger: String,
@@ -106,14 +116,19 @@ pub struct RunRecord {
     /// Every action attempt, in order (one entry for a failed filter).
     pub attempts: Vec<Attempt>,
     /// When the event was accepted, RFC 3339.
+    #[serde(alias = "accepted_at")]
     pub accepted_at: String,
     /// When processing started, RFC 3339.
+    #[serde(alias = "started_at")]
     pub started_at: String,
     /// When the record was finished, RFC 3339.
+    #[serde(alias = "finished_at")]
     pub finished_at: String,
     /// Time the event waited in the queue before processing.
+    #[serde(alias = "queued_ms")]
     pub queued_ms: u64,
     /// Time from start of processing to the end (including retry waits).
+    #[serde(alias = "duration_ms")]
     pub duration_ms: u64,
     /// The filter that ran: `name@version` or `cel`.
     pub filter: Option<String>,
@@ -138,6 +153,21 @@ pub struct RunRecord {
     pub replayed: bool,
 }
 
+/// A UUIDv7 stamped with the run's start, so the history's key order (and
+/// so `runs`) is start order even when a later-started run ends first.
+pub fn run_id_at(started_at: &str) -> String {
+    let stamp = chrono::DateTime::parse_from_rfc3339(started_at)
+        .map(|t| (t.timestamp().max(0) as u64, t.timestamp_subsec_nanos()))
+        .ok();
+    match stamp {
+        Some((secs, nanos)) => {
+            uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
+        }
+        None => uuid::Uuid::now_v7(),
+    }
+    .to_string()
+}
+
 fn first_delivery() -> u32 {
     1
 }
@@ -148,12 +178,17 @@ fn is_first_delivery(n: &u32) -> bool {
 
 /// The run that started a chained run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// camelCase like the rest of the API (and Kubernetes); the snake_case
+// aliases read records stored before the rename.
+#[serde(rename_all = "camelCase")]
 pub struct Upstream {
     /// Its run id.
+    #[serde(alias = "run_id")]
     pub run_id: String,
     /// Its trigger.
     pub trigger: String,
     /// Its event id.
+    #[serde(alias = "event_id")]
     pub event_id: String,
     /// How it ended.
     pub status: RunStatus,

@@ -95,6 +95,9 @@ pub struct RunQuery {
     pub status: Option<RunStatus>,
     /// Only runs started at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Only runs of this event.
+    #[serde(default)]
+    pub event: Option<String>,
     /// At most this many (newest first).
     pub limit: Option<usize>,
 }
@@ -294,13 +297,18 @@ impl RunStore {
         Ok(removed)
     }
 
-    /// Records matching the query, newest first.
+    /// Records matching the query, newest start first (run ids are UUIDv7
+    /// stamped with the start time, so key order is start order).
     pub fn list(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StateError> {
         let tx = self.state.db().begin_read()?;
         let runs = tx.open_table(RUNS)?;
         let limit = query.limit.unwrap_or(100);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let keep = |r: &RunRecord| {
             query.status.is_none_or(|s| r.status == s)
+                && query.event.as_deref().is_none_or(|e| r.event_id == e)
                 && query
                     .since
                     .as_deref()
@@ -479,10 +487,45 @@ mod tests {
             })
             .unwrap();
         assert_eq!(one[0].run_id, rs[3].run_id);
+        let none = store
+            .list(&RunQuery {
+                limit: Some(0),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(none.is_empty(), "limit 0 means none");
+        let by_event = store
+            .list(&RunQuery {
+                event: Some(rs[2].event_id.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_event.len(), 1);
+        assert_eq!(by_event[0].run_id, rs[2].run_id);
         assert_eq!(store.get(&rs[1].run_id).unwrap().unwrap().trigger, "b");
         let summaries = store.summaries().unwrap();
         assert_eq!((summaries["a"].successes, summaries["a"].failures), (2, 1));
         assert_eq!(summaries["b"].last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn newest_first_means_newest_start_even_when_written_later() {
+        let state = StateStore::in_memory(KvLimits::default()).unwrap();
+        let store = RunStore::open(state, Retention::default()).unwrap();
+        // A long run that started first ends (and is written) last.
+        let mut short = record("a", RunStatus::Succeeded, "2026-11-22T10:00:05.000Z");
+        let mut long = record("a", RunStatus::Succeeded, "2026-11-22T10:00:01.000Z");
+        for r in [&mut short, &mut long] {
+            r.run_id = crate::runs::run_id_at(&r.started_at);
+        }
+        store.write(std::slice::from_ref(&short)).unwrap();
+        store.write(std::slice::from_ref(&long)).unwrap();
+        let listed = store.list(&RunQuery::default()).unwrap();
+        let order: Vec<&str> = listed.iter().map(|r| r.started_at.as_str()).collect();
+        assert_eq!(
+            order,
+            ["2026-11-22T10:00:05.000Z", "2026-11-22T10:00:01.000Z"]
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The JSON API used by `wasmtrigger runs`, `runs show`, `triggers` and `fire`:
 //!
-//! - `GET /api/v1/runs?trigger=&status=&since=&limit=` — newest first;
-//!   `since` is RFC 3339 or a duration back from now (`15m`);
+//! - `GET /api/v1/runs?trigger=&status=&since=&event=&limit=` — newest start
+//!   first; `since` is RFC 3339 or a duration back from now (`15m`); `limit`
+//!   is 1 to 10000 (default 100); a `trigger` neither running nor in the
+//!   history is 404;
 //! - `GET /api/v1/runs/{run_id}`;
 //! - `GET /api/v1/triggers` — state, last success/failure, counts, and
 //!   what each trigger starts on success and on failure;
@@ -22,6 +24,9 @@ use crate::dispatch::SubmitError;
 use crate::event::Event;
 use crate::runs::RunStatus;
 use crate::runs::store::RunQuery;
+
+/// Most runs one `runs` answer holds.
+pub const MAX_LIMIT: usize = 10_000;
 
 /// Largest `fire` body accepted.
 const MAX_FIRE_BODY: u64 = 1 << 20;
@@ -54,6 +59,20 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
                 Ok(q) => q,
                 Err(message) => return error(StatusCode::BAD_REQUEST, &message),
             };
+            // A name that is neither running nor in the history is a typo, not "no runs".
+            if let Some(name) = &query.trigger
+                && engine.triggers.trigger(name).await.is_none()
+            {
+                let store = engine.history.clone();
+                let known = tokio::task::spawn_blocking(move || store.summaries()).await;
+                let name = name.clone();
+                if !matches!(known, Ok(Ok(s)) if s.contains_key(&name)) {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        &format!("no trigger named `{name}`, running or in the history"),
+                    );
+                }
+            }
             let store = engine.history.clone();
             match tokio::task::spawn_blocking(move || store.list(&query)).await {
                 Ok(Ok(runs)) => json(StatusCode::OK, &serde_json::json!({ "runs": runs })),
@@ -155,11 +174,17 @@ fn run_query(query: &str) -> Result<RunQuery, String> {
                 })
             }
             "since" => q.since = Some(since(&value)?),
+            "event" => q.event = Some(value.into_owned()),
             "limit" => {
-                let n: usize = value
-                    .parse()
-                    .map_err(|_| format!("limit `{value}` is not a number"))?;
-                q.limit = Some(n.clamp(1, 10_000));
+                q.limit = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            format!("limit `{value}`: expected a number from 1 to {MAX_LIMIT}")
+                        })?,
+                );
             }
             other => return Err(format!("unknown parameter `{other}`")),
         }
@@ -199,5 +224,13 @@ mod tests {
         assert!(run_query("since=15m").unwrap().since.is_some());
         assert!(run_query("since=yesterday").is_err());
         assert!(run_query("colour=red").is_err());
+        for bad in ["limit=0", "limit=10001", "limit=-1", "limit=many"] {
+            let e = run_query(bad).unwrap_err();
+            assert!(
+                e.contains("expected a number from 1 to 10000"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(run_query("event=e1").unwrap().event.as_deref(), Some("e1"));
     }
 }
