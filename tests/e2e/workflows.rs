@@ -310,7 +310,7 @@ triggers:
     let event = output(&bearer);
     assert_eq!(event["source"], "webhook");
     assert_eq!(event["data"]["body"], json!({"ref": "main"}));
-    assert_eq!(event["data"]["headers"], json!({"x-request-id": "req-1"}));
+    assert_eq!(event["data"]["headers"], json!({"X-Request-Id": "req-1"}));
     let github_event = output(&github);
     assert_eq!(github_event["data"]["bodyBase64"], "AGJpbmFyef8=");
     assert_eq!(

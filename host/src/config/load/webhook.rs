@@ -67,7 +67,7 @@ impl Loader<'_> {
                     message,
                 );
             }
-            headers.push(lower);
+            headers.push(h);
         }
         let max_body_bytes = spec.max_body_size.map(|b| b.0).unwrap_or(1 << 20);
         for (field, message) in out_of_bounds(&[(
