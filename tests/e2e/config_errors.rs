@@ -36,6 +36,9 @@ triggers:
   - name: bare-module
     source: { type: schedule, every: 1s }
     action: log-event.wasm
+  - name: orphan
+    source: { type: trigger, of: ghost }
+    action: { module: gone.wasm }
   - name: three-wrongs
     source: { type: schedule, every: often }
     filter: [1, 2]
@@ -105,6 +108,9 @@ fn check_lists_every_problem_with_file_trigger_and_field() {
         "action",
         "expected a mapping, found the string \"log-event.wasm\"; write `action: { module: log-event.wasm }`",
     );
+    // A missing module does not hide an unknown upstream.
+    find("orphan", "action.module", "module `gone.wasm` not found");
+    find("orphan", "source.of", "no trigger named `ghost` to chain on");
     // A problem in one part of a trigger does not hide the others.
     find("three-wrongs", "source.every", "invalid duration `often`");
     find("three-wrongs", "filter", "expected a mapping like");
@@ -118,8 +124,8 @@ fn check_lists_every_problem_with_file_trigger_and_field() {
             assert!(!line.contains(rust), "Rust type name in: {line}");
         }
     }
-    assert_eq!(lines.len(), 12, "exactly one line per problem:\n{out}");
-    assert!(out.contains("12 problem(s) found"));
+    assert_eq!(lines.len(), 14, "exactly one line per problem:\n{out}");
+    assert!(out.contains("14 problem(s) found"));
 }
 
 #[test]

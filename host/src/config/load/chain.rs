@@ -2,7 +2,7 @@
 //! that span triggers (unknown upstreams, cycles).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::super::schema::{ChainSpec, ConditionSpec, OutcomeSpec};
 use super::super::*;
@@ -95,20 +95,47 @@ impl Loader<'_> {
     }
 }
 
+/// A trigger as far as chains care: its name and, for a chained trigger,
+/// its conditions — kept for triggers with other problems too, so a missing
+/// module does not hide an unknown upstream, nor make its trigger "unknown".
+pub(super) struct Declared {
+    pub file: PathBuf,
+    pub name: String,
+    pub chain: Option<ChainConfig>,
+}
+
+impl Declared {
+    fn of(t: &TriggerConfig) -> Self {
+        Declared {
+            file: t.file.clone(),
+            name: t.name.clone(),
+            chain: match &t.source {
+                SourceConfig::Chain(chain) => Some(chain.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The chain problems of a set of triggers (unknown upstreams, cycles).
 pub fn chain_errors(triggers: &[TriggerConfig]) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    check_chains(triggers, &mut errors);
+    let declared: Vec<Declared> = triggers.iter().map(Declared::of).collect();
+    check_chains(&declared, triggers, &mut errors);
     errors
 }
 
-/// Chains must name existing triggers and must not form a cycle: a chain that
-/// can reach itself could run forever (retrying a failed run is `retry:`'s job).
-pub(super) fn check_chains(triggers: &[TriggerConfig], errors: &mut Vec<ConfigError>) {
-    let names: std::collections::HashSet<&str> = triggers.iter().map(|t| t.name.as_str()).collect();
-    let mut upstreams: HashMap<&str, Vec<&str>> = HashMap::new();
-    for t in triggers {
-        let SourceConfig::Chain(chain) = &t.source else {
+/// Chains must name declared triggers (valid or not) and the valid ones must
+/// not form a cycle: a chain that can reach itself could run forever
+/// (retrying a failed run is `retry:`'s job).
+pub(super) fn check_chains(
+    declared: &[Declared],
+    triggers: &[TriggerConfig],
+    errors: &mut Vec<ConfigError>,
+) {
+    let names: std::collections::HashSet<&str> = declared.iter().map(|t| t.name.as_str()).collect();
+    for t in declared {
+        let Some(chain) = &t.chain else {
             continue;
         };
         for (i, c) in chain.conditions.iter().enumerate() {
@@ -132,10 +159,17 @@ pub(super) fn check_chains(triggers: &[TriggerConfig], errors: &mut Vec<ConfigEr
                     message: format!("no trigger named `{}` to chain on", c.of),
                 });
             }
-            upstreams
-                .entry(t.name.as_str())
-                .or_default()
-                .push(c.of.as_str());
+        }
+    }
+    let mut upstreams: HashMap<&str, Vec<&str>> = HashMap::new();
+    for t in triggers {
+        if let SourceConfig::Chain(chain) = &t.source {
+            for c in &chain.conditions {
+                upstreams
+                    .entry(t.name.as_str())
+                    .or_default()
+                    .push(c.of.as_str());
+            }
         }
     }
     // Depth-first search from each trigger along its upstreams; reaching the start again is a cycle.
@@ -193,6 +227,16 @@ mod tests {
         );
         let cycle = "triggers:\n  - name: a\n    source: { type: trigger, of: b }\n    action: { module: m.wasm }\n  - name: b\n    source: { type: trigger, of: a }\n    action: { module: m.wasm }\n";
         assert_problem(cycle, "source", "chain cycle");
+        // A trigger with another problem still has a name and an upstream.
+        let both = "triggers:\n  - name: a\n    source: { type: schedule, every: 1m }\n    action: { module: m.wasm, timout: 1s }\n  - name: b\n    source: { type: trigger, of: ghost }\n    action: { module: m.wasm, timout: 1s }\n  - name: c\n    source: { type: trigger, of: a }\n    action: { module: m.wasm }\n";
+        assert_problem(both, "action.timout", "unknown field");
+        assert_problem(both, "source.of", "no trigger named `ghost`");
+        assert!(
+            !problems(both)
+                .iter()
+                .any(|p| p.message.contains("no trigger named `a`")),
+            "`a` is declared, though invalid"
+        );
         let itself = "triggers:\n  - name: a\n    source: { type: trigger, of: a, on: [failure] }\n    action: { module: m.wasm }\n";
         assert_problem(itself, "source", "chains on itself");
     }

@@ -15,7 +15,7 @@ mod webhook;
 
 pub(super) use action::parse_grants;
 pub use chain::chain_errors;
-use chain::check_chains;
+use chain::{Declared, check_chains};
 use engine::engine_settings;
 pub use schedule::schedule_warnings;
 
@@ -114,6 +114,7 @@ fn load_with(
         modules_dir: &modules_dir,
         modules_required,
         errors: &mut errors,
+        declared: Vec::new(),
     };
     let mut triggers: Vec<TriggerConfig> = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
@@ -146,7 +147,8 @@ fn load_with(
             }
         }
     }
-    check_chains(&triggers, &mut errors);
+    let declared = ctx.declared;
+    check_chains(&declared, &triggers, &mut errors);
     if errors.is_empty() && triggers.is_empty() && !overrides.allow_no_triggers {
         errors.push(ConfigError {
             file: path.to_path_buf(),
@@ -334,6 +336,8 @@ struct Loader<'a> {
     /// Whether a module file that does not exist is an error.
     modules_required: bool,
     errors: &'a mut Vec<ConfigError>,
+    /// Every trigger read, valid or not, for the checks across triggers.
+    declared: Vec<Declared>,
 }
 
 impl Loader<'_> {
@@ -391,6 +395,14 @@ impl Loader<'_> {
             }
             Some(raw) => self.source(file, &label, raw),
         };
+        self.declared.push(Declared {
+            file: file.to_path_buf(),
+            name: label.clone(),
+            chain: match &source {
+                Some(SourceConfig::Chain(chain)) => Some(chain.clone()),
+                _ => None,
+            },
+        });
         let spec = spec?;
         if let Err(message) = check_name(&spec.name) {
             self.error(file, Some(&label), Some("name"), message);
@@ -543,6 +555,7 @@ pub fn load_trigger(
         modules_dir: &config.modules_dir,
         modules_required: true,
         errors: &mut errors,
+        declared: Vec::new(),
     };
     match ctx.trigger(origin, 0, raw) {
         Some(trigger) if errors.is_empty() => Ok(trigger),
