@@ -147,7 +147,10 @@ async fn broken_and_wrong_world_modules_are_rejected_and_a_deleted_one_fails_run
             .error
             .as_deref()
             .unwrap()
-            .contains("was removed from"),
+            .contains(&format!(
+                "module `swap.wasm` was removed ({} is gone)",
+                mods.join("swap.wasm").display()
+            )),
         "{failed:#?}"
     );
 

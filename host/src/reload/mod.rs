@@ -311,7 +311,7 @@ impl Reloader {
             }
             if now == Fingerprint::Missing {
                 let why = format!(
-                    "module `{name}` was removed from {}; runs that use it fail until it is back",
+                    "module `{name}` was removed ({} is gone); runs that use it fail until it is back",
                     path.display()
                 );
                 tracing::warn!(module = %name, path = %path.display(), "module file removed");
