@@ -110,7 +110,11 @@ fn check_lists_every_problem_with_file_trigger_and_field() {
     );
     // A missing module does not hide an unknown upstream.
     find("orphan", "action.module", "module `gone.wasm` not found");
-    find("orphan", "source.of", "no trigger named `ghost` to chain on");
+    find(
+        "orphan",
+        "source.of",
+        "no trigger named `ghost` to chain on",
+    );
     // A problem in one part of a trigger does not hide the others.
     find("three-wrongs", "source.every", "invalid duration `often`");
     find("three-wrongs", "filter", "expected a mapping like");

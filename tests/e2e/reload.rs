@@ -143,14 +143,10 @@ async fn broken_and_wrong_world_modules_are_rejected_and_a_deleted_one_fails_run
     .await;
     assert_eq!(failed.reason, Some(FailureKind::ModuleUnavailable));
     assert!(
-        failed
-            .error
-            .as_deref()
-            .unwrap()
-            .contains(&format!(
-                "module `swap.wasm` was removed ({} is gone)",
-                mods.join("swap.wasm").display()
-            )),
+        failed.error.as_deref().unwrap().contains(&format!(
+            "module `swap.wasm` was removed ({} is gone)",
+            mods.join("swap.wasm").display()
+        )),
         "{failed:#?}"
     );
 

@@ -13,6 +13,8 @@ pub const JS_TOOL: &str = "0.23.0";
 
 const WIT: &str = include_str!("../../../wit/plugin.wit");
 const README: &str = include_str!("../../templates/README.md");
+const SDK_LIB: &str = include_str!("../../../guest-sdk/src/lib.rs");
+const SDK_MANIFEST: &str = include_str!("../../../guest-sdk/Cargo.toml");
 const SAMPLE_DEPLOYMENT: &str = include_str!("../../../examples/events/deployment-ready.json");
 
 /// A guest language.
@@ -42,6 +44,35 @@ pub enum ScaffoldError {
     Io(PathBuf, std::io::Error),
 }
 
+/// The guest SDK's manifest made standalone: the workspace's shared values
+/// written out, so the copy builds outside this repository.
+fn sdk_manifest() -> String {
+    SDK_MANIFEST
+        .lines()
+        .map(|line| match line.split_once(".workspace = true") {
+            Some(("version", _)) => format!("version = \"{}\"", env!("CARGO_PKG_VERSION")),
+            Some(("edition", _)) => "edition = \"2024\"".to_string(),
+            Some(("license", _)) => format!("license = \"{}\"", env!("CARGO_PKG_LICENSE")),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// `my-filter` -> `MyFilter`, the name of the type the module exports.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Writes the project into `dir` (created; must not hold files) and returns the files written.
 pub fn scaffold(
     world: World,
@@ -61,6 +92,7 @@ pub fn scaffold(
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
     let filter = world == World::Filter;
+    let sdk_manifest = sdk_manifest();
     let pick = |f: &'static str, a: &'static str| if filter { f } else { a };
     let mut files: Vec<(&str, &str, bool)> = match lang {
         Lang::Rust => vec![
@@ -82,6 +114,9 @@ pub fn scaffold(
                 include_str!("../../templates/rust/build.sh"),
                 true,
             ),
+            ("wasmtrigger-guest/Cargo.toml", &sdk_manifest, false),
+            ("wasmtrigger-guest/src/lib.rs", SDK_LIB, false),
+            ("wasmtrigger-guest/wit/plugin.wit", WIT, false),
         ],
         Lang::Python => vec![
             (
@@ -150,7 +185,9 @@ pub fn scaffold(
             "triggers:\n  - name: {name}\n    source: {{ type: webhook, auth: none }}\n    action:\n      module: {name}.wasm\n      params: {{ greeting: hello }}\n"
         )
     };
-    files.push(("wit/plugin.wit", WIT, false));
+    if lang != Lang::Rust {
+        files.push(("wit/plugin.wit", WIT, false));
+    }
     files.push(("event.json", &event_text, false));
     files.push(("body.json", &body_text, false));
     files.push(("triggers.yaml", &triggers_text, false));
@@ -169,6 +206,16 @@ pub fn scaffold(
     let vars = [
         ("{{name}}", name.to_string()),
         ("{{crate}}", name.replace('-', "_")),
+        ("{{type}}", type_name(name)),
+        (
+            "{{wit}}",
+            if lang == Lang::Rust {
+                "wasmtrigger-guest/wit/plugin.wit"
+            } else {
+                "wit/plugin.wit"
+            }
+            .to_string(),
+        ),
         ("{{world}}", world.name().to_string()),
         ("{{lang_name}}", lang_name.to_string()),
         ("{{build}}", build.to_string()),
@@ -246,6 +293,24 @@ mod tests {
             )),
             "{js}"
         );
+    }
+
+    #[test]
+    fn the_rust_project_carries_a_standalone_copy_of_the_sdk() {
+        let manifest = sdk_manifest();
+        assert!(!manifest.contains(".workspace"), "{manifest}");
+        assert!(
+            manifest.contains("name = \"wasmtrigger-guest\""),
+            "{manifest}"
+        );
+        assert_eq!(type_name("my-filter-2"), "MyFilter2");
+        let dir = std::env::temp_dir().join(format!("wt-new-{}", uuid::Uuid::now_v7()));
+        scaffold(World::Filter, "only-watched", Lang::Rust, &dir).unwrap();
+        let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("impl Filter for OnlyWatched"), "{lib}");
+        assert!(dir.join("wasmtrigger-guest/wit/plugin.wit").is_file());
+        assert!(!dir.join("wit").exists(), "one copy of the contract");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
