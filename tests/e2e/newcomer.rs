@@ -2,6 +2,7 @@
 //! compiled-module cache behind `invoke`, the errors they read first, and
 //! the command line's conventions.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use serde_json::Value;
@@ -136,4 +137,118 @@ fn dash_n_is_the_namespace() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("namespace: automation"), "{out}");
+}
+
+/// The README's "Your first trigger" block, run as written by bash: only the
+/// project directory and the port are this test's own, and the last
+/// `wasmtrigger runs` is repeated until the run is recorded (a person types
+/// it seconds later).
+#[test]
+fn the_readme_first_trigger_walkthrough_runs_as_written() {
+    let readme = std::fs::read_to_string(support::repo().join("README.md")).unwrap();
+    let section = readme
+        .split_once("## Your first trigger")
+        .expect("README has the section")
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the section has a sh block")
+        .0;
+    assert!(block.lines().count() < 30, "under 30 lines");
+
+    // CARGO_TARGET_DIR as after the quickstart: the binary in debug/, the
+    // example modules in modules/; the scaffold tests' target holds the
+    // project's wasm build so its dependencies are built once.
+    let target = support::modules().parent().unwrap().join("scaffold-target");
+    let debug = target.join("debug");
+    std::fs::create_dir_all(&debug).unwrap();
+    let link = debug.join("wasmtrigger");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(support::binary(), &link).unwrap();
+    let modules = target.join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::copy(
+        support::module("log-event.wasm"),
+        modules.join("log-event.wasm"),
+    )
+    .unwrap();
+
+    let ws = Workspace::new();
+    let project = ws.path().join("only-named");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut script = String::from("set -euo pipefail\n");
+    for line in block.lines() {
+        let line = line
+            .replace("/tmp/only-named", &project.display().to_string())
+            .replace("7070", &port.to_string());
+        if line.starts_with("wasmtrigger runs ") {
+            let line = line.split(" #").next().unwrap_or_default().trim();
+            script.push_str(&format!(
+                "for i in $(seq 300); do out=$({line}); grep -q succeeded <<<\"$out\" && break; sleep 0.1; done; echo \"$out\"\n"
+            ));
+        } else {
+            script.push_str(&line);
+            script.push('\n');
+        }
+    }
+    script.push_str("wait\n");
+    // Its own process group, so whatever the script leaves running is
+    // stopped with it even when the script fails half-way.
+    let (out_path, err_path) = (ws.path().join("stdout"), ws.path().join("stderr"));
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(support::repo())
+        .env("CARGO_TARGET_DIR", &target)
+        .env("LISTEN", format!("127.0.0.1:{port}"))
+        .env("WASMTRIGGER_SERVER", format!("http://127.0.0.1:{port}"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + support::DEADLINE * 4;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = child.wait();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{script}\n{stdout}\n{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.contains(&"true"),
+        "invoke passed the sample: {stdout}"
+    );
+    let run = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("RUN ID"))
+        .find(|l| l.contains("only-named"))
+        .unwrap_or_else(|| panic!("no run listed:\n{stdout}\n{stderr}"));
+    assert!(run.contains("succeeded"), "{run}");
+    assert!(
+        stderr.contains("received SIGTERM") || stderr.contains("stopped"),
+        "kill %1 stops the engine cleanly:\n{stderr}"
+    );
 }

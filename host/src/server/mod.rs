@@ -251,7 +251,8 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
 /// A JSON response; registered secret values are redacted from it, whatever
 /// record or error carried them.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let text = value.to_string();
+    // A final newline, so `curl` in a terminal leaves the prompt on its own line.
+    let text = value.to_string() + "\n";
     let text = crate::redact::redact_str(&text).into_owned();
     Response::builder()
         .status(status)
