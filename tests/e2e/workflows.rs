@@ -516,6 +516,9 @@ triggers:
   - name: manual-broken
     source: { type: webhook, auth: none }
     action: { module: hostile.wasm, params: { mode: fail } }
+  - name: manual-panic
+    source: { type: webhook, auth: none }
+    action: { module: hostile.wasm, params: { mode: panic } }
 "#,
     );
     let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
@@ -620,6 +623,14 @@ triggers:
     assert_eq!(code, 1, "a failed run fails the command: {out}{err}");
     let run: RunRecord = serde_json::from_str(&out).unwrap();
     assert_eq!(run.status, wasmtrigger::runs::RunStatus::Failed);
+    // The table's error column starts with what the author wrote: the panic.
+    let (code, out, _) = run_cli(&["fire", "manual-panic", "--wait", "--server", &base], None);
+    assert_eq!(code, 1);
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("panicked at hostile/src/lib.rs:") && row.contains("hostile guest"),
+        "{out}"
+    );
     // Data comes the same way to every command: --data, --file, or --file - (stdin).
     let data = ws.write("data.json", r#"{"from":"a file"}"#);
     let (code, out, err) = run_cli(

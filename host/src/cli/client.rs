@@ -173,6 +173,14 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
             RunStatus::Failed => r.error.as_deref().unwrap_or(""),
             _ => r.output.as_deref().unwrap_or(""),
         };
+        // An error starts with the module that failed, which the record names
+        // anyway; the table's narrow column is for what went wrong.
+        let detail = [r.module.as_deref(), r.filter.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|label| detail.strip_prefix(label))
+            .map(str::trim_start)
+            .unwrap_or(detail);
         out.push_str(&format!(
             "{:<36}  {:<20}  {:<9}  {:>3}  {:<24}  {:>8}  {}\n",
             r.run_id,
