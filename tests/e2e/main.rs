@@ -8,6 +8,7 @@ mod benches;
 mod capabilities;
 mod cli;
 mod config_errors;
+mod container;
 mod deploy;
 mod dispatch;
 mod engine_process;
