@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # wasmtrigger: the engine plus the example modules and the quickstart config.
 # Build:  docker build -t wasmtrigger .
+# Without a registry: scripts/build-image makes the same image from Debian packages (deploy/README.md).
 # Run:    openssl rand -hex 32 > api-token
 #         docker run --rm -v $PWD/api-token:/run/secrets/api-token:ro wasmtrigger
 #         docker run --rm -v $PWD/api-token:/run/secrets/api-token:ro \
