@@ -13,7 +13,7 @@ use wasmtrigger::runtime::{Invocation, Runtime, RuntimeSettings};
 use wasmtrigger::state::StateStore;
 
 use crate::support::http_server::TestServer;
-use crate::support::{self, EngineProcess, Workspace, run_cli, runs_in_log, start_engine};
+use crate::support::{self, EngineProcess, Workspace, runs_in_log, start_engine};
 
 /// A hostile-guest `http` call as YAML params.
 fn http_params(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> String {
@@ -447,16 +447,7 @@ triggers:
     );
 
     // Scan everything the engine wrote: its log, and every file in its state directory.
-    let (_, check_out, check_err) = run_cli(
-        &[
-            "check",
-            "--config",
-            &config.display().to_string(),
-            "--modules",
-            &support::modules().display().to_string(),
-        ],
-        None,
-    );
+    let (_, check_out, check_err) = support::check_config(&config);
     let mut written = vec![log, check_out, check_err];
     for entry in support::walk(&ws.state_dir()) {
         written.push(String::from_utf8_lossy(&std::fs::read(entry).unwrap()).into_owned());

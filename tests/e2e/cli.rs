@@ -205,16 +205,7 @@ fn check_accepts_every_example_config() {
     let dir = support::repo().join("examples/configs");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let (code, out, err) = run_cli(
-            &[
-                "check",
-                "--config",
-                &path.display().to_string(),
-                "--modules",
-                &support::modules().display().to_string(),
-            ],
-            None,
-        );
+        let (code, out, err) = support::check_config(&path);
         assert_eq!(code, 0, "{}: {out}{err}", path.display());
     }
 }
@@ -222,16 +213,7 @@ fn check_accepts_every_example_config() {
 #[test]
 fn check_accepts_the_quickstart() {
     let config = support::repo().join("examples/configs/quickstart.yaml");
-    let (code, out, err) = run_cli(
-        &[
-            "check",
-            "--config",
-            &config.display().to_string(),
-            "--modules",
-            &support::modules().display().to_string(),
-        ],
-        None,
-    );
+    let (code, out, err) = support::check_config(&config);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("ok: 3 trigger(s), 2 module(s)"), "{out}");
 }

@@ -139,16 +139,7 @@ fn engine_settings_errors_name_the_engine_field() {
         "engine.yaml",
         "engine: { workers: 0, timeout: soon, memory: 12 parsecs }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
     );
-    let (code, out, _) = run_cli(
-        &[
-            "check",
-            "--config",
-            &file.display().to_string(),
-            "--modules",
-            &support::modules().display().to_string(),
-        ],
-        None,
-    );
+    let (code, out, _) = support::check_config(&file);
     assert_eq!(code, 1);
     // Every bad field of the section is reported, not only the first.
     assert!(
@@ -164,16 +155,7 @@ fn engine_settings_errors_name_the_engine_field() {
         "workers.yaml",
         "engine: { workers: 0 }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
     );
-    let (code, out, _) = run_cli(
-        &[
-            "check",
-            "--config",
-            &file.display().to_string(),
-            "--modules",
-            &support::modules().display().to_string(),
-        ],
-        None,
-    );
+    let (code, out, _) = support::check_config(&file);
     assert_eq!(code, 1);
     assert!(
         out.contains("field `engine.workers`: 0 workers: expected 1 to 1024"),
@@ -212,16 +194,7 @@ fn a_directory_of_configs_is_merged_and_hidden_entries_are_ignored() {
     ws.write("conf/b.json", r#"{"triggers":[{"name":"b","source":{"type":"schedule","every":"1m"},"action":{"module":"log-event.wasm"}}]}"#);
     ws.write("conf/..data/stale.yaml", "triggers: [garbage");
     ws.write("conf/.hidden.yaml", "triggers: [garbage");
-    let (code, out, err) = run_cli(
-        &[
-            "check",
-            "--config",
-            &ws.path().join("conf").display().to_string(),
-            "--modules",
-            &support::modules().display().to_string(),
-        ],
-        None,
-    );
+    let (code, out, err) = support::check_config(&ws.path().join("conf"));
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok: 2 trigger(s), 2 module(s)"), "{out}");
 }
@@ -233,16 +206,7 @@ fn check_warns_about_schedules_that_cannot_fire() {
         "silent.yaml",
         "triggers:\n  - name: feb-31\n    source: { type: schedule, cron: \"0 0 31 2 *\" }\n    action: { module: counter.wasm }\n  - name: leap-day\n    source: { type: schedule, cron: \"0 0 29 2 *\" }\n    action: { module: counter.wasm }\n",
     );
-    let (code, out, err) = run_cli(
-        &[
-            "check",
-            "--config",
-            &file.display().to_string(),
-            "--modules",
-            &support::modules().display().to_string(),
-        ],
-        None,
-    );
+    let (code, out, err) = support::check_config(&file);
     // Legal, so not a failure; but said, with the place.
     assert_eq!(code, 0, "{out}{err}");
     let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning: ")).collect();

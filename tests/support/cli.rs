@@ -44,6 +44,20 @@ impl Workspace {
     }
 }
 
+/// `wasmtrigger check` of `config` with the test modules: (exit code, stdout, stderr).
+pub fn check_config(config: &Path) -> (i32, String, String) {
+    run_cli(
+        &[
+            "check",
+            "--config",
+            &config.display().to_string(),
+            "--modules",
+            &modules().display().to_string(),
+        ],
+        None,
+    )
+}
+
 /// Runs the binary to completion and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(binary())

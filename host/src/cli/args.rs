@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::BadInput;
 use wasmtrigger::config::values;
 
 /// Event automation with WebAssembly filters and actions.
@@ -155,7 +156,7 @@ pub(crate) struct DataArgs {
 
 impl DataArgs {
     /// The data's text, if given; a file that cannot be read is named.
-    pub(crate) fn read(&self) -> Result<Option<String>, String> {
+    pub(crate) fn read(&self) -> Result<Option<String>, BadInput> {
         use std::io::Read;
         match (&self.data, self.file.as_deref()) {
             (Some(data), _) => Ok(Some(data.clone())),
@@ -163,12 +164,12 @@ impl DataArgs {
                 let mut text = String::new();
                 std::io::stdin()
                     .read_to_string(&mut text)
-                    .map_err(|e| format!("cannot read the data from stdin: {e}"))?;
+                    .map_err(|e| BadInput(format!("cannot read the data from stdin: {e}")))?;
                 Ok(Some(text))
             }
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map(Some)
-                .map_err(|e| format!("cannot read {path}: {e}")),
+                .map_err(|e| BadInput(format!("cannot read {path}: {e}"))),
             (None, None) => Ok(None),
         }
     }

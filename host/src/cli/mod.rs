@@ -9,3 +9,9 @@ pub mod offline;
 pub mod remote;
 pub mod run;
 mod scaffold;
+
+/// Input the user gave that cannot be used: reported like any error, but
+/// with exit status 2, so scripts can tell it from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);

@@ -94,13 +94,7 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         check_secret_name(name).map_err(|e| anyhow::anyhow!("--allow-secret: {e}"))?;
         grants.secrets.push(name.clone());
     }
-    let event = match args.data.read() {
-        Ok(text) => text.unwrap_or_else(|| "{}".to_string()),
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let event = args.data.read()?.unwrap_or_else(|| "{}".to_string());
     let request = InvokeRequest {
         module: args.module,
         event,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::BadInput;
 use super::args::{
     DEFAULT_SERVER, EnqueueArgs, FireArgs, Format, HistoryArgs, RunsArgs, RunsCommand, ServerArgs,
     TriggersArgs,
@@ -20,17 +21,9 @@ use wasmtrigger::runs::{RunRecord, RunStatus};
 use wasmtrigger::state::{KvLimits, STATE_FILE, StateError, StateStore};
 
 pub(crate) async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
-    let text = match args.data.read() {
-        Ok(Some(text)) => text,
-        Ok(None) => {
-            eprintln!("error: give the item with --data JSON or --file FILE (`-` for stdin)");
-            return Ok(ExitCode::from(2));
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+    let text = args.data.read()?.ok_or_else(|| {
+        BadInput("give the item with --data JSON or --file FILE (`-` for stdin)".into())
+    })?;
     let id = wasmtrigger::sources::redis_queue::enqueue(&args.redis, &args.queue, &text).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
@@ -207,19 +200,10 @@ pub(crate) async fn triggers(args: TriggersArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn fire(args: FireArgs) -> anyhow::Result<ExitCode> {
-    let data = match args.data.read() {
-        Ok(None) => serde_json::json!({}),
-        Ok(Some(text)) => match serde_json::from_str(&text) {
-            Ok(data) => data,
-            Err(e) => {
-                eprintln!("error: the event data is not valid JSON: {e}");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(2));
-        }
+    let data = match args.data.read()? {
+        None => serde_json::json!({}),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| BadInput(format!("the event data is not valid JSON: {e}")))?,
     };
     let api = client(&args.server)?;
     let event_id = api.fire(&args.trigger, data).await?;
