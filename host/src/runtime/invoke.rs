@@ -250,9 +250,10 @@ fn classify(error: &wasmtime::Error, armed: &Armed, inv: &Invocation) -> InvokeE
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
-    // What the author wrote comes first: a panic's place and message, then the trap.
-    let message = match output.panic_message() {
-        Some(panic) => format!("{label} panicked at {panic} ({cause})"),
+    // What the author's code said comes first (a panic's place and message,
+    // an exception), then the trap.
+    let message = match output.failure_lead() {
+        Some(lead) => format!("{label} {lead} ({cause})"),
         None => {
             let hint = output
                 .stderr_tail()

@@ -92,12 +92,27 @@ impl GuestOutput {
         Some(crate::runs::cap_text(joined, MAX_TAIL))
     }
 
-    /// The panic a Rust guest reported on stderr, as `LOCATION: MESSAGE`
-    /// (`src/lib.rs:15:54: event has no name`), if it did.
-    pub fn panic_message(&self) -> Option<String> {
+    /// What the guest's own code reported on stderr before trapping, as the
+    /// lead of the run's error: `raised ValueError: boom` for a Python
+    /// traceback (whose runtime then panics), else a Rust panic as
+    /// `panicked at src/lib.rs:15:54: event has no name`.
+    pub fn failure_lead(&self) -> Option<String> {
         let tail = lock(&self.stderr_tail);
         let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
         let at = lines.iter().position(|l| l.contains("panicked at "))?;
+        // componentize-py prints the traceback, then its runtime panics with this.
+        let python = lines[at..]
+            .iter()
+            .any(|l| l.contains("Python function threw an unexpected exception"))
+            || lines[..at]
+                .iter()
+                .any(|l| l.starts_with("Traceback (most recent call last)"));
+        if python {
+            // The traceback's last line is the exception; the panic after it
+            // is componentize-py's own.
+            let exception = lines[..at].iter().rev().find(|l| !l.starts_with(' '))?;
+            return Some(format!("raised {}", exception.trim()));
+        }
         let after = lines[at].split_once("panicked at ")?.1.trim();
         // Current Rust prints `panicked at LOC:` and the message on the next
         // line; older Rust put both on one line.
@@ -108,8 +123,10 @@ impl GuestOutput {
             .filter(|l| !l.is_empty())
             .collect();
         Some(match after.strip_suffix(':') {
-            Some(location) if !message.is_empty() => format!("{location}: {}", message.join(" ")),
-            _ => after.to_string(),
+            Some(location) if !message.is_empty() => {
+                format!("panicked at {location}: {}", message.join(" "))
+            }
+            _ => format!("panicked at {after}"),
         })
     }
 
@@ -281,5 +298,33 @@ impl tokio::io::AsyncWrite for GuestStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(stderr: &str) -> Option<String> {
+        let out = GuestOutput::new("t".into(), "m".into(), 1 << 20);
+        out.write(Stream::Stderr, stderr.as_bytes()).unwrap();
+        out.failure_lead()
+    }
+
+    #[test]
+    fn the_authors_words_lead_the_error() {
+        // Rust since 1.73: location, then the message on its own line.
+        assert_eq!(
+            lead("thread '<unnamed>' panicked at src/lib.rs:15:54:\nevent has no name\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n")
+                .as_deref(),
+            Some("panicked at src/lib.rs:15:54: event has no name")
+        );
+        // componentize-py: the exception, not its runtime's panic.
+        assert_eq!(
+            lead("Traceback (most recent call last):\n  File \"/0/app.py\", line 21, in run\nValueError: boom\nthread '<unnamed>' panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n")
+                .as_deref(),
+            Some("raised ValueError: boom")
+        );
+        assert_eq!(lead("just a log line\n"), None);
     }
 }
