@@ -97,10 +97,10 @@ impl Loader<'_> {
     }
 }
 
-/// Schedules that load but will not fire again after `now`: a cron day no
-/// month has (`0 0 31 2 *`), an `at` in the past, an `until` already passed.
-/// They are legal (an `at` that already ran is normal after a restart), so
-/// `check` reports them as warnings and `run` logs them.
+/// Schedules that load but will never fire after `now`: a cron day no month
+/// has (`0 0 31 2 *`), an `until` already passed, a cron whose next time is
+/// after its `until`. They are legal, so `check` reports them as warnings
+/// and `run` logs them.
 pub fn schedule_warnings(
     triggers: &[TriggerConfig],
     now: chrono::DateTime<chrono::Utc>,
@@ -148,10 +148,8 @@ pub fn schedule_warnings(
                 ),
                 Some(_) => {}
             },
-            ScheduleMode::At(at) if *at <= now => warn(
-                "source.at",
-                format!("`at` ({at}) has passed; this trigger will not fire"),
-            ),
+            // A past `at` is not warned about: it still fires once at the
+            // next start unless it already fired (recorded in the state dir).
             _ => {}
         }
     }
@@ -178,8 +176,8 @@ mod tests {
             w.len() == 1 && w[0].starts_with("source.cron:") && w[0].contains("never fire"),
             "{w:?}"
         );
-        let w = warned("{ type: schedule, at: '2001-01-01T00:00:00Z' }");
-        assert!(w.len() == 1 && w[0].starts_with("source.at:"), "{w:?}");
+        // A past `at` still fires once at the next start if it never fired.
+        assert!(warned("{ type: schedule, at: '2001-01-01T00:00:00Z' }").is_empty());
         let w = warned("{ type: schedule, cron: '0 0 1 1 *', until: '2001-01-01T00:00:00Z' }");
         assert!(w.len() == 1 && w[0].starts_with("source.until:"), "{w:?}");
         assert!(warned("{ type: schedule, cron: '0 0 29 2 *' }").is_empty());
