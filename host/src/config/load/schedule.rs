@@ -127,30 +127,31 @@ pub fn schedule_warnings(
             );
             continue;
         }
-        match &schedule.mode {
-            ScheduleMode::Cron {
-                schedule: cron,
-                timezone,
-            } => match cron.next_after(&now.with_timezone(timezone)) {
-                None => warn(
-                    "source.cron",
-                    format!(
-                        "`{}` matches no date (no month has that day); this trigger will never fire",
-                        cron.text()
-                    ),
+        // A past `at` is not warned about: it still fires once at the next
+        // start unless it already fired (recorded in the state directory).
+        let ScheduleMode::Cron {
+            schedule: cron,
+            timezone,
+        } = &schedule.mode
+        else {
+            continue;
+        };
+        match cron.next_after(&now.with_timezone(timezone)) {
+            None => warn(
+                "source.cron",
+                format!(
+                    "`{}` matches no date (no month has that day); this trigger will never fire",
+                    cron.text()
                 ),
-                Some(next) if schedule.until.is_some_and(|u| next > u) => warn(
-                    "source.cron",
-                    format!(
-                        "`{}` next fires at {next}, after `until`; this trigger will not fire",
-                        cron.text()
-                    ),
+            ),
+            Some(next) if schedule.until.is_some_and(|u| next > u) => warn(
+                "source.cron",
+                format!(
+                    "`{}` next fires at {next}, after `until`; this trigger will not fire",
+                    cron.text()
                 ),
-                Some(_) => {}
-            },
-            // A past `at` is not warned about: it still fires once at the
-            // next start unless it already fired (recorded in the state dir).
-            _ => {}
+            ),
+            Some(_) => {}
         }
     }
     warnings
