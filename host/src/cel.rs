@@ -18,7 +18,10 @@
 //!   checks the run's deadline and a step budget ([`MAX_STEPS`]), so a
 //!   quadratic expression over a large payload ends as a `timeout`; a macro
 //!   over a value that is not a list or map is an error rather than the
-//!   interpreter's panic, and any other panic inside it is caught.
+//!   interpreter's panic, and any other panic inside it is caught. Deep
+//!   trees and macros run on threads with big stacks, small loop-free ones
+//!   inline, and only the parts of the payload an expression reads are
+//!   parsed (see `reads`).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -27,6 +30,9 @@ use std::time::Instant;
 
 use cel::common::ast::{ComprehensionExpr, EntryExpr, Expr, IdedExpr};
 use cel::{ExecutionError, FunctionContext, Value};
+
+mod reads;
+use reads::Reads;
 
 /// Longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 8 * 1024;
@@ -38,6 +44,11 @@ pub const MAX_TREE_DEPTH: usize = 100;
 pub const MAX_NODES: usize = 4000;
 /// Most macro iterations one evaluation may take.
 pub const MAX_STEPS: u64 = 2_000_000;
+
+/// Trees at most this deep and without macros are evaluated on the calling
+/// thread: their recursion fits any stack, and with no loop their time is
+/// bounded by their size. Handing them to the pool cost more than evaluating.
+const INLINE_DEPTH: usize = 12;
 
 /// Stack for compiling and for evaluating: ample for the bounds above, in
 /// debug builds too (the generated parser's frames are large).
@@ -69,6 +80,10 @@ pub enum CelError {
 pub struct CelFilter {
     source: String,
     expression: Arc<IdedExpr>,
+    /// The parts of the payload it reads; None: all of it.
+    reads: Option<Arc<Reads>>,
+    /// Small and loop-free: evaluated on the calling thread.
+    inline: bool,
     /// Holds the built-in functions; each evaluation uses a child scope of it.
     root: Arc<cel::Context<'static>>,
 }
@@ -164,11 +179,14 @@ fn check_text(source: &str) -> Result<(), String> {
 
 /// Checks the parsed tree's size and depth without recursing (the tree may
 /// be deep), and rewrites each macro so that its iterations are counted.
-fn check_and_instrument(expr: &mut IdedExpr) -> Result<(), String> {
+/// Returns whether the tree is small enough to evaluate inline (see [`INLINE_DEPTH`]).
+fn check_and_instrument(expr: &mut IdedExpr) -> Result<bool, String> {
     let mut stack: Vec<(&mut IdedExpr, usize)> = vec![(expr, 1)];
     let mut nodes = 0usize;
+    let mut inline = true;
     while let Some((node, depth)) = stack.pop() {
         nodes += 1;
+        inline &= depth <= INLINE_DEPTH;
         if nodes > MAX_NODES {
             return Err(format!("the expression has more than {MAX_NODES} parts"));
         }
@@ -186,6 +204,7 @@ fn check_and_instrument(expr: &mut IdedExpr) -> Result<(), String> {
                 stack.extend(call.args.iter_mut().map(|a| (a, next)));
             }
             Expr::Comprehension(c) => {
+                inline = false;
                 instrument(c);
                 let c = &mut **c;
                 stack.push((&mut c.iter_range, next));
@@ -214,7 +233,7 @@ fn check_and_instrument(expr: &mut IdedExpr) -> Result<(), String> {
             Expr::Ident(_) | Expr::Literal(_) => {}
         }
     }
-    Ok(())
+    Ok(inline)
 }
 
 /// Wraps a macro's range (must be a list or map) and its loop condition
@@ -268,18 +287,30 @@ fn iterable(ftx: &FunctionContext, range: Value) -> Result<Value, ExecutionError
 }
 
 impl CelFilter {
-    /// Compiles an expression; the error names the problem and what was expected.
+    /// Compiles a predicate; the error names the problem and what was expected.
     pub fn compile(source: &str) -> Result<Self, String> {
+        Self::compile_as(source, expected())
+    }
+
+    /// Compiles an ordering key: an expression giving a string or a number.
+    pub fn compile_key(source: &str) -> Result<Self, String> {
+        Self::compile_as(
+            source,
+            "expected an expression over `event` giving a string or number, like event.data.body.orderId",
+        )
+    }
+
+    fn compile_as(source: &str, expected: &'static str) -> Result<Self, String> {
         let shown: String = source.chars().take(120).collect();
         let shown = if shown.len() < source.len() {
             format!("{shown}…")
         } else {
             shown
         };
-        let fail = |why: String| format!("invalid CEL expression `{shown}`: {why}; {}", expected());
+        let fail = |why: String| format!("invalid CEL expression `{shown}`: {why}; {expected}");
         check_text(source).map_err(&fail)?;
         let text = source.to_string();
-        let parsed = on_big_stack(move || -> Result<IdedExpr, String> {
+        let (parsed, inline) = on_big_stack(move || -> Result<(IdedExpr, bool), String> {
             let mut expr = cel::parser::Parser::new()
                 .max_recursion_depth(MAX_NESTING as u16 * 4)
                 .parse(&text)
@@ -293,8 +324,8 @@ impl CelFilter {
                         .collect();
                     reason.join(" ")
                 })?;
-            check_and_instrument(&mut expr)?;
-            Ok(expr)
+            let inline = check_and_instrument(&mut expr)?;
+            Ok((expr, inline))
         })
         .map_err(&fail)?
         .map_err(&fail)?;
@@ -303,9 +334,18 @@ impl CelFilter {
         root.add_function(ITERABLE, iterable);
         Ok(CelFilter {
             source: source.to_string(),
+            reads: Reads::of(&parsed).map(Arc::new),
             expression: Arc::new(parsed),
+            inline,
             root: Arc::new(root),
         })
+    }
+
+    /// The same expression, parsing the whole payload (to test the pruning against).
+    #[cfg(test)]
+    pub(crate) fn reading_everything(mut self) -> Self {
+        self.reads = None;
+        self
     }
 
     /// The expression as written.
@@ -319,15 +359,56 @@ impl CelFilter {
         self.evaluate_within(event, None).map_err(|e| e.to_string())
     }
 
-    /// Evaluates the predicate off the async workers, on a thread of its own
-    /// with an ample stack, ending at `deadline`.
+    /// Evaluates the predicate, ending at `deadline`: a deep tree or one with
+    /// macros off the async workers on a thread with an ample stack, a small
+    /// loop-free one inline.
     pub async fn evaluate_until(
         &self,
         event: &crate::event::Event,
         deadline: Instant,
     ) -> Result<bool, CelError> {
+        self.on_stack_for(event, move |filter, event| {
+            filter.evaluate_within(event, Some(deadline))
+        })
+        .await
+    }
+
+    /// Evaluates an ordering key (see [`CelFilter::compile_key`]) like
+    /// [`CelFilter::evaluate_until`]: a string as it is, a number or bool
+    /// as its text; anything else is an error.
+    pub async fn key_until(
+        &self,
+        event: &crate::event::Event,
+        deadline: Instant,
+    ) -> Result<String, CelError> {
+        self.on_stack_for(event, move |filter, event| {
+            match filter.resolve_within(event, Some(deadline))? {
+                Value::String(s) => Ok(s.to_string()),
+                Value::Int(i) => Ok(i.to_string()),
+                Value::UInt(u) => Ok(u.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                other => Err(CelError::Failed(format!(
+                    "CEL expression `{}` returned {:?}, expected a string or number",
+                    filter.source,
+                    other.type_of()
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Runs an evaluation where its stack suffices: inline for a small
+    /// loop-free tree, otherwise on the pool's big-stack threads.
+    async fn on_stack_for<T: Send + 'static>(
+        &self,
+        event: &crate::event::Event,
+        run: impl FnOnce(&CelFilter, &crate::event::Event) -> Result<T, CelError> + Send + 'static,
+    ) -> Result<T, CelError> {
+        if self.inline {
+            return run(self, event);
+        }
         let (filter, event) = (self.clone(), event.clone());
-        let job = move || filter.evaluate_within(&event, Some(deadline));
+        let job = move || run(&filter, &event);
         let joined = match pool() {
             Some(pool) => pool.spawn_blocking(job).await,
             None => tokio::task::spawn_blocking(job).await,
@@ -345,8 +426,26 @@ impl CelFilter {
         event: &crate::event::Event,
         deadline: Option<Instant>,
     ) -> Result<bool, CelError> {
-        let data: serde_json::Value = serde_json::from_str(&event.data)
-            .map_err(|e| CelError::Failed(format!("event data is not valid JSON: {e}")))?;
+        match self.resolve_within(event, deadline)? {
+            Value::Bool(pass) => Ok(pass),
+            other => Err(CelError::Failed(format!(
+                "CEL expression `{}` returned {:?}, expected a bool",
+                self.source,
+                other.type_of()
+            ))),
+        }
+    }
+
+    fn resolve_within(
+        &self,
+        event: &crate::event::Event,
+        deadline: Option<Instant>,
+    ) -> Result<Value, CelError> {
+        let data = match &self.reads {
+            Some(reads) => reads.parse(&event.data),
+            None => serde_json::from_str(&event.data),
+        }
+        .map_err(|e| CelError::Failed(format!("event data is not valid JSON: {e}")))?;
         let text = |s: &str| Value::String(Arc::new(s.to_string()));
         let fields: HashMap<&str, Value> = HashMap::from([
             ("id", text(&event.id)),
@@ -371,12 +470,7 @@ impl CelFilter {
             over
         });
         match outcome {
-            Ok(Ok(Value::Bool(pass))) => Ok(pass),
-            Ok(Ok(other)) => Err(CelError::Failed(format!(
-                "CEL expression `{}` returned {:?}, expected a bool",
-                self.source,
-                other.type_of()
-            ))),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) if over => Err(CelError::Timeout(self.source.clone())),
             Ok(Err(e)) => Err(CelError::Failed(format!(
                 "CEL expression `{}` failed: {e}",
@@ -543,6 +637,42 @@ mod tests {
             .evaluate_until(&small, Instant::now() + std::time::Duration::from_secs(30))
             .await;
         assert_eq!(verdict, Ok(true));
+    }
+
+    #[test]
+    fn small_loop_free_trees_run_inline_within_a_small_stack() {
+        // The deepest tree still inline: INLINE_DEPTH - 3 additions deep, over
+        // selections two deep.
+        let deepest = ["event.data.x"; INLINE_DEPTH - 2].join(" + ");
+        let f = CelFilter::compile_key(&deepest).unwrap();
+        assert!(f.inline);
+        assert!(
+            !CelFilter::compile_key(&format!("{deepest} + 1"))
+                .unwrap()
+                .inline
+        );
+        assert!(
+            !CelFilter::compile("event.data.xs.all(x, x > 0)")
+                .unwrap()
+                .inline
+        );
+        let e = Event::new(
+            "t",
+            "s",
+            "k",
+            &serde_json::json!({"x": 1, "pad": "y".repeat(5000)}),
+        );
+        // Far less stack than a tokio worker's 2 MiB, in a debug build too.
+        let key = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let deadline = Instant::now() + std::time::Duration::from_secs(30);
+                futures::executor::block_on(f.key_until(&e, deadline))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(key, Ok((INLINE_DEPTH - 2).to_string()));
     }
 
     #[test]
