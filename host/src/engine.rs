@@ -15,6 +15,7 @@ use crate::capabilities::{CapabilitySnapshot, HostServices};
 use std::net::SocketAddr;
 
 use crate::config::{Config, ConfigErrors};
+use crate::dispatch::queue::JobKey;
 use crate::dispatch::{Dispatcher, StatsSnapshot, Submitter};
 use crate::metrics::{EngineReadings, Metrics, MetricsSink, ReloadStats};
 use crate::runs::BroadcastSink;
@@ -108,10 +109,14 @@ fn readings(
         return EngineReadings::default();
     };
     let submitter = triggers.submitter();
+    let ordering = submitter.ordering();
     EngineReadings {
         ready: true,
         queue_depth: submitter.queue_depth() as u64,
         queue_capacity: submitter.queue_capacity() as u64,
+        ordering_held: ordering.held,
+        ordering_max_held_per_key: ordering.max_held_per_key,
+        ordering_keys: ordering.busy_keys,
         modules_loaded: triggers.registry().list().len() as u64,
         triggers: triggers.running_now().unwrap_or_default() as u64,
         reload: reload.snapshot(triggers.runtime().cache().map(|c| &c.stats)),
@@ -121,18 +126,24 @@ fn readings(
 
 /// Queues again the events a previous process accepted but did not finish
 /// (waiting for queue room, so a long journal never overflows the queue).
-async fn replay_journal(shared: Arc<TriggerSet>, entries: Vec<JournalEntry>) {
+/// `keys` are the entries' ordering keys, gated before the sources started
+/// (so no new event of a key overtakes its replayed ones).
+async fn replay_journal(
+    shared: Arc<TriggerSet>,
+    entries: Vec<JournalEntry>,
+    keys: Vec<Option<JobKey>>,
+) {
     tracing::warn!(
         events = entries.len(),
         "replaying events accepted before the last stop that did not finish"
     );
     let submitter = shared.submitter().clone();
-    for entry in entries {
+    for (entry, key) in entries.into_iter().zip(keys) {
         let trigger = shared.trigger(&entry.trigger).await;
         let event_id = entry.event.id.clone();
         match trigger {
             Some(trigger) => {
-                if submitter.replay(&trigger, entry).await.is_err() {
+                if submitter.replay(&trigger, entry, key).await.is_err() {
                     return; // stopping: the rest stays journaled for the next start
                 }
             }
@@ -142,6 +153,9 @@ async fn replay_journal(shared: Arc<TriggerSet>, entries: Vec<JournalEntry>) {
                     event_id,
                     "journaled event dropped: its trigger no longer exists"
                 );
+                if let Some(key) = &key {
+                    submitter.ungate(key);
+                }
                 submitter.forget(&event_id);
             }
         }
@@ -280,10 +294,15 @@ impl Engine {
             kube,
             leading,
         };
+        // Gate the replayed events' keys before any source can submit.
+        let replay_keys = sources
+            .submitter
+            .gate_replays(&replay, &config.triggers)
+            .await;
         let triggers = TriggerSet::new(&config, registry, runtime.clone(), state.clone(), sources);
         let change = triggers.apply(config, modules).await;
         if !replay.is_empty() {
-            tokio::spawn(replay_journal(triggers.clone(), replay));
+            tokio::spawn(replay_journal(triggers.clone(), replay, replay_keys));
         }
         let reload_stats = Arc::new(ReloadStats::default());
         {

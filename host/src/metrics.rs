@@ -99,6 +99,12 @@ pub struct EngineReadings {
     pub ready: bool,
     pub queue_depth: u64,
     pub queue_capacity: u64,
+    /// Events held behind a busy ordering key (part of `queue_depth`).
+    pub ordering_held: u64,
+    /// The most events held behind any one key.
+    pub ordering_max_held_per_key: u64,
+    /// Ordering keys with an event ready or running.
+    pub ordering_keys: u64,
     pub modules_loaded: u64,
     pub triggers: u64,
     pub reload: ReloadSnapshot,
@@ -366,6 +372,24 @@ impl Collector for EngineCollector {
             "queue_capacity",
             "Capacity of the dispatch queue",
             r.queue_capacity,
+        )?;
+        gauge(
+            e,
+            "ordering_held_events",
+            "Events waiting behind an earlier event of the same ordering key",
+            r.ordering_held,
+        )?;
+        gauge(
+            e,
+            "ordering_max_held_per_key",
+            "The most events waiting behind any one ordering key",
+            r.ordering_max_held_per_key,
+        )?;
+        gauge(
+            e,
+            "ordering_keys",
+            "Ordering keys with an event ready or running",
+            r.ordering_keys,
         )?;
         gauge(
             e,

@@ -386,5 +386,6 @@ fn same_trigger(a: &TriggerConfig, b: &TriggerConfig) -> bool {
     a.source == b.source
         && a.filter == b.filter
         && a.action == b.action
+        && a.ordering == b.ordering
         && a.description == b.description
 }

@@ -203,6 +203,25 @@ pub struct TriggerSpec {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    pub ordering: Option<OrderingSpec>,
+}
+
+/// `ordering:` — `none`, or `{key: CEL}`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "`none`, or a mapping like `{ key: event.data.body.orderId }`"
+)]
+pub enum OrderingSpec {
+    Word(String),
+    Key(OrderingKeySpec),
+}
+
+/// `ordering: {key: ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderingKeySpec {
+    pub key: String,
 }
 
 /// `source: {type: schedule, ...}`.

@@ -1,10 +1,13 @@
-//! Dispatch: a bounded queue between sources and a pool of workers, with a
-//! per-worker rate limit, retries with backoff, and an orderly stop.
+//! Dispatch: a bounded queue between sources and a pool of workers, with
+//! per-key ordering ([`queue`]), a per-worker rate limit, retries with
+//! backoff, and an orderly stop.
 //!
 //! Sources never wait on a full queue: [`Submitter::submit`] answers at once,
 //! and a refused event is counted and logged (a webhook turns it into a 429).
 
 mod backoff;
+mod key;
+pub mod queue;
 mod worker;
 
 use std::sync::Arc;
@@ -12,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,8 @@ use crate::runtime::{ModuleRegistry, Runtime};
 use crate::trigger::Trigger;
 
 pub use backoff::{RateLimiter, backoff};
+pub(crate) use key::key_of;
+use queue::{JobKey, Queue, Refused};
 
 /// Counters kept by the dispatcher (exported as metrics by a later layer).
 #[derive(Debug, Default)]
@@ -95,6 +99,8 @@ pub struct Job {
     pub(crate) delivery: u32,
     /// Told when the run ends (sources that acknowledge upstream, like queues).
     pub(crate) on_done: Option<Completion>,
+    /// Runs one at a time, in admission order, with the other jobs of this key.
+    pub(crate) key: Option<JobKey>,
 }
 
 /// Called once when a run ends, with its record; `abandoned` is true when the
@@ -110,6 +116,7 @@ impl Job {
             journaled: self.journaled,
             delivery: self.delivery,
             on_done: self.on_done.clone(),
+            key: self.key.clone(),
             ..Job::new(&self.trigger, self.event.clone(), self.upstream.clone())
         }
     }
@@ -128,6 +135,7 @@ impl Job {
             journaled: false,
             delivery: 1,
             on_done: None,
+            key: None,
         }
     }
 }
@@ -149,7 +157,7 @@ pub enum SubmitError {
 /// The handle sources use to hand events to the dispatcher.
 #[derive(Clone)]
 pub struct Submitter {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
     stats: Arc<DispatchStats>,
     metrics: Arc<Metrics>,
     journal: Option<Journal>,
@@ -169,23 +177,25 @@ impl Submitter {
         event: Event,
         upstream: Option<Upstream>,
     ) -> Result<(), SubmitError> {
-        // Reserve the queue slot first: a full queue refuses before anything is written.
-        let permit = match self.tx.try_reserve() {
-            Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Full(())) => {
-                bump(&self.stats.dropped_queue_full);
-                self.metrics.dropped(&trigger.name, "queue-full");
-                tracing::warn!(
-                    trigger = %trigger.name,
-                    event_id = %event.id,
-                    capacity = self.tx.max_capacity(),
-                    "dispatch queue full: event not accepted"
-                );
-                return Err(SubmitError::QueueFull);
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => return Err(SubmitError::Stopping),
+        let (event_id, source) = (event.id.clone(), event.source.clone());
+        let full = || {
+            bump(&self.stats.dropped_queue_full);
+            self.metrics.dropped(&trigger.name, "queue-full");
+            tracing::warn!(
+                trigger = %trigger.name,
+                event_id = %event_id,
+                capacity = self.queue.capacity(),
+                "dispatch queue full: event not accepted"
+            );
+            SubmitError::QueueFull
         };
+        // A full queue refuses before anything is written.
+        if self.queue.depth() >= self.queue.capacity() {
+            return Err(full());
+        }
+        let key = key_of(&trigger.name, &trigger.config().ordering, &event).await;
         let mut job = Job::new(trigger, event, upstream);
+        job.key = key;
         if let Some(journal) = &self.journal {
             let entry = JournalEntry {
                 trigger: trigger.name.to_string(),
@@ -200,8 +210,24 @@ impl Submitter {
             }
             job.journaled = true;
         }
-        self.enqueue(permit, job);
-        Ok(())
+        self.count(&job);
+        match self.queue.try_admit(job) {
+            Ok(()) => {
+                self.metrics.accepted(&trigger.name, &source);
+                Ok(())
+            }
+            // Filled up meanwhile: the event was not accepted after all.
+            Err(Refused::Full(job)) => {
+                self.uncount(&job);
+                self.forget(&job.event.id);
+                Err(full())
+            }
+            Err(Refused::Closed(job)) => {
+                self.uncount(&job);
+                self.forget(&job.event.id);
+                Err(SubmitError::Stopping)
+            }
+        }
     }
 
     /// Waits for room and queues an event whose source keeps it durable
@@ -212,11 +238,45 @@ impl Submitter {
         event: Event,
         on_done: Completion,
     ) -> Result<(), SubmitError> {
-        let permit = self.tx.reserve().await.map_err(|_| SubmitError::Stopping)?;
+        let key = key_of(&trigger.name, &trigger.config().ordering, &event).await;
         let mut job = Job::new(trigger, event, None);
         job.on_done = Some(on_done);
-        self.enqueue(permit, job);
+        job.key = key;
+        let source = job.event.source.clone();
+        self.count(&job);
+        self.queue.admit(job).await.map_err(|job| {
+            self.uncount(&job);
+            SubmitError::Stopping
+        })?;
+        self.metrics.accepted(&trigger.name, &source);
         Ok(())
+    }
+
+    /// The ordering keys of journaled events about to be replayed, in order,
+    /// and holds new events of those keys back until the replays are queued.
+    pub(crate) async fn gate_replays(
+        &self,
+        entries: &[JournalEntry],
+        triggers: &[crate::config::TriggerConfig],
+    ) -> Vec<Option<JobKey>> {
+        let mut keys = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let key = match triggers.iter().find(|t| t.name == entry.trigger) {
+                Some(config) => {
+                    let name: Arc<str> = config.name.as_str().into();
+                    key_of(&name, &config.ordering, &entry.event).await
+                }
+                None => None,
+            };
+            keys.push(key);
+        }
+        self.queue.gate(keys.iter().flatten().cloned());
+        keys
+    }
+
+    /// Lets go of a replay gated by [`Submitter::gate_replays`] that will not come.
+    pub(crate) fn ungate(&self, key: &JobKey) {
+        self.queue.ungate(key);
     }
 
     /// Queues a journaled event again after a restart, waiting for room. The
@@ -226,8 +286,8 @@ impl Submitter {
         &self,
         trigger: &Arc<Trigger>,
         mut entry: JournalEntry,
+        key: Option<JobKey>,
     ) -> Result<(), SubmitError> {
-        let permit = self.tx.reserve().await.map_err(|_| SubmitError::Stopping)?;
         entry.deliveries = entry.deliveries.saturating_add(1);
         let delivery = entry.deliveries.saturating_add(1);
         if let Some(journal) = &self.journal
@@ -240,7 +300,14 @@ impl Submitter {
         let mut job = Job::new(trigger, entry.event, entry.upstream);
         job.journaled = true;
         job.delivery = delivery;
-        self.enqueue(permit, job);
+        job.key = key;
+        let source = job.event.source.clone();
+        self.count(&job);
+        self.queue.admit_replayed(job).await.map_err(|job| {
+            self.uncount(&job);
+            SubmitError::Stopping
+        })?;
+        self.metrics.accepted(&trigger.name, &source);
         Ok(())
     }
 
@@ -256,22 +323,30 @@ impl Submitter {
         }
     }
 
-    fn enqueue(&self, permit: mpsc::Permit<'_, Job>, job: Job) {
+    /// Counts a job as accepted before it is queued (a worker may end it at
+    /// once); its trigger now has an unfinished run.
+    fn count(&self, job: &Job) {
         job.trigger.accepted();
         bump(&self.stats.accepted);
-        self.metrics.accepted(&job.trigger.name, &job.event.source);
-        permit.send(job);
     }
 
-    /// A submitter on a bare channel, for unit tests of sources.
+    /// Takes back [`Submitter::count`] for a job that was not queued after all.
+    fn uncount(&self, job: &Job) {
+        job.trigger.completed();
+        self.stats.accepted.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A submitter on its own queue, for unit tests of sources.
     #[cfg(test)]
-    pub(crate) fn for_tests(tx: mpsc::Sender<Job>) -> Self {
-        Submitter {
-            tx,
+    pub(crate) fn for_tests(capacity: usize) -> (Self, Arc<Queue>) {
+        let queue = Queue::new(capacity);
+        let submitter = Submitter {
+            queue: queue.clone(),
             stats: Arc::default(),
             metrics: Metrics::new(),
             journal: None,
-        }
+        };
+        (submitter, queue)
     }
 
     /// The engine's metrics.
@@ -281,7 +356,7 @@ impl Submitter {
 
     /// Capacity of the queue.
     pub fn queue_capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.queue.capacity()
     }
 
     /// Counters shared with the dispatcher.
@@ -289,9 +364,14 @@ impl Submitter {
         &self.stats
     }
 
-    /// Events waiting in the queue.
+    /// Events waiting in the queue, ready or held behind their key.
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.queue.depth()
+    }
+
+    /// How per-key ordering holds events back right now.
+    pub fn ordering(&self) -> queue::OrderingSnapshot {
+        self.queue.ordering()
     }
 }
 
@@ -303,7 +383,7 @@ pub struct Dispatcher {
     stopping: CancellationToken,
     /// Cancelled when the grace period is over: in-flight runs are abandoned.
     abort: CancellationToken,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    queue: Arc<Queue>,
     recorder: RunRecorder,
     stats: Arc<DispatchStats>,
 }
@@ -319,8 +399,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         journal: Option<Journal>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(settings.queue_size);
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Queue::new(settings.queue_size);
         let stats = Arc::new(DispatchStats::default());
         let stopping = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -330,21 +409,20 @@ impl Dispatcher {
             registry,
             recorder: recorder.clone(),
             stats: stats.clone(),
-            requeue: tx.downgrade(),
+            queue: queue.clone(),
             journal: journal.clone(),
             stopping: stopping.clone(),
             abort: abort.clone(),
         });
         let workers = (0..settings.workers)
             .map(|id| {
-                let (ctx, rx) = (ctx.clone(), rx.clone());
                 let limiter = RateLimiter::new(settings.per_worker_qps);
-                tokio::spawn(worker::run(id, ctx, rx, limiter))
+                tokio::spawn(worker::run(id, ctx.clone(), limiter))
             })
             .collect();
         Dispatcher {
             submitter: Some(Submitter {
-                tx,
+                queue: queue.clone(),
                 stats: stats.clone(),
                 metrics,
                 journal: journal.clone(),
@@ -352,7 +430,7 @@ impl Dispatcher {
             workers,
             stopping,
             abort,
-            rx,
+            queue,
             recorder,
             stats,
         }
@@ -374,6 +452,7 @@ impl Dispatcher {
     /// to `grace` to finish; whatever is left is recorded as failed.
     pub async fn stop(mut self, grace: Duration) {
         self.stopping.cancel();
+        self.queue.close();
         drop(self.submitter.take());
         let mut workers = std::mem::take(&mut self.workers);
         let finished = tokio::time::timeout(grace, async {
@@ -388,13 +467,13 @@ impl Dispatcher {
                 "grace period over: abandoning unfinished runs"
             );
             self.abort.cancel();
+            self.queue.wake_all();
             for w in workers {
                 let _ = w.await;
             }
         }
         // A retry may have re-queued a job after the workers drained.
-        let mut rx = self.rx.lock().await;
-        while let Ok(job) = rx.try_recv() {
+        for job in self.queue.drain() {
             worker::abandon(
                 &self.recorder,
                 &self.stats,

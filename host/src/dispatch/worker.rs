@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::queue::Queue;
 use super::{DispatchStats, Job, RateLimiter, backoff, bump};
 use crate::capabilities::secrets::merge_imports;
 use crate::capabilities::{ActionAccess, HostServices};
@@ -24,8 +24,8 @@ pub(super) struct WorkerContext {
     pub registry: Arc<ModuleRegistry>,
     pub recorder: RunRecorder,
     pub stats: Arc<DispatchStats>,
-    /// Weak, so that the queue closes once sources and the dispatcher let go.
-    pub requeue: mpsc::WeakSender<Job>,
+    /// Where jobs wait; retries go back to it and ended jobs free their key in it.
+    pub queue: Arc<Queue>,
     pub stopping: CancellationToken,
     pub abort: CancellationToken,
     /// Where accepted events are journaled, if anywhere.
@@ -33,21 +33,20 @@ pub(super) struct WorkerContext {
 }
 
 /// The worker loop: runs jobs until the engine stops; then drains what is
-/// queued and ends (or ends at once on abort).
-pub(super) async fn run(
-    id: usize,
-    ctx: Arc<WorkerContext>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    mut limiter: RateLimiter,
-) {
+/// queued, including jobs still held behind a key, and ends (or ends at
+/// once on abort).
+pub(super) async fn run(id: usize, ctx: Arc<WorkerContext>, mut limiter: RateLimiter) {
     loop {
         let job = if ctx.abort.is_cancelled() {
             None
         } else if ctx.stopping.is_cancelled() {
-            rx.lock().await.try_recv().ok()
+            tokio::select! {
+                job = draining(&ctx.queue) => job,
+                _ = ctx.abort.cancelled() => None,
+            }
         } else {
             tokio::select! {
-                job = async { rx.lock().await.recv().await } => job,
+                job = ctx.queue.next() => job,
                 _ = ctx.stopping.cancelled() => continue,
             }
         };
@@ -71,6 +70,21 @@ pub(super) async fn run(
         }
     }
     tracing::debug!(worker = id, "worker stopped");
+}
+
+/// While stopping: the next ready job, waiting only while jobs are held
+/// behind a key that a running job will free.
+async fn draining(queue: &Queue) -> Option<Job> {
+    loop {
+        let work = queue.notified();
+        if let Some(job) = queue.try_next() {
+            return Some(job);
+        }
+        if !queue.has_held() {
+            return None;
+        }
+        work.await;
+    }
 }
 
 /// Runs one step of a job: the filter (first time only) and one action attempt.
@@ -196,18 +210,10 @@ fn schedule_retry(
         "action failed; will retry"
     );
     let ctx = ctx.clone();
-    let Some(tx) = ctx.requeue.upgrade() else {
-        return finish(&ctx, job, RunStatus::Failed, None, Some(error));
-    };
     tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {
-                if let Err(mpsc::error::SendError(job)) = tx.send(job).await {
-                    finish(&ctx, job, RunStatus::Failed, None, Some(error));
-                }
-            }
+            _ = tokio::time::sleep(delay) => ctx.queue.requeue(job),
             _ = ctx.stopping.cancelled() => {
-                drop(tx);
                 let error = InvokeError::new(error.kind, format!("{} (engine stopped before the next retry)", error.message));
                 finish(&ctx, job, RunStatus::Failed, None, Some(error));
             }
@@ -293,6 +299,8 @@ fn finish(
         on_done(&record, false);
     }
     job.trigger.completed();
+    // Last: the next job of the key starts after this one is recorded.
+    ctx.queue.done(job.key.as_ref());
 }
 
 /// Records a job the engine gave up on while stopping. Its journal entry

@@ -60,6 +60,10 @@ pub struct TriggerSpec {
     /// The action, as `action:` in the config file.
     #[schemars(schema_with = "any_object")]
     pub action: Value,
+    /// Per-key ordering, as `ordering:` in the config file: `none` or `{key: EXPR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "string_or_object")]
+    pub ordering: Option<Value>,
 }
 
 /// What the engine reports about a Trigger.
@@ -122,6 +126,14 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// `none`, or an object: the engine validates which.
+fn string_or_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Per-key ordering, as `ordering:` in the config file: `none` or `{key: EXPR}`.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
 /// The CRD manifest as YAML, as checked in at `deploy/crd/trigger.yaml`.
 pub fn crd_yaml() -> String {
     let crd = Trigger::crd();
@@ -143,6 +155,9 @@ pub fn as_config_entry(name: &str, spec: &TriggerSpec) -> Value {
     }
     if let Some(filter) = &spec.filter {
         entry["filter"] = filter.clone();
+    }
+    if let Some(ordering) = &spec.ordering {
+        entry["ordering"] = ordering.clone();
     }
     entry
 }

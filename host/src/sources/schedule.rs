@@ -235,6 +235,7 @@ mod tests {
                 overlap: Overlap::Skip,
             }),
             filter: None,
+            ordering: crate::config::OrderingConfig::None,
             action: crate::config::ActionConfig {
                 module: crate::config::ModuleUse {
                     name: "a.wasm".into(),
@@ -252,7 +253,7 @@ mod tests {
                 imports: Vec::new(),
             },
         };
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let (submitter, _queue) = Submitter::for_tests(1);
         let s = Schedule {
             trigger: Trigger::new(trigger_cfg, &store),
             config: ScheduleConfig {
@@ -260,7 +261,7 @@ mod tests {
                 until: None,
                 overlap: Overlap::Skip,
             },
-            submitter: Submitter::for_tests(tx),
+            submitter,
             pending: false,
             sequence: 0,
         };

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::schema::{ActionSpec, FilterSpec, TriggerSpec};
+use super::schema::{ActionSpec, FilterSpec, OrderingKeySpec, OrderingSpec, TriggerSpec};
 use super::*;
 
 /// Source types this build knows, for error messages.
@@ -410,10 +410,12 @@ impl Loader<'_> {
         let filter = filter.and_then(|f| self.filter(file, &label, &f));
         let action = action.and_then(|a| self.action(file, &label, &a));
         let source = source?;
+        let ordering = self.ordering(file, &label, spec.ordering, &source);
         let action = action?;
         if self.errors.len() > before {
             return None;
         }
+        let ordering = ordering?;
         Some(TriggerConfig {
             name: spec.name,
             description: spec.description,
@@ -421,7 +423,41 @@ impl Loader<'_> {
             source,
             filter,
             action,
+            ordering,
         })
+    }
+
+    /// `ordering:`, defaulting to the object's uid for kube-watch and to none elsewhere.
+    fn ordering(
+        &mut self,
+        file: &Path,
+        label: &str,
+        spec: Option<OrderingSpec>,
+        source: &SourceConfig,
+    ) -> Option<OrderingConfig> {
+        match spec {
+            None if matches!(source, SourceConfig::KubeWatch(_)) => {
+                Some(OrderingConfig::Key(OrderingKey::ObjectUid))
+            }
+            None => Some(OrderingConfig::None),
+            Some(OrderingSpec::Word(word)) if word == "none" => Some(OrderingConfig::None),
+            Some(OrderingSpec::Word(word)) => {
+                let message = format!(
+                    "unknown ordering `{word}`: expected `none` or `{{ key: CEL-EXPRESSION }}`"
+                );
+                self.error(file, Some(label), Some("ordering"), message);
+                None
+            }
+            Some(OrderingSpec::Key(OrderingKeySpec { key })) => {
+                match OrderingKey::from_expression(&key) {
+                    Ok(key) => Some(OrderingConfig::Key(key)),
+                    Err(message) => {
+                        self.error(file, Some(label), Some("ordering.key"), message);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// Reads one part of a trigger (`filter`, `action`) as `S`, errors located under `key.`.

@@ -3,7 +3,9 @@
 //!
 //! Params: `{"mode": "...", ...}` with modes
 //! `ok`, `fail`, `loop`, `alloc`, `panic`, `read-file` (`path`), `env` (`name`),
-//! `print` (`bytes`), `sleep` (`ms`; returns the event data), `flaky` (`failures`: fail until the
+//! `print` (`bytes`), `sleep` (`ms`; returns the event data), `work` (the event's
+//! `body` — or a ConfigMap's `data` — asks: `ms` to sleep, `failures` of its first
+//! attempts to fail; returns the event data), `flaky` (`failures`: fail until the
 //! kv counter `attempts` passes it), `echo-params`, `http` (`request`, `repeat`),
 //! `secret` and `leak-secret` (`name`), `kv-set` (`key`, `value`), `cas-increment` (`key`),
 //! `kube` (`kube`: a call of the kube capability; returns its result), and
@@ -137,6 +139,28 @@ impl Action for Hostile {
             }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(p.ms.unwrap_or(1000)));
+                Ok(event.data)
+            }
+            "work" => {
+                // What the event asks: `ms` to sleep (else the param), and
+                // `failures`: how many of its first attempts fail.
+                let data = event.json()?;
+                let ask = if data["body"].is_object() { &data["body"] } else { &data["object"]["data"] };
+                let number = |k: &str| {
+                    ask[k]
+                        .as_u64()
+                        .or_else(|| ask[k].as_str().and_then(|s| s.parse().ok()))
+                };
+                let failures = number("failures").unwrap_or(0) as i64;
+                if failures > 0 {
+                    let attempt = kv::increment(&format!("attempts/{}", event.id), 1)
+                        .map_err(|e| format!("kv: {e:?}"))?;
+                    if attempt <= failures {
+                        return Err(format!("work failure {attempt} of {failures}"));
+                    }
+                }
+                let ms = number("ms").or(p.ms).unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(event.data)
             }
             "flaky" => {
