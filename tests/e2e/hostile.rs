@@ -128,6 +128,49 @@ fn config_cases() -> Vec<ConfigCase> {
             never: &[],
         },
         ConfigCase {
+            name: "an ordering key nested 1000 deep",
+            files: vec![(
+                "t.yaml",
+                trigger_with("").replace(
+                    "    action:",
+                    &format!(
+                        "    ordering: {{ key: \"{}event.id{}\" }}\n    action:",
+                        "(".repeat(1000),
+                        ")".repeat(1000)
+                    ),
+                ),
+            )],
+            expect: &["trigger `t`", "field `ordering.key`", "nest more than"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "an ordering that is neither none nor a key",
+            files: vec![(
+                "t.yaml",
+                trigger_with("").replace(
+                    "    action:",
+                    "    ordering: { key: [1, 2], extra: true }\n    action:",
+                ),
+            )],
+            expect: &["trigger `t`", "ordering"],
+            never: &[],
+        },
+        ConfigCase {
+            name: "an ordering key over 8 KiB",
+            files: vec![(
+                "t.yaml",
+                trigger_with("").replace(
+                    "    action:",
+                    &format!(
+                        "    ordering: {{ key: \"event.id + '{}'\" }}\n    action:",
+                        "x".repeat(9000)
+                    ),
+                ),
+            )],
+            expect: &["field `ordering.key`", "at most 8192 are allowed"],
+            never: &[],
+        },
+        ConfigCase {
             name: "a module path out of the modules directory",
             files: vec![("t.yaml", trigger_with("").replace("log-event.wasm", "../../../../etc/passwd"))],
             expect: &["field `action.module`", "no absolute path, no `..`"],

@@ -21,6 +21,7 @@ mod languages;
 mod layers;
 mod leader;
 mod newcomer;
+mod ordering;
 mod queue;
 mod rbac;
 mod reload;
