@@ -31,6 +31,11 @@ fn filter_cost() {
 }
 
 #[test]
+fn ordering() {
+    smoke("ordering");
+}
+
+#[test]
 fn languages() {
     smoke("languages");
 }

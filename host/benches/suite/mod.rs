@@ -88,11 +88,12 @@ impl Table {
 }
 
 /// Sections by name, in the order they run.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "filter",
     "languages",
     "modules",
     "throughput",
+    "ordering",
     "journal",
     "queue",
     "memory",
@@ -120,6 +121,9 @@ pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
     }
     if wanted("throughput") {
         tables.push(rt.block_on(throughput::throughput(mode)));
+    }
+    if wanted("ordering") {
+        tables.push(rt.block_on(throughput::ordering(mode)));
     }
     if wanted("journal") {
         tables.push(rt.block_on(queue::journal(mode)));

@@ -63,7 +63,8 @@ pub async fn throughput(mode: Mode) -> Table {
     };
     for workers in [1, 2] {
         for isolation in ["fresh", "pooled"] {
-            let (rate, saturated, single) = measure(workers, isolation, events).await;
+            let (rate, saturated, single) =
+                measure(workers, isolation, (None, 1_000), events).await;
             table.row(vec![
                 workers.to_string(),
                 isolation.into(),
@@ -86,10 +87,73 @@ pub async fn throughput(mode: Mode) -> Table {
     table
 }
 
+/// Per-key ordering's cost: the same pipeline (2 workers, fresh filter) with
+/// `ordering: none`, keyed by a plain field path (read straight from the
+/// JSON) and keyed by a CEL expression (evaluated on the CEL pool), interleaved.
+pub async fn ordering(mode: Mode) -> Table {
+    let mut table = Table::new(
+        "Per-key ordering: events/s with 2 workers, fresh filter (median of interleaved rounds)",
+        &[
+            "ordering",
+            "distinct keys",
+            "events/s (saturated)",
+            "vs none",
+        ],
+    );
+    let (events, rounds) = match mode {
+        Mode::Full => (20_000, 5),
+        Mode::Smoke => (20, 1),
+    };
+    const PATH: &str = "event.data.metadata.name";
+    const CEL: &str = "event.data.metadata.namespace + '/' + event.data.metadata.name";
+    let rows: [(Option<&str>, usize); 4] = [
+        (None, 1_000),
+        (Some(PATH), 1_000),
+        (Some(PATH), events),
+        (Some(CEL), 1_000),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for round in 0..rounds {
+        // Each round starts with another row, so no row always runs first.
+        for step in 0..rows.len() {
+            let i = (round + step) % rows.len();
+            rates[i].push(measure(2, "fresh", rows[i], events).await.0);
+        }
+    }
+    let median = |r: &mut Vec<f64>| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    let base = median(&mut rates[0].clone());
+    for ((key, names), mut r) in rows.iter().zip(rates) {
+        let rate = median(&mut r);
+        table.row(vec![
+            key.map_or("none".into(), |k| format!("key: {k}")),
+            key.map_or("-".into(), |_| names.to_string()),
+            format!("{rate:.0}"),
+            format!("{:.2}×", rate / base),
+        ]);
+    }
+    table.notes.push(format!(
+        "{events} events per measurement, {rounds} rounds with the rows interleaved, each round starting with the next row; the events differ only in `metadata.name`. \
+         A key costs its computation when the event is admitted and the per-key bookkeeping in the queue; \
+         a plain path (`event.data.a.b`, `event.id`) is read from the JSON in place, any other expression is a CEL evaluation on the bounded CEL pool."
+    ));
+    table
+}
+
 type Quantiles = (Duration, Duration);
 
-async fn measure(workers: usize, isolation: &str, n: usize) -> (f64, Quantiles, Quantiles) {
+/// Runs `n` events, named over `names` names, through an engine; `key`: the
+/// trigger's ordering key, if any.
+async fn measure(
+    workers: usize,
+    isolation: &str,
+    (key, names): (Option<&str>, usize),
+    n: usize,
+) -> (f64, Quantiles, Quantiles) {
     let (ws, state) = scratch("state");
+    let ordering = key.map_or("none".to_string(), |k| format!("{{ key: \"{k}\" }}"));
     let config = ws.write(
         "bench.yaml",
         &format!(
@@ -97,6 +161,7 @@ async fn measure(workers: usize, isolation: &str, n: usize) -> (f64, Quantiles, 
              triggers:\n\
              \x20 - name: bench\n\
              \x20   source: {{ type: schedule, every: 24h }}\n\
+             \x20   ordering: {ordering}\n\
              \x20   filter: {{ module: ready-replicas.wasm, isolation: {isolation} }}\n\
              \x20   action: {{ module: hostile.wasm, params: {{ mode: ok }} }}\n",
             WINDOW * 2
@@ -114,10 +179,13 @@ async fn measure(workers: usize, isolation: &str, n: usize) -> (f64, Quantiles, 
         .expect("engine starts");
     let trigger = engine.triggers().await.pop().expect("the bench trigger");
     let submitter = engine.submitter().clone();
-    let data = deployment();
-    let make = |n: usize| -> Vec<Event> {
+    let mut data = deployment();
+    let mut make = |n: usize| -> Vec<Event> {
         (0..n)
-            .map(|_| Event::new("bench", "bench", "update", &data))
+            .map(|i| {
+                data["metadata"]["name"] = format!("web-{}", i % names).into();
+                Event::new("bench", "bench", "update", &data)
+            })
             .collect()
     };
 
