@@ -161,3 +161,29 @@ pub fn as_config_entry(name: &str, spec: &TriggerSpec) -> Value {
     }
     entry
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_field_reaches_the_config_entry() {
+        let spec: TriggerSpec = serde_json::from_value(serde_json::json!({
+            "description": "d",
+            "source": {"type": "webhook"},
+            "filter": {"cel": "true"},
+            "action": {"module": "m.wasm"},
+            "ordering": {"key": "event.data.body.id"},
+        }))
+        .unwrap();
+        let entry = as_config_entry("t", &spec);
+        assert_eq!(entry["ordering"]["key"], "event.data.body.id");
+        assert_eq!(entry["filter"]["cel"], "true");
+        assert_eq!(entry["description"], "d");
+        let none: TriggerSpec = serde_json::from_value(serde_json::json!({
+            "source": {}, "action": {}, "ordering": "none",
+        }))
+        .unwrap();
+        assert_eq!(as_config_entry("t", &none)["ordering"], "none");
+    }
+}
