@@ -242,9 +242,25 @@ impl Submitter {
         let mut job = Job::new(trigger, event, None);
         job.on_done = Some(on_done);
         job.key = key;
+        self.enqueue(trigger, job, false).await
+    }
+
+    /// Counts and queues a job, waiting for room (a replayed one goes ahead
+    /// of its key's new events).
+    async fn enqueue(
+        &self,
+        trigger: &Arc<Trigger>,
+        job: Job,
+        replayed: bool,
+    ) -> Result<(), SubmitError> {
         let source = job.event.source.clone();
         self.count(&job);
-        self.queue.admit(job).await.map_err(|job| {
+        let admitted = if replayed {
+            self.queue.admit_replayed(job).await
+        } else {
+            self.queue.admit(job).await
+        };
+        admitted.map_err(|job| {
             self.uncount(&job);
             SubmitError::Stopping
         })?;
@@ -301,14 +317,7 @@ impl Submitter {
         job.journaled = true;
         job.delivery = delivery;
         job.key = key;
-        let source = job.event.source.clone();
-        self.count(&job);
-        self.queue.admit_replayed(job).await.map_err(|job| {
-            self.uncount(&job);
-            SubmitError::Stopping
-        })?;
-        self.metrics.accepted(&trigger.name, &source);
-        Ok(())
+        self.enqueue(trigger, job, true).await
     }
 
     /// The journal, if events are journaled.
