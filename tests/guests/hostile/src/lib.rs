@@ -145,7 +145,11 @@ impl Action for Hostile {
                 // What the event asks: `ms` to sleep (else the param), and
                 // `failures`: how many of its first attempts fail.
                 let data = event.json()?;
-                let ask = if data["body"].is_object() { &data["body"] } else { &data["object"]["data"] };
+                let ask = if data["body"].is_object() {
+                    &data["body"]
+                } else {
+                    &data["object"]["data"]
+                };
                 let number = |k: &str| {
                     ask[k]
                         .as_u64()
