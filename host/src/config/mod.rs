@@ -9,6 +9,7 @@ pub mod cron;
 pub mod document;
 pub mod grants;
 mod load;
+mod ordering;
 pub mod policy;
 mod schema;
 pub mod values;
@@ -24,6 +25,7 @@ use crate::config::grants::Grants;
 pub use load::{
     chain_errors, load, load_declarations, load_partial, load_trigger, schedule_warnings,
 };
+pub use ordering::{OrderingConfig, OrderingKey};
 
 /// Largest module file accepted unless `engine.maxModuleSize` says otherwise.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
@@ -330,57 +332,6 @@ pub struct TriggerConfig {
     pub action: ActionConfig,
     /// Which of its events must run one at a time, in order.
     pub ordering: OrderingConfig,
-}
-
-/// How a trigger's events are ordered among themselves.
-#[derive(Clone, Debug, PartialEq)]
-pub enum OrderingConfig {
-    /// Any order, as many at once as there are workers.
-    None,
-    /// Events with the same key run one at a time, in the order they were
-    /// accepted; events with different keys run side by side.
-    Key(OrderingKey),
-}
-
-/// Where an event's ordering key comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub enum OrderingKey {
-    /// The changed object's `metadata.uid` (the kube-watch default).
-    ObjectUid,
-    /// A CEL expression over the event giving a string or number.
-    Cel(CelFilter),
-    /// A CEL expression that is a plain field path (`event.data.body.orderId`),
-    /// read straight from the event's JSON: the same key, without the interpreter.
-    Path {
-        /// The expression as compiled (for equality and display).
-        expression: CelFilter,
-        /// The fields after `event.`, e.g. `["data", "body", "orderId"]`.
-        fields: Vec<String>,
-    },
-}
-
-impl OrderingKey {
-    /// The key for `source`: a plain path when it is one, else the CEL expression.
-    pub fn from_expression(source: &str) -> Result<Self, String> {
-        let expression = CelFilter::compile_key(source)?;
-        let mut parts = source.trim().split('.');
-        let is_name = |p: &str| {
-            p.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
-        let fields: Vec<String> = parts.by_ref().skip(1).map(str::to_string).collect();
-        let plain = source.trim().starts_with("event.")
-            && !fields.is_empty()
-            && fields.iter().all(|f| is_name(f))
-            && (fields[0] == "data"
-                || (fields.len() == 1
-                    && ["id", "trigger", "source", "kind", "time"].contains(&fields[0].as_str())));
-        Ok(if plain {
-            OrderingKey::Path { expression, fields }
-        } else {
-            OrderingKey::Cel(expression)
-        })
-    }
 }
 
 impl TriggerConfig {
