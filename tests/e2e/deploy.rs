@@ -220,22 +220,13 @@ fn the_rendered_config_maps_hold_a_config_and_modules_that_check() {
 fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
     let ws = Workspace::new();
     let root = deploy_copy(&ws);
-    let server = ApiServer::start(&[
-        ResourceType::new(
-            "monitoring.coreos.com",
-            "v1",
-            "ServiceMonitor",
-            "servicemonitors",
-            true,
-        ),
-        ResourceType::new(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            false,
-        ),
-    ]);
+    let server = ApiServer::start(&[ResourceType::new(
+        "monitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+        "servicemonitors",
+        true,
+    )]);
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];

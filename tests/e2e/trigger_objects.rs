@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use wasmtrigger_test_apiserver::{ApiServer, ResourceType};
+use wasmtrigger_test_apiserver::ApiServer;
 
 use crate::support::{self, EngineProcess, Workspace};
 
@@ -31,13 +31,15 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 /// A test API server serving Trigger objects, a workspace with its
 /// kubeconfig, and a config file with no triggers (Trigger objects bring them).
 fn objects_server() -> (ApiServer, Workspace, PathBuf, PathBuf) {
-    let server = ApiServer::start(&[ResourceType::new(
-        "wasmtrigger.dev",
-        "v1alpha1",
-        "Trigger",
-        "triggers",
-        true,
-    )]);
+    // Served the way a user gets there: the project's CRD, created.
+    let server = ApiServer::start(&[]);
+    let crd: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(support::repo().join("deploy/crd/trigger.yaml")).unwrap(),
+    )
+    .unwrap();
+    server
+        .create("apiextensions.k8s.io", "customresourcedefinitions", "", crd)
+        .expect("the Trigger CRD is accepted");
     let ws = Workspace::new();
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();

@@ -16,18 +16,79 @@ pub struct ResourceType {
     pub plural: String,
     /// Whether objects live in namespaces.
     pub namespaced: bool,
+    /// Singular name, e.g. `configmap`.
+    pub singular: String,
+    /// Short names kubectl accepts, e.g. `cm`.
+    pub short_names: Vec<String>,
+    /// Categories (`kubectl get all` and the like).
+    pub categories: Vec<String>,
+    /// Whether `status` is a subresource: kept apart from writes to the object.
+    pub status: bool,
+    /// Printer columns for `Table` output (a CRD's `additionalPrinterColumns`).
+    pub columns: Vec<Column>,
+    /// Served now; a deleted CRD's kinds stay known but unserved.
+    pub served: bool,
+    /// Defined by a CustomResourceDefinition (its name), not built in or passed in code.
+    pub crd: Option<String>,
+}
+
+/// One printer column: a name, a type and where its value is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Header, e.g. `Last Success`.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub type_: String,
+    /// A simple JSONPath, e.g. `.status.state`.
+    pub json_path: String,
+    /// 0: shown by default; more: only with `-o wide`.
+    pub priority: i64,
+    /// Text for people.
+    pub description: String,
 }
 
 impl ResourceType {
     /// A resource type.
     pub fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
+        let short: &[&str] = match (group, plural) {
+            ("", "namespaces") => &["ns"],
+            ("", "configmaps") => &["cm"],
+            ("", "pods") => &["po"],
+            ("", "services") => &["svc"],
+            ("", "serviceaccounts") => &["sa"],
+            ("", "events") => &["ev"],
+            ("apps", "deployments") => &["deploy"],
+            ("apiextensions.k8s.io", "customresourcedefinitions") => &["crd", "crds"],
+            _ => &[],
+        };
+        // The built-in kinds whose status is a subresource on a real server.
+        let status = matches!(
+            (group, plural),
+            ("", "namespaces" | "pods" | "services")
+                | ("apps", "deployments")
+                | ("batch", "jobs")
+                | ("apiextensions.k8s.io", "customresourcedefinitions")
+        );
         ResourceType {
             group: group.into(),
             version: version.into(),
             kind: kind.into(),
             plural: plural.into(),
             namespaced,
+            singular: kind.to_lowercase(),
+            short_names: short.iter().map(|s| s.to_string()).collect(),
+            categories: Vec::new(),
+            status,
+            columns: Vec::new(),
+            served: true,
+            crd: None,
         }
+    }
+
+    /// The same kind with `status` as a subresource (for kinds passed in code).
+    pub fn with_status(mut self) -> Self {
+        self.status = true;
+        self
     }
 
     /// `plural` for the core group, else `plural.group` (as error messages name resources).
@@ -48,26 +109,29 @@ impl ResourceType {
         }
     }
 
-    fn describe(&self) -> Value {
-        let short: &[&str] = match (self.group.as_str(), self.plural.as_str()) {
-            ("", "namespaces") => &["ns"],
-            ("", "configmaps") => &["cm"],
-            ("", "pods") => &["po"],
-            ("", "services") => &["svc"],
-            ("", "serviceaccounts") => &["sa"],
-            ("", "events") => &["ev"],
-            ("apps", "deployments") => &["deploy"],
-            ("apiextensions.k8s.io", "customresourcedefinitions") => &["crd", "crds"],
-            _ => &[],
-        };
-        json!({
+    fn describe(&self) -> Vec<Value> {
+        let mut resource = json!({
             "name": self.plural,
-            "singularName": self.kind.to_lowercase(),
+            "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "shortNames": short,
-            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-        })
+            "shortNames": self.short_names,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        });
+        if !self.categories.is_empty() {
+            resource["categories"] = json!(self.categories);
+        }
+        let mut described = vec![resource];
+        if self.status {
+            described.push(json!({
+                "name": format!("{}/status", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": self.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        described
     }
 }
 
@@ -130,8 +194,8 @@ pub fn core_versions() -> Value {
 pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
     let resources: Vec<Value> = types
         .iter()
-        .filter(|t| t.group == group && t.version == version)
-        .map(ResourceType::describe)
+        .filter(|t| t.served && t.group == group && t.version == version)
+        .flat_map(ResourceType::describe)
         .collect();
     if resources.is_empty() {
         return None;
@@ -152,9 +216,10 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
 fn group_doc(types: &[ResourceType], group: &str) -> Option<Value> {
     let mut versions: Vec<&str> = types
         .iter()
-        .filter(|t| t.group == group)
+        .filter(|t| t.served && t.group == group)
         .map(|t| t.version.as_str())
         .collect();
+    versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
     versions.dedup();
     let first = *versions.first()?;
     let gv = |v: &str| json!({"groupVersion": format!("{group}/{v}"), "version": v});
@@ -167,6 +232,24 @@ fn group_doc(types: &[ResourceType], group: &str) -> Option<Value> {
     }))
 }
 
+/// How Kubernetes ranks versions for the preferred one: GA over beta over
+/// alpha, then the higher number (`v1` > `v1beta2` > `v1beta1` > `v1alpha1`).
+fn version_priority(version: &str) -> (u8, u32, u32) {
+    let Some(rest) = version.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let major = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    let number = |s: &str| s.parse().unwrap_or(0);
+    match tail {
+        "" => (3, major, 0),
+        t if t.starts_with("beta") => (2, major, number(&t[4..])),
+        t if t.starts_with("alpha") => (1, major, number(&t[5..])),
+        _ => (0, major, 0),
+    }
+}
+
 /// `GET /apis/{group}`.
 pub fn group(types: &[ResourceType], group: &str) -> Option<Value> {
     group_doc(types, group)
@@ -176,7 +259,7 @@ pub fn group(types: &[ResourceType], group: &str) -> Option<Value> {
 pub fn groups(types: &[ResourceType]) -> Value {
     let mut names: Vec<&str> = types
         .iter()
-        .filter(|t| !t.group.is_empty())
+        .filter(|t| t.served && !t.group.is_empty())
         .map(|t| t.group.as_str())
         .collect();
     names.sort();

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::Shared;
 use crate::discovery;
 use crate::select::Selector;
-use crate::store::{ApiError, Change, TypeId};
+use crate::store::{ApiError, Change, Part, Store, TypeId};
+use crate::table;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -206,9 +207,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         _ => return not_found(&path),
     };
     let find = |plural: &str| {
-        types
-            .iter()
-            .position(|t| t.group == group && t.version == version && t.plural == plural)
+        types.iter().position(|t| {
+            t.served && t.group == group && t.version == version && t.plural == plural
+        })
     };
     let target = match rest {
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some() && tail.len() <= 2 => {
@@ -231,6 +232,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if namespaced && target.name.is_some() && target.namespace.is_none() {
         return not_found(&path);
     }
+    let part = match target.subresource.as_deref() {
+        None => Part::Main,
+        Some("status") if types[target.ty].status => Part::Status,
+        Some(_) => return not_found(&path),
+    };
+    let table = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(table::wanted);
     let ns = if namespaced {
         target.namespace.clone().unwrap_or_default()
     } else {
@@ -264,38 +275,63 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     } else {
         None
     };
+    // DeleteOptions in a DELETE's body may ask for a dry run too (kubectl does so).
+    let dry_in_body = method == Method::DELETE
+        && serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|o| o["dryRun"].as_array().cloned())
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+    let dry = match query.get("dryRun").map(String::as_str) {
+        None => dry_in_body,
+        Some("All") => true,
+        Some(other) => {
+            return fail(&ApiError::new(
+                400,
+                "BadRequest",
+                format!("Invalid dryRun value: {other:?}: the only supported value is \"All\""),
+            ));
+        }
+    };
+    let ty = target.ty;
+    // A write runs under the store's lock, as a dry run when asked.
+    let write = |op: &dyn Fn(&mut Store) -> Result<Value, ApiError>| {
+        let mut store = shared.lock();
+        if dry {
+            store.dry_run(|s| op(s))
+        } else {
+            op(&mut store)
+        }
+    };
     let result = match (&method, &target.name) {
         (&Method::GET, None) if watching => {
-            return watch(shared, target.ty, list_ns.map(str::to_string), &query);
+            return watch(shared, ty, list_ns.map(str::to_string), &query);
         }
-        (&Method::GET, None) => list(&shared, target.ty, list_ns, &query),
-        (&Method::GET, Some(name)) => shared.lock().get(target.ty, &ns, name),
-        (&Method::POST, None) => json_body().and_then(|b| shared.lock().create(target.ty, &ns, b)),
-        (&Method::PUT, Some(name)) => json_body().and_then(|b| {
-            let mut store = shared.lock();
-            if target.subresource.as_deref() == Some("status") {
-                let mut current = store.get(target.ty, &ns, name)?;
-                current["status"] = b["status"].clone();
-                if let Some(rv) = b["metadata"]["resourceVersion"].as_str() {
-                    current["metadata"]["resourceVersion"] = rv.into();
-                }
-                store.update(target.ty, &ns, name, current)
-            } else {
-                store.update(target.ty, &ns, name, b)
-            }
-        }),
+        (&Method::GET, None) => list(&shared, ty, list_ns, &query),
+        (&Method::GET, Some(name)) => shared.lock().get(ty, &ns, name),
+        (&Method::POST, None) if part == Part::Main => {
+            json_body().and_then(|b| write(&|s: &mut Store| s.create_as(ty, &ns, b.clone(), part)))
+        }
+        (&Method::PUT, Some(name)) => json_body()
+            .and_then(|b| write(&|s: &mut Store| s.update_as(ty, &ns, name, b.clone(), part))),
         (&Method::PATCH, Some(name)) => {
             let manager = query.get("fieldManager").map(String::as_str);
-            shared
-                .lock()
-                .patch(target.ty, &ns, name, &content_type, &body, manager)
+            write(&|s: &mut Store| s.patch_as(ty, &ns, name, &content_type, &body, manager, part))
         }
-        (&Method::DELETE, Some(name)) => shared.lock().delete(target.ty, &ns, name),
+        (&Method::DELETE, Some(name)) if part == Part::Main => {
+            write(&|s: &mut Store| s.delete(ty, &ns, name))
+        }
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
             format!("{method} is not supported on {path}"),
         )),
+    };
+    let result = match result {
+        Ok(v) if table && method == Method::GET => {
+            let store = shared.lock();
+            Ok(table::of(&store.types[ty], &v))
+        }
+        other => other,
     };
     match result {
         Ok(v) => full(

@@ -17,11 +17,13 @@
 //! directives beyond `$patch`, field-ownership conflicts in server-side
 //! apply, finalizers and garbage collection, `Table` output.
 
+mod crd;
 mod discovery;
 mod http;
 mod patch;
 mod select;
 mod store;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,8 +31,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 
-pub use discovery::ResourceType;
-pub use store::{ApiError, Change};
+pub use discovery::{Column, ResourceType};
+pub use store::{ApiError, Change, Part};
 
 /// A failure to inject: the next request matching `method` and containing
 /// `path` in its path and query gets this error instead of being served.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{Value, json};
 
 use crate::discovery::ResourceType;
-use crate::patch;
+use crate::{crd, patch};
 
 /// Index of a resource type in the server's type list.
 pub type TypeId = usize;
@@ -68,6 +68,18 @@ impl ApiError {
     }
 }
 
+/// Which part of an object a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// All of it: the test set-up helpers, which write as a controller would.
+    Whole,
+    /// A write to the object itself: `status` is kept as it is, for kinds
+    /// whose status is a subresource (and dropped on create).
+    Main,
+    /// A write to `/status`: only `status` changes.
+    Status,
+}
+
 /// All state.
 pub struct Store {
     /// Known types.
@@ -81,6 +93,10 @@ pub struct Store {
     /// that subscribes and reads the history in one critical section sees
     /// each change exactly once.
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// A dry run is in progress: nothing is recorded or sent.
+    dry: bool,
+    /// CRDs are being turned into kinds (their own writes do not start another pass).
+    syncing: bool,
 }
 
 fn now() -> String {
@@ -108,6 +124,8 @@ impl Store {
             history: VecDeque::new(),
             compacted: 0,
             changes,
+            dry: false,
+            syncing: false,
         };
         let ns = store.type_of("", "namespaces").expect("namespaces type");
         for name in ["default", "kube-system"] {
@@ -183,6 +201,10 @@ impl Store {
     }
 
     fn record(&mut self, kind: &'static str, ty: TypeId, object: Value) {
+        if self.dry {
+            return;
+        }
+        let crd_changed = self.types[ty].group == "apiextensions.k8s.io";
         let change = Change {
             rv: self.rv,
             kind,
@@ -196,6 +218,85 @@ impl Store {
                 self.compacted = c.rv;
             }
         }
+        if crd_changed && !self.syncing {
+            self.syncing = true;
+            self.sync_crds();
+            self.syncing = false;
+        }
+    }
+
+    /// Serves the kinds the stored CRDs define, and only those: new kinds
+    /// are added, a deleted CRD's kinds stop being served and lose their
+    /// objects, and a new CRD's status says its names are accepted.
+    fn sync_crds(&mut self) {
+        let Some(crd_type) = self.type_of("apiextensions.k8s.io", "customresourcedefinitions")
+        else {
+            return;
+        };
+        let crds: Vec<Value> = self
+            .list(crd_type, None)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        let mut wanted: Vec<ResourceType> = Vec::new();
+        for kind in crds.iter().flat_map(crd::kinds_of) {
+            // Names another CRD (or a built-in kind) holds are not accepted.
+            let taken = wanted
+                .iter()
+                .chain(self.types.iter().filter(|t| t.crd.is_none()))
+                .any(|t| {
+                    t.group == kind.group && t.version == kind.version && t.plural == kind.plural
+                });
+            if !taken {
+                wanted.push(kind);
+            }
+        }
+        for ty in 0..self.types.len() {
+            let t = &self.types[ty];
+            if t.crd.is_none() || !t.served {
+                continue;
+            }
+            let kept = wanted
+                .iter()
+                .any(|w| w.group == t.group && w.version == t.version && w.plural == t.plural);
+            if !kept {
+                let names: Vec<(String, String)> = self
+                    .list(ty, None)
+                    .into_iter()
+                    .map(|((_, ns, name), _)| (ns, name))
+                    .collect();
+                for (ns, name) in names {
+                    let _ = self.delete(ty, &ns, &name);
+                }
+                self.types[ty].served = false;
+            }
+        }
+        for kind in wanted {
+            match self.types.iter().position(|t| {
+                t.group == kind.group && t.version == kind.version && t.plural == kind.plural
+            }) {
+                Some(ty) => self.types[ty] = kind,
+                None => self.types.push(kind),
+            }
+        }
+        for crd in crds.iter().filter(|c| !crd::is_established(c)) {
+            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+            let mut established = crd.clone();
+            established["status"] = crd::accepted_status(crd, &now());
+            let _ = self.update_as(crd_type, "", name, established, Part::Whole);
+        }
+    }
+
+    /// Runs `write` as a dry run (`dryRun=All`): it is validated and
+    /// answered as if done, but nothing is stored and no watch hears of it.
+    pub fn dry_run<T>(&mut self, write: impl FnOnce(&mut Store) -> T) -> T {
+        let (objects, rv) = (self.objects.clone(), self.rv);
+        self.dry = true;
+        let out = write(self);
+        self.dry = false;
+        self.objects = objects;
+        self.rv = rv;
+        out
     }
 
     fn check_body(&self, ty: TypeId, body: &Value) -> Result<(), ApiError> {
@@ -222,9 +323,26 @@ impl Store {
     }
 
     /// Creates an object; the namespace comes from the URL.
-    pub fn create(&mut self, ty: TypeId, ns: &str, mut body: Value) -> Result<Value, ApiError> {
+    pub fn create(&mut self, ty: TypeId, ns: &str, body: Value) -> Result<Value, ApiError> {
+        self.create_as(ty, ns, body, Part::Whole)
+    }
+
+    /// Creates an object as a write to `part` (a `Main` create drops a subresource status).
+    pub fn create_as(
+        &mut self,
+        ty: TypeId,
+        ns: &str,
+        mut body: Value,
+        part: Part,
+    ) -> Result<Value, ApiError> {
         self.check_body(ty, &body)?;
         let t = self.types[ty].clone();
+        if part == Part::Main
+            && t.status
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("status");
+        }
         let mut name = body["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -318,16 +436,42 @@ impl Store {
 
     /// Replaces an object. A stale `metadata.resourceVersion` is a 409 Conflict;
     /// a body equal to what is stored changes nothing and emits no event.
-    pub fn update(
+    /// Only `part` of it changes (see [`Part`]).
+    pub fn update_as(
         &mut self,
         ty: TypeId,
         ns: &str,
         name: &str,
         mut body: Value,
+        part: Part,
     ) -> Result<Value, ApiError> {
         self.check_body(ty, &body)?;
         let current = self.get(ty, ns, name)?;
         let t = self.types[ty].clone();
+        let set_status =
+            |object: &mut Value, from: &Value| match (object.as_object_mut(), from.get("status")) {
+                (Some(o), Some(status)) => {
+                    o.insert("status".into(), status.clone());
+                }
+                (Some(o), None) => {
+                    o.remove("status");
+                }
+                _ => {}
+            };
+        match part {
+            Part::Main if t.status => set_status(&mut body, &current),
+            Part::Status => {
+                let mut next = current.clone();
+                set_status(&mut next, &body);
+                next["metadata"]["resourceVersion"] =
+                    match body["metadata"]["resourceVersion"].as_str() {
+                        Some(rv) => rv.into(),
+                        None => current["metadata"]["resourceVersion"].clone(),
+                    };
+                body = next;
+            }
+            _ => {}
+        }
         if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
             && rv
                 != current["metadata"]["resourceVersion"]
@@ -396,6 +540,30 @@ impl Store {
         patch_body: &[u8],
         field_manager: Option<&str>,
     ) -> Result<Value, ApiError> {
+        self.patch_as(
+            ty,
+            ns,
+            name,
+            content_type,
+            patch_body,
+            field_manager,
+            Part::Whole,
+        )
+    }
+
+    /// Patches `part` of an object: the patch applies to the whole object,
+    /// then only what `part` may change is kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch_as(
+        &mut self,
+        ty: TypeId,
+        ns: &str,
+        name: &str,
+        content_type: &str,
+        patch_body: &[u8],
+        field_manager: Option<&str>,
+        part: Part,
+    ) -> Result<Value, ApiError> {
         let bad = |e: String| ApiError::new(400, "BadRequest", e);
         let kind = content_type.split(';').next().unwrap_or_default().trim();
         if kind == "application/apply-patch+yaml" {
@@ -404,7 +572,7 @@ impl Store {
             })?;
             let applied: Value = serde_yaml_ng::from_slice(patch_body)
                 .map_err(|e| bad(format!("invalid apply patch: {e}")))?;
-            return self.apply(ty, ns, name, applied, manager);
+            return self.apply(ty, ns, name, applied, manager, part);
         }
         let patch: Value =
             serde_json::from_slice(patch_body).map_err(|e| bad(format!("invalid patch: {e}")))?;
@@ -430,7 +598,7 @@ impl Store {
         if !sent_rv && let Some(m) = object["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }
-        self.update(ty, ns, name, object)
+        self.update_as(ty, ns, name, object, part)
     }
 
     /// Server-side apply, simplified: the applied configuration is merged
@@ -443,6 +611,7 @@ impl Store {
         name: &str,
         applied: Value,
         manager: &str,
+        part: Part,
     ) -> Result<Value, ApiError> {
         self.check_body(ty, &applied)?;
         let entry = json!({"manager": manager, "operation": "Apply", "apiVersion": self.types[ty].api_version(), "time": now(), "fieldsType": "FieldsV1"});
@@ -451,7 +620,7 @@ impl Store {
                 let mut body = applied;
                 body["metadata"]["name"] = name.into();
                 body["metadata"]["managedFields"] = json!([entry]);
-                self.create(ty, ns, body)
+                self.create_as(ty, ns, body, part)
             }
             Err(e) => Err(e),
             Ok(mut object) => {
@@ -483,7 +652,7 @@ impl Store {
                 if let Some(m) = object["metadata"].as_object_mut() {
                     m.remove("resourceVersion");
                 }
-                self.update(ty, ns, name, object)
+                self.update_as(ty, ns, name, object, part)
             }
         }
     }

@@ -396,3 +396,175 @@ fn kubectl_discovers_kinds_and_gets_injected_errors() {
     assert!(!ok && err.contains("injected"), "{err}");
     c.ok(&["get", "cm"]);
 }
+
+/// A kpack-like third-party CRD: namespaced, a status subresource, and a
+/// printer column with a JSONPath filter.
+pub const IMAGE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: { name: images.kpack.io }
+spec:
+  group: kpack.io
+  scope: Namespaced
+  names: { kind: Image, plural: images, singular: image, shortNames: [img], categories: [kpack] }
+  versions:
+    - name: v1alpha2
+      served: true
+      storage: true
+      subresources: { status: {} }
+      schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
+      additionalPrinterColumns:
+        - { name: LatestImage, type: string, jsonPath: .status.latestImage }
+        - { name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status' }
+"#;
+
+fn trigger_crd() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crd/trigger.yaml"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn kubectl_serves_applied_crds_with_tables_status_and_dry_runs() {
+    let c = Cluster::start();
+    let (ok, _, err) = c.kubectl(&["get", "triggers"]);
+    assert!(!ok && err.contains("doesn't have a resource type"), "{err}");
+    let crds = c.file("crds.yaml", &format!("{}\n---\n{IMAGE_CRD}", trigger_crd()));
+    c.ok(&["apply", "--validate=false", "-f", &crds]);
+    c.ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=20s",
+        "crd/triggers.wasmtrigger.dev",
+        "crd/images.kpack.io",
+    ]);
+    // Discovery: plural, short name and category.
+    let resources = c.ok(&["api-resources", "--api-group=wasmtrigger.dev", "-o", "wide"]);
+    assert!(
+        resources.contains("triggers") && resources.contains("wt"),
+        "{resources}"
+    );
+    let (_, out, err) = c.kubectl(&["get", "triggers"]);
+    assert!(err.contains("No resources found"), "{out}{err}");
+
+    // A write to the object ignores status; a write to /status changes only status.
+    let trigger = c.file(
+        "t.yaml",
+        "apiVersion: wasmtrigger.dev/v1alpha1\nkind: Trigger\nmetadata: { name: nightly }\nspec:\n  source: { type: schedule, every: 1h }\n  action: { module: log-event.wasm }\nstatus: { state: Forged }\n",
+    );
+    c.ok(&["apply", "--validate=false", "-f", &trigger]);
+    let stored = c
+        .server
+        .get("wasmtrigger.dev", "triggers", "default", "nightly")
+        .unwrap();
+    assert!(stored.get("status").is_none(), "{stored}");
+    let status = r#"{"status":{"state":"Ready","lastSuccess":"2026-01-01T00:00:00Z","lastFailure":"2026-01-01T00:00:00Z","failureCount":3},"spec":{"action":{"module":"evil.wasm"}}}"#;
+    c.ok(&[
+        "patch",
+        "trigger",
+        "nightly",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    let stored = c
+        .server
+        .get("wasmtrigger.dev", "triggers", "default", "nightly")
+        .unwrap();
+    assert_eq!(stored["status"]["state"], "Ready");
+    assert_eq!(
+        stored["spec"]["action"]["module"], "log-event.wasm",
+        "{stored}"
+    );
+    c.ok(&[
+        "patch",
+        "wt",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"state":"Forged"},"spec":{"description":"x"}}"#,
+    ]);
+    let stored = c
+        .server
+        .get("wasmtrigger.dev", "triggers", "default", "nightly")
+        .unwrap();
+    assert_eq!(
+        (
+            stored["status"]["state"].as_str(),
+            stored["spec"]["description"].as_str()
+        ),
+        (Some("Ready"), Some("x"))
+    );
+
+    // The Table: the CRD's printer columns, a date as an age.
+    let table = c.ok(&["get", "triggers"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "STATE", "LAST", "SUCCESS", "LAST", "FAILURE", "FAILURES", "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["nightly", "Ready"], "{table}");
+    assert!(
+        row[2].ends_with('d') || row[2].ends_with('y'),
+        "an age: {table}"
+    );
+    assert_eq!(row[4], "3", "{table}");
+
+    // The third-party kind, by short name and category, with a filtered column.
+    let image = c.file(
+        "image.yaml",
+        "apiVersion: kpack.io/v1alpha2\nkind: Image\nmetadata: { name: app }\nspec: { tag: registry.local/app }\n",
+    );
+    c.ok(&["apply", "--validate=false", "-f", &image]);
+    c.ok(&[
+        "patch", "img", "app", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"latestImage":"registry.local/app@sha256:1","conditions":[{"type":"Succeeded","status":"False"},{"type":"Ready","status":"True"}]}}"#,
+    ]);
+    let table = c.ok(&["get", "kpack"]);
+    assert!(
+        table.contains("LATESTIMAGE") && table.contains("registry.local/app@sha256:1"),
+        "{table}"
+    );
+    let ready = table.lines().find(|l| l.contains("app")).unwrap();
+    assert!(ready.split_whitespace().any(|c| c == "True"), "{table}");
+
+    // dryRun=All: answered, nothing stored, no event.
+    let rv = c.server.resource_version();
+    let other = c.file(
+        "other.yaml",
+        &std::fs::read_to_string(c.dir.join("image.yaml"))
+            .unwrap()
+            .replace("name: app", "name: other"),
+    );
+    c.ok(&[
+        "create",
+        "--validate=false",
+        "--dry-run=server",
+        "-f",
+        &other,
+    ]);
+    c.ok(&["delete", "img", "app", "--dry-run=server"]);
+    assert!(
+        c.server
+            .get("kpack.io", "images", "default", "other")
+            .is_none()
+    );
+    assert!(
+        c.server
+            .get("kpack.io", "images", "default", "app")
+            .is_some()
+    );
+    assert_eq!(c.server.resource_version(), rv, "a dry run changes nothing");
+
+    // Deleting the CRD removes the kind and its objects.
+    c.ok(&["delete", "crd", "images.kpack.io"]);
+    let (ok, _, err) = c.kubectl(&["get", "images.kpack.io"]);
+    assert!(!ok && err.contains("doesn't have a resource type"), "{err}");
+    assert!(c.server.list("kpack.io", "images", None).is_empty());
+    c.ok(&["get", "triggers"]);
+}
