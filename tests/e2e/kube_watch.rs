@@ -114,6 +114,91 @@ triggers:
     engine.shutdown().await;
 }
 
+/// A kpack-like `Image` kind, defined only by its CRD (as on a cluster with kpack installed).
+const IMAGE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: { name: images.kpack.io }
+spec:
+  group: kpack.io
+  scope: Namespaced
+  names: { kind: Image, plural: images, singular: image }
+  versions:
+    - name: v1alpha2
+      served: true
+      storage: true
+      subresources: { status: {} }
+      schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
+"#;
+
+/// kube-trigger's kpack example: act when an Image built by a third-party
+/// controller becomes Ready. The kind exists only because its CRD was
+/// applied with kubectl; the status arrives through the status subresource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_defined_by_an_applied_crd_drives_a_trigger() {
+    let server = ApiServer::start(&[]);
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let apply = ["apply", "--validate=false", "-f", "-"];
+    support::kubectl(Some(&kubeconfig), &apply, IMAGE_CRD);
+    support::kubectl(
+        Some(&kubeconfig),
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=20s",
+            "crd/images.kpack.io",
+        ],
+        "",
+    );
+    let (engine, runs) = start(
+        &ws,
+        &server,
+        r#"
+triggers:
+  - name: image-ready
+    source: { type: kube-watch, apiVersion: kpack.io/v1alpha2, kind: Image, namespace: default }
+    filter:
+      cel: has(event.data.object.status) && event.data.object.status.conditions.exists(c, c.type == "Ready" && c.status == "True")
+    action: { module: log-event.wasm }
+"#,
+    )
+    .await;
+    support::eventually("the watch to start", || {
+        (server.watch_requests("images") > 0).then_some(())
+    })
+    .await;
+    support::kubectl(
+        Some(&kubeconfig),
+        &apply,
+        "apiVersion: kpack.io/v1alpha2\nkind: Image\nmetadata: { name: app, namespace: default }\nspec: { tag: registry.local/app }\n",
+    );
+    let first = runs.wait_runs("image-ready", 1).await;
+    assert_eq!(first[0].status, RunStatus::Filtered, "no status yet");
+    support::kubectl(
+        Some(&kubeconfig),
+        &[
+            "patch",
+            "image.kpack.io",
+            "app",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"latestImage":"registry.local/app@sha256:1","conditions":[{"type":"Ready","status":"True"}]}}"#,
+        ],
+        "",
+    );
+    let all = runs.wait_runs("image-ready", 2).await;
+    assert_eq!(all[1].status, RunStatus::Succeeded, "{:?}", all[1]);
+    let event = event_of(&all[1]);
+    assert_eq!(event["data"]["object"]["kind"], "Image");
+    assert_eq!(
+        event["data"]["object"]["status"]["latestImage"],
+        "registry.local/app@sha256:1"
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shared_watch_serves_each_trigger_only_its_own_events() {
     let server = ApiServer::start(&[]);

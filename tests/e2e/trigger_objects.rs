@@ -10,8 +10,8 @@ use wasmtrigger_test_apiserver::ApiServer;
 
 use crate::support::{self, EngineProcess, Workspace};
 
-fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) {
-    support::kubectl(Some(kubeconfig), args, stdin);
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    support::kubectl(Some(kubeconfig), args, stdin)
 }
 
 fn status(server: &ApiServer, name: &str) -> Value {
@@ -117,6 +117,30 @@ async fn trigger_objects_run_and_get_their_status_written() {
         "{ready}"
     );
     assert_eq!(ready["observedGeneration"], 1);
+    // What an operator sees: the CRD's printer columns with the engine's values.
+    let table = kubectl(&kubeconfig, &["get", "triggers"], "");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "STATE", "LAST", "SUCCESS", "LAST", "FAILURE", "FAILURES", "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("heartbeat "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    // An empty cell (no failure yet) prints as blank: NAME STATE SUCCESS FAILURES AGE.
+    assert_eq!(row.len(), 5, "{table}");
+    assert_eq!(row[1], "Ready", "{table}");
+    assert!(
+        row[2].ends_with('s'),
+        "last success is seconds ago: {table}"
+    );
+    assert_eq!(row[3], "0", "no failures: {table}");
 
     let invalid = support::eventually("broken's status", || {
         let s = status(&server, "broken");

@@ -180,3 +180,101 @@ async fn the_watcher_relists_after_a_compaction_and_misses_nothing() {
         "a re-watch from before the compaction got the in-stream 410"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_crd_is_discovered_and_its_kind_served() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DynamicObject;
+    use kube::discovery::{Discovery, Scope};
+
+    let server = ApiServer::start(&[]);
+    let client = client(&server);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rollouts.argoproj.io"},
+        "spec": {
+            "group": "argoproj.io",
+            "scope": "Namespaced",
+            "names": {"kind": "Rollout", "plural": "rollouts", "singular": "rollout", "shortNames": ["ro"]},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                          "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let (ar, caps) = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .find(|(ar, _)| ar.kind == "Rollout")
+        .expect("the CRD's kind is discovered");
+    assert_eq!(
+        (ar.api_version.as_str(), ar.plural.as_str()),
+        ("argoproj.io/v1alpha1", "rollouts")
+    );
+    assert_eq!(caps.scope, Scope::Namespaced);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "rollouts/status" || s.plural == "status"),
+        "{caps:?}"
+    );
+
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"}, "spec": {"replicas": 3},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+    let added = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.try_next().await.unwrap() {
+                Some(Event::Apply(o) | Event::InitApply(o))
+                    if o.metadata.name.as_deref() == Some("web") =>
+                {
+                    return o;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the watch sees the new object");
+    assert_eq!(added.data["spec"]["replicas"], 3);
+
+    api.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Healthy"}, "spec": {"replicas": 9}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Forged"}, "spec": {"paused": true}})),
+    )
+    .await
+    .unwrap();
+    let got = api.get("web").await.unwrap();
+    assert_eq!(
+        got.data["status"]["phase"], "Healthy",
+        "status moves only through /status"
+    );
+    assert_eq!(got.data["spec"]["replicas"], 3, "/status moves only status");
+    assert_eq!(got.data["spec"]["paused"], true);
+
+    crds.delete("rollouts.argoproj.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    let err = api.get("web").await.unwrap_err();
+    assert_eq!(status_code(&err), Some(404), "{err}");
+    let discovery = Discovery::new(client).run().await.unwrap();
+    assert!(!discovery.groups().any(|g| g.name() == "argoproj.io"));
+}

@@ -113,3 +113,36 @@ fn the_python_client_elects_exactly_one_leader_and_hands_over() {
     assert_eq!(lease["spec"]["holderIdentity"], second["identity"]);
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 4);
 }
+
+#[test]
+fn the_python_client_defines_a_kind_with_a_crd_and_uses_it() {
+    let server = ApiServer::start(&[]);
+    let seen = crosscheck(&server, "crd");
+    assert_eq!(seen["established"], true, "{seen}");
+    assert!(
+        seen["createdStatus"].is_null(),
+        "a create drops status: {seen}"
+    );
+    assert_eq!(
+        seen["spec"]["secretName"], "web-tls",
+        "a /status patch changes only status"
+    );
+    assert_eq!(seen["spec"]["dnsNames"][0], "web.example");
+    assert_eq!(
+        seen["status"]["conditions"][0]["status"], "False",
+        "an object patch keeps status"
+    );
+    assert_eq!(seen["listed"], serde_json::json!(["web"]));
+    assert_eq!(
+        seen["columns"],
+        serde_json::json!(["Name", "Ready", "Secret"])
+    );
+    assert_eq!(
+        seen["rows"],
+        serde_json::json!([["web", "False", "web-tls"]])
+    );
+    assert_eq!(
+        seen["gone"], true,
+        "deleting the CRD removes the kind: {seen}"
+    );
+}
