@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use wasmtrigger::runs::RunStatus;
 use wasmtrigger_test_apiserver::{ApiError, ApiServer};
 
-use crate::kube_watch::{deployment, start, start_config};
+use crate::kube_watch::{deployment, start, start_connected};
+use crate::support::cluster::LeastPrivilege;
 use crate::support::{self, Workspace};
 
 fn configmap(name: &str, labels: Value, data: Value) -> Value {
@@ -26,7 +27,8 @@ async fn watch_started(server: &ApiServer, plural: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bump_revision_quick_start_rolls_only_labelled_deployments() {
-    let server = ApiServer::start(&[]);
+    // The engine holds only what `wasmtrigger rbac` prints for the example.
+    let server = LeastPrivilege::start();
     server
         .create("", "namespaces", "", json!({"metadata": {"name": "other"}}))
         .unwrap();
@@ -63,7 +65,8 @@ async fn the_bump_revision_quick_start_rolls_only_labelled_deployments() {
 
     let ws = Workspace::new();
     let config = support::repo().join("examples/configs/bump-revision.yaml");
-    let (engine, runs) = start_config(&ws, &server, &config).await;
+    let kubeconfig = server.grant(&ws, &config, &[]);
+    let (engine, runs) = start_connected(&ws, &kubeconfig, &config).await;
     watch_started(&server, "configmaps").await;
 
     // Not labelled for restarts: outside the watch's selector.
@@ -164,6 +167,89 @@ async fn the_bump_revision_quick_start_rolls_only_labelled_deployments() {
         2,
         "the unlabelled ConfigMap started nothing"
     );
+    engine.shutdown().await;
+    server.assert_nothing_forbidden();
+}
+
+/// The other side of least privilege: a rule taken out of what `wasmtrigger
+/// rbac` printed is a real 403 the run reports, and nothing is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_missing_from_the_engines_rbac_is_a_forbidden_run() {
+    let server = LeastPrivilege::start();
+    let watched = json!({"wasmtrigger.dev/restart-on-change": "web"});
+    server
+        .create(
+            "",
+            "configmaps",
+            "default",
+            configmap("web-config", watched, json!({})),
+        )
+        .unwrap();
+    let mut web = deployment("web-a", 1, 1);
+    web["metadata"]["labels"] = json!({"app": "web"});
+    server
+        .create("apps", "deployments", "default", web)
+        .unwrap();
+    let ws = Workspace::new();
+    let config = support::repo().join("examples/configs/bump-revision.yaml");
+    let kubeconfig = server.grant(&ws, &config, &[]);
+    let role = server
+        .get(
+            "rbac.authorization.k8s.io",
+            "roles",
+            "default",
+            "wasmtrigger",
+        )
+        .unwrap();
+    let rules: Vec<Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["resources"] != json!(["deployments"]))
+        .cloned()
+        .collect();
+    assert!(
+        rules.len() < role["rules"].as_array().unwrap().len(),
+        "{role}"
+    );
+    server
+        .merge_patch(
+            "rbac.authorization.k8s.io",
+            "roles",
+            "default",
+            "wasmtrigger",
+            &json!({ "rules": rules }),
+        )
+        .unwrap();
+    let (engine, runs) = start_connected(&ws, &kubeconfig, &config).await;
+    watch_started(&server, "configmaps").await;
+    server
+        .merge_patch(
+            "",
+            "configmaps",
+            "default",
+            "web-config",
+            &json!({"data": {"a": "1"}}),
+        )
+        .unwrap();
+    let bump = runs.wait_runs("restart-web-on-config-change", 1).await;
+    assert_eq!(bump[0].status, RunStatus::Failed, "{:?}", bump[0]);
+    let error = bump[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("forbidden") || error.contains("Forbidden"),
+        "{error}"
+    );
+    let forbidden = server.forbidden();
+    assert!(
+        forbidden
+            .iter()
+            .any(|f| f.contains("cannot list resource \"deployments\"")),
+        "{forbidden:?}"
+    );
+    let web = server
+        .get("apps", "deployments", "default", "web-a")
+        .unwrap();
+    assert!(web["metadata"]["annotations"].is_null(), "{web}");
     engine.shutdown().await;
 }
 

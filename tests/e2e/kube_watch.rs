@@ -13,6 +13,7 @@ use wasmtrigger::engine::{Engine, EngineOptions};
 use wasmtrigger::runs::RunStatus;
 use wasmtrigger_test_apiserver::{ApiError, ApiServer, ServerOptions};
 
+use crate::support::cluster::LeastPrivilege;
 use crate::support::{self, Collector, EngineProcess, Workspace};
 
 pub(crate) async fn start(
@@ -32,6 +33,16 @@ pub(crate) async fn start_config(
 ) -> (Engine, Arc<Collector>) {
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
+    start_connected(ws, &kubeconfig, config).await
+}
+
+/// Starts an engine on a config file, connected through `kubeconfig`.
+pub(crate) async fn start_connected(
+    ws: &Workspace,
+    kubeconfig: &std::path::Path,
+    config: &std::path::Path,
+) -> (Engine, Arc<Collector>) {
+    let kubeconfig = kubeconfig.to_path_buf();
     let options = EngineOptions {
         module_cache: Some(support::shared_cache()),
         kube: wasmtrigger::kube::KubeConnection::kubeconfig(kubeconfig),
@@ -680,7 +691,8 @@ triggers:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kube_capability_does_what_grants_allow_and_nothing_else() {
-    let server = ApiServer::start(&[]);
+    // The engine holds only what `wasmtrigger rbac` derives from the grants.
+    let server = LeastPrivilege::start();
     server
         .create("apps", "deployments", "default", deployment("web", 1, 1))
         .unwrap();
@@ -729,7 +741,9 @@ async fn the_kube_capability_does_what_grants_allow_and_nothing_else() {
     ] {
         yaml.push_str(&call(name, kube));
     }
-    let (engine, runs) = start(&ws, &server, &yaml).await;
+    let config = ws.write("triggers.yaml", &yaml);
+    let kubeconfig = server.grant(&ws, &config, &[]);
+    let (engine, runs) = start_connected(&ws, &kubeconfig, &config).await;
     let outcome = |name: &str| {
         let runs = runs.clone();
         let name = name.to_string();
@@ -787,6 +801,7 @@ async fn the_kube_capability_does_what_grants_allow_and_nothing_else() {
     let stats = engine.capability_stats();
     assert_eq!(stats.kube_denials, 3);
     engine.shutdown().await;
+    server.assert_nothing_forbidden();
 }
 
 #[test]

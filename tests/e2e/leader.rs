@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use wasmtrigger_test_apiserver::ApiServer;
 
+use crate::support::cluster::LeastPrivilege;
 use crate::support::http_server::TestServer;
 use crate::support::{self, EngineProcess, Workspace};
 
@@ -82,12 +83,12 @@ fn replica(ws: &Workspace, config: &Path, kubeconfig: &Path, n: usize) -> Engine
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
-    let server = ApiServer::start(&[]);
+    // Every replica holds only what `wasmtrigger rbac --leader-election` prints.
+    let server = LeastPrivilege::start();
     let collector = TestServer::start().await;
     let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
     let config = tick_config(&ws, &collector);
+    let kubeconfig = server.grant(&ws, &config, &["--leader-election"]);
     let start = |n: usize| replica(&ws, &config, &kubeconfig, n);
     let mut replicas: Vec<Option<EngineProcess>> = (0..3).map(|n| Some(start(n))).collect();
     let leader_of = |replicas: &[Option<EngineProcess>]| -> Vec<usize> {
@@ -173,6 +174,7 @@ async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
         doubled.is_empty(),
         "ticks fired twice across replicas: {doubled:?}"
     );
+    server.assert_nothing_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use wasmtrigger_test_apiserver::ApiServer;
 
+use crate::support::cluster::LeastPrivilege;
+
 use crate::support::{self, EngineProcess, Workspace};
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str], stdin: &str) -> String {
@@ -28,11 +30,12 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// A test API server serving Trigger objects, a workspace with its
-/// kubeconfig, and a config file with no triggers (Trigger objects bring them).
-fn objects_server() -> (ApiServer, Workspace, PathBuf, PathBuf) {
-    // Served the way a user gets there: the project's CRD, created.
-    let server = ApiServer::start(&[]);
+/// A least-privilege test API server serving Trigger objects (the
+/// project's CRD, created as a user does), a workspace with the admin's
+/// kubeconfig for set-up, and a config file with no triggers (Trigger
+/// objects bring them). Engines get what `wasmtrigger rbac` grants.
+fn objects_server() -> (LeastPrivilege, Workspace, PathBuf, PathBuf) {
+    let server = LeastPrivilege::start();
     let crd: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(support::repo().join("deploy/crd/trigger.yaml")).unwrap(),
     )
@@ -66,8 +69,9 @@ fn objects_engine(
 }
 
 /// One engine on Trigger objects in `scope`, started.
-fn engine_on_objects(scope: &str) -> (ApiServer, Workspace, EngineProcess) {
-    let (server, ws, config, kubeconfig) = objects_server();
+fn engine_on_objects(scope: &str) -> (LeastPrivilege, Workspace, EngineProcess) {
+    let (server, ws, config, _) = objects_server();
+    let kubeconfig = server.grant(&ws, &config, &["--trigger-objects", scope]);
     let engine = objects_engine(&config, &kubeconfig, &ws.state_dir(), scope, &[]);
     engine.wait_started();
     (server, ws, engine)
@@ -202,6 +206,7 @@ async fn trigger_objects_run_and_get_their_status_written() {
         counted <= succeeded && counted + 1 >= succeeded,
         "status counts {counted}, the engine logged {succeeded}"
     );
+    server.assert_nothing_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,15 +246,21 @@ async fn cluster_wide_trigger_objects_are_named_by_namespace() {
         .await;
     }
     assert_eq!(engine.stop(), 0);
+    server.assert_nothing_forbidden();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_goes_on_counting_where_the_old_one_stopped() {
     let (server, ws, config, kubeconfig) = objects_server();
+    let engine_kubeconfig = server.grant(
+        &ws,
+        &config,
+        &["--trigger-objects", "default", "--leader-election"],
+    );
     let replica = |n: usize| {
         let state = ws.path().join(format!("state-{n}"));
         let lease = support::FAST_LEADER_ELECTION;
-        objects_engine(&config, &kubeconfig, &state, "default", &lease)
+        objects_engine(&config, &engine_kubeconfig, &state, "default", &lease)
     };
     let mut replicas = [Some(replica(0)), Some(replica(1))];
     kubectl(
@@ -284,6 +295,7 @@ async fn a_new_leader_goes_on_counting_where_the_old_one_stopped() {
     })
     .await;
     replicas[1 - leader].take().unwrap().stop();
+    server.assert_nothing_forbidden();
 }
 
 /// Trigger objects are trusted less than files: each gets only what the
@@ -310,9 +322,10 @@ triggers:
     ws.write("secrets/file-hook-key", "the-file-hook-hmac-key\n");
     ws.write("secrets/shared-token", "the-shared-token-value\n");
     let secrets = ws.path().join("secrets");
+    let engine_kubeconfig = server.grant(&ws, &config, &["--trigger-objects", "default"]);
     let engine = objects_engine(
         &config,
-        &kubeconfig,
+        &engine_kubeconfig,
         &ws.state_dir(),
         "default",
         &["--secrets-dir", secrets.to_str().unwrap()],
@@ -366,4 +379,5 @@ triggers:
         }
     }
     drop(engine);
+    server.assert_nothing_forbidden();
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod cli;
+pub mod cluster;
 pub mod guests;
 pub mod http_server;
 pub mod in_process;

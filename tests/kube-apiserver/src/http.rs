@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::Shared;
+use crate::authz::{self, Identity};
 use crate::discovery;
 use crate::select::Selector;
 use crate::store::{ApiError, Change, Part, Store, TypeId};
@@ -127,17 +128,45 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(format!("{} {}", req.method(), req.uri()));
-    if let Some(token) = &shared.token {
-        let presented = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Without a token of its own (and without RBAC) the server lets anyone in as the admin.
+    let open = shared.token.is_none() && !shared.rbac;
+    let identity = match presented {
+        Some(p) if shared.token.as_deref() == Some(p) => Some(Identity::Admin),
+        Some(p) => shared
+            .service_accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(p)
+            .cloned()
+            .or(open.then_some(Identity::Admin)),
+        None => open.then_some(Identity::Admin),
+    };
+    let Some(identity) = identity else {
+        shared
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return fail(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+    };
+    if shared.rbac {
+        let watching = req.uri().query().is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
+        });
+        if let Some(request) = authz::attributes(req.method().as_str(), req.uri().path(), watching)
+            && !authz::allowed(&shared.lock(), &identity, &request)
+        {
+            let error = authz::forbidden(&identity, &request);
             shared
-                .unauthorized
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return fail(&ApiError::new(401, "Unauthorized", "Unauthorized"));
+                .forbidden
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{} {}: {}", req.method(), req.uri(), error.message));
+            return fail(&error);
         }
     }
     let method = req.method().clone();

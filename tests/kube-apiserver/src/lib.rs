@@ -17,6 +17,7 @@
 //! directives beyond `$patch`, field-ownership conflicts in server-side
 //! apply, finalizers and garbage collection, `Table` output.
 
+mod authz;
 mod crd;
 mod discovery;
 mod http;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 
+pub use authz::Identity;
 pub use discovery::{Column, ResourceType};
 pub use store::{ApiError, Change, Part};
 
@@ -63,6 +65,12 @@ pub(crate) struct Shared {
     pub requests: Mutex<Vec<String>>,
     /// Requests refused with 401.
     pub unauthorized: std::sync::atomic::AtomicU64,
+    /// Service account tokens, and who they are.
+    pub service_accounts: Mutex<std::collections::HashMap<String, Identity>>,
+    /// Enforce RBAC on service accounts.
+    pub rbac: bool,
+    /// Requests refused with 403, as `METHOD URI: message`.
+    pub forbidden: Mutex<Vec<String>>,
 }
 
 /// How a server is started.
@@ -72,8 +80,13 @@ pub struct ServerOptions {
     pub extra: Vec<ResourceType>,
     /// Serve HTTPS with the test certificate (see [`TEST_CA_PEM`]).
     pub https: bool,
-    /// Require `Authorization: Bearer <token>` on every request.
+    /// Require `Authorization: Bearer <token>` on every request; this
+    /// token is the admin's (allowed everything).
     pub token: Option<String>,
+    /// Enforce RBAC on service-account tokens (see
+    /// [`ApiServer::service_account_token`]) with the Roles, ClusterRoles
+    /// and bindings stored in the server.
+    pub rbac: bool,
 }
 
 /// The CA that signed the HTTPS server's certificate (for 127.0.0.1, ::1,
@@ -118,6 +131,9 @@ impl ApiServer {
             token: options.token.clone(),
             unauthorized: std::sync::atomic::AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
+            service_accounts: Mutex::new(Default::default()),
+            rbac: options.rbac,
+            forbidden: Mutex::new(Vec::new()),
         });
         let tls = options.https.then(http::test_tls);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -172,9 +188,48 @@ impl ApiServer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A bearer token for the service account `namespace/name`: requests
+    /// with it are that account's, authorized by RBAC when `rbac` is on.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let token = format!("sa.{namespace}.{name}.{}", uuid::Uuid::new_v4().simple());
+        self.shared
+            .service_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                token.clone(),
+                Identity::ServiceAccount {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+            );
+        token
+    }
+
+    /// Requests refused with 403 so far, as `METHOD URI: message`.
+    pub fn forbidden(&self) -> Vec<String> {
+        self.shared
+            .forbidden
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Writes a kubeconfig for this server (context `test`, namespace
     /// `default`), with the CA and the token it requires.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        let token = self
+            .shared
+            .token
+            .as_deref()
+            .unwrap_or("test-token")
+            .to_string();
+        self.write_kubeconfig_with(path, &token)
+    }
+
+    /// Writes a kubeconfig for this server that sends `token` (e.g. a
+    /// service account's, from [`ApiServer::service_account_token`]).
+    pub fn write_kubeconfig_with(&self, path: &Path, token: &str) -> std::io::Result<()> {
         use base64::Engine as _;
         let ca = if self.https {
             let data = base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM);
@@ -182,7 +237,6 @@ impl ApiServer {
         } else {
             String::new()
         };
-        let token = self.shared.token.as_deref().unwrap_or("test-token");
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n{ca}users:\n- name: test\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\n",
             self.url()

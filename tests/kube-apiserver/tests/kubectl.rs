@@ -568,3 +568,129 @@ fn kubectl_serves_applied_crds_with_tables_status_and_dry_runs() {
     assert!(c.server.list("kpack.io", "images", None).is_empty());
     c.ok(&["get", "triggers"]);
 }
+
+#[test]
+fn rbac_allows_what_roles_grant_a_service_account_and_refuses_the_rest() {
+    use wasmtrigger_test_apiserver::ServerOptions;
+    let server = ApiServer::start_with(ServerOptions {
+        https: true,
+        token: Some("admin-token".into()),
+        rbac: true,
+        ..ServerOptions::default()
+    });
+    let dir = std::env::temp_dir().join(format!("wt-apiserver-rbac-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin = dir.join("admin");
+    server.write_kubeconfig(&admin).unwrap();
+    let sa = dir.join("sa");
+    server
+        .write_kubeconfig_with(&sa, &server.service_account_token("default", "engine"))
+        .unwrap();
+    let run = |kubeconfig: &PathBuf, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let rbac = r#"
+apiVersion: v1
+kind: Namespace
+metadata: { name: other }
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: settings, namespace: default }
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: secret-ish, namespace: default }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: reader, namespace: default }
+rules:
+  - { apiGroups: [""], resources: [configmaps], verbs: [get, list, watch] }
+  - { apiGroups: [""], resources: [configmaps], verbs: [patch], resourceNames: [settings] }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: reader, namespace: default }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader }
+subjects: [{ kind: ServiceAccount, name: engine, namespace: default }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: { name: namespaces }
+rules: [{ apiGroups: [""], resources: [namespaces], verbs: [list] }]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: { name: namespaces }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: namespaces }
+subjects: [{ kind: Group, name: "system:serviceaccounts:default" }]
+"#;
+    let (ok, out) = run(&admin, &["apply", "--validate=false", "-f", "-"], rbac);
+    assert!(ok, "{out}");
+    // Allowed: what the Role and the ClusterRole (through a group) grant.
+    for args in [
+        &["get", "cm", "settings"][..],
+        &["get", "cm"],
+        &["get", "ns"],
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"1"}}"#,
+        ],
+    ] {
+        let (ok, out) = run(&sa, args, "");
+        assert!(ok, "kubectl {args:?}: {out}");
+    }
+    // Refused, with the real message: another verb, another name, another
+    // namespace, the cluster scope.
+    for (args, message) in [
+        (
+            &["delete", "cm", "settings"][..],
+            r#"User "system:serviceaccount:default:engine" cannot delete resource "configmaps" in API group "" in the namespace "default""#,
+        ),
+        (
+            &["patch", "cm", "secret-ish", "--type=merge", "-p", "{}"],
+            "cannot patch resource \"configmaps\"",
+        ),
+        (&["get", "cm", "-n", "other"], "in the namespace \"other\""),
+        (
+            &["get", "deploy"],
+            "cannot list resource \"deployments\" in API group \"apps\"",
+        ),
+        (&["get", "ns", "default"], "at the cluster scope"),
+    ] {
+        let (ok, out) = run(&sa, args, "");
+        assert!(
+            !ok && (out.contains("Forbidden") || out.contains("forbidden")),
+            "kubectl {args:?}: {out}"
+        );
+        assert!(out.contains(message), "kubectl {args:?}: {out}");
+    }
+    assert_eq!(server.forbidden().len(), 5, "{:?}", server.forbidden());
+    let _ = std::fs::remove_dir_all(&dir);
+}
