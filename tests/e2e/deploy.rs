@@ -9,7 +9,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use wasmtrigger_test_apiserver::{ApiServer, ResourceType};
+use wasmtrigger_test_apiserver::ApiServer;
 
 use crate::support::{self, Workspace, run_cli};
 
@@ -220,16 +220,17 @@ fn the_rendered_config_maps_hold_a_config_and_modules_that_check() {
 fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
     let ws = Workspace::new();
     let root = deploy_copy(&ws);
-    let server = ApiServer::start(&[ResourceType::new(
-        "monitoring.coreos.com",
-        "v1",
-        "ServiceMonitor",
-        "servicemonitors",
-        true,
-    )]);
+    let server = ApiServer::start(&[]);
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
+    // The ServiceMonitor kind comes from the Prometheus operator's CRD on a
+    // real cluster; here from a CRD of the same shape, applied the same way.
+    support::kubectl(
+        Some(&kubeconfig),
+        &apply,
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: servicemonitors.monitoring.coreos.com }\nspec:\n  group: monitoring.coreos.com\n  scope: Namespaced\n  names: { kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, categories: [prometheus-operator] }\n  versions:\n    - { name: v1, served: true, storage: true, schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } } }\n",
+    );
     let mut rendered = Vec::new();
     for overlay in OVERLAYS {
         let yaml = render(&root, overlay);
