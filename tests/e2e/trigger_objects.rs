@@ -23,6 +23,37 @@ fn status(server: &ApiServer, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The cells of `name`'s row in `kubectl get` output, by column header
+/// (columns are cut at the headers' positions, so an empty cell is "").
+fn printed_row<'t>(table: &'t str, name: &str) -> std::collections::HashMap<&'t str, &'t str> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts: Vec<usize> = vec![0];
+    let bytes = header.as_bytes();
+    for i in 1..bytes.len() {
+        // A column starts after two or more spaces.
+        if bytes[i] != b' ' && i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
+            starts.push(i);
+        }
+    }
+    let row = lines
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name}: {table}"));
+    let cut = |line: &'t str, i: usize| {
+        let end = starts
+            .get(i + 1)
+            .copied()
+            .unwrap_or(line.len())
+            .min(line.len());
+        line.get(starts[i].min(line.len())..end)
+            .unwrap_or_default()
+            .trim()
+    };
+    (0..starts.len())
+        .map(|i| (cut(header, i), cut(row, i)))
+        .collect()
+}
+
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["conditions"]
         .as_array()
@@ -121,30 +152,39 @@ async fn trigger_objects_run_and_get_their_status_written() {
         "{ready}"
     );
     assert_eq!(ready["observedGeneration"], 1);
-    // What an operator sees: the CRD's printer columns with the engine's values.
+    // What an operator sees: the CRD's printer columns with the engine's
+    // values, for a trigger that succeeds and one whose action fails.
+    kubectl(
+        &kubeconfig,
+        &apply,
+        "apiVersion: wasmtrigger.dev/v1alpha1\nkind: Trigger\nmetadata: { name: failing, namespace: default }\nspec:\n  source: { type: schedule, every: 200ms }\n  action: { module: hostile.wasm, params: { mode: fail }, retry: { max: 0 } }\n",
+    );
+    support::eventually("failing's failures", || {
+        (status(&server, "failing")["failureCount"].as_u64() >= Some(2)).then_some(())
+    })
+    .await;
     let table = kubectl(&kubeconfig, &["get", "triggers"], "");
-    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let cells = |name: &str| printed_row(&table, name);
+    let heartbeat = cells("heartbeat");
+    assert_eq!(heartbeat["STATE"], "Ready", "{table}");
+    assert!(
+        heartbeat["LAST SUCCESS"].ends_with('s'),
+        "seconds ago: {table}"
+    );
     assert_eq!(
-        header,
-        [
-            "NAME", "STATE", "LAST", "SUCCESS", "LAST", "FAILURE", "FAILURES", "AGE"
-        ],
+        (heartbeat["LAST FAILURE"], heartbeat["FAILURES"]),
+        ("", "0"),
         "{table}"
     );
-    let row: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("heartbeat "))
-        .unwrap_or_else(|| panic!("{table}"))
-        .split_whitespace()
-        .collect();
-    // An empty cell (no failure yet) prints as blank: NAME STATE SUCCESS FAILURES AGE.
-    assert_eq!(row.len(), 5, "{table}");
-    assert_eq!(row[1], "Ready", "{table}");
+    let failing = cells("failing");
+    assert_eq!(failing["STATE"], "Ready", "{table}");
+    assert_eq!(failing["LAST SUCCESS"], "", "{table}");
     assert!(
-        row[2].ends_with('s'),
-        "last success is seconds ago: {table}"
+        failing["LAST FAILURE"].ends_with('s'),
+        "seconds ago: {table}"
     );
-    assert_eq!(row[3], "0", "no failures: {table}");
+    assert!(failing["FAILURES"].parse::<u64>().unwrap() >= 2, "{table}");
+    kubectl(&kubeconfig, &["delete", "trigger", "failing"], "");
 
     let invalid = support::eventually("broken's status", || {
         let s = status(&server, "broken");
