@@ -17,6 +17,7 @@
 //! - **L4 drivers**: [`server`], [`reload`], [`kube::sync`] — none imports another;
 //! - **L5**: [`engine`], the composition root, which nothing imports.
 
+pub mod builtins;
 pub mod capabilities;
 pub mod cel;
 pub mod config;

@@ -3,7 +3,7 @@
 //! in a cycle. A contributor who breaks a rule finds out here, from
 //! `./scripts/test`, not in review. The layers (README, "Developing"):
 //!
-//! - L0 vocabulary: event, cel, config, redact, failpoint;
+//! - L0 vocabulary: event, cel, config, builtins, redact, failpoint;
 //! - L1 records and clients: state, runs, logging, the Kubernetes client,
 //!   leader election, the Trigger CRD and rbac;
 //! - L2 sandbox: capabilities, runtime, metrics;
@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("event", 0),
     ("cel", 0),
     ("config", 0),
+    ("builtins", 0),
     ("redact", 0),
     ("failpoint", 0),
     ("state", 1),

@@ -5,6 +5,7 @@
 mod support;
 
 mod benches;
+mod builtins;
 mod capabilities;
 mod cli;
 mod config_errors;

@@ -65,7 +65,7 @@ pub(crate) enum Command {
     Check(ConfigArgs),
     /// Run one filter or action once, offline, and print its result.
     Invoke(InvokeArgs),
-    /// List the modules in a directory with their version, world and imports.
+    /// List the modules in a directory (or the builtins) with their version, world and imports.
     Modules(ModulesArgs),
     /// List stored runs of a running engine, or show one (`runs show RUN_ID`).
     Runs(RunsArgs),
@@ -429,6 +429,9 @@ pub(crate) struct ModulesArgs {
     /// Directory to scan for .wasm files.
     #[arg(default_value = ".")]
     pub(crate) dir: PathBuf,
+    /// List the builtin modules embedded in this binary instead (`module: builtin:NAME`).
+    #[arg(long)]
+    pub(crate) builtin: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub(crate) output: Format,

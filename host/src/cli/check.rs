@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wasmtrigger::capabilities::secrets::{SecretStore, webhook_key_problems};
-use wasmtrigger::config::{Config, ConfigError, EngineOverrides, load_partial, schedule_warnings};
+use wasmtrigger::config::{
+    Config, ConfigError, EngineOverrides, load_partial, warnings as config_warnings,
+};
 use wasmtrigger::runtime::{LoadedModule, Runtime, RuntimeError, RuntimeSettings, load_for_config};
 
 /// Everything `check` found.
@@ -36,7 +38,7 @@ pub async fn check(
     let mut modules = Vec::new();
     let mut warnings = Vec::new();
     if let Some(config) = &config {
-        warnings = schedule_warnings(&config.triggers, chrono::Utc::now());
+        warnings = config_warnings(&config.triggers, chrono::Utc::now());
         let runtime = Arc::new(Runtime::new(&RuntimeSettings::default())?);
         let (loaded, module_problems) = load_for_config(&runtime, config).await;
         modules = loaded;

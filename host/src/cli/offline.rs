@@ -137,6 +137,9 @@ pub(crate) async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn modules(args: ModulesArgs) -> anyhow::Result<ExitCode> {
+    if args.builtin {
+        return builtin_modules(&args);
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
         .with_context(|| format!("cannot list {}", args.dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -217,6 +220,79 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
         "(the same steps, explained: {})",
         dir.join("README.md").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modules --builtin`: what is embedded, its params schema and the grants it needs.
+fn builtin_modules(args: &ModulesArgs) -> anyhow::Result<ExitCode> {
+    let builtins = wasmtrigger::builtins::all();
+    let rows: Vec<serde_json::Value> = builtins
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "module": format!("{}{}", wasmtrigger::builtins::PREFIX, b.name),
+                "version": b.version,
+                "digest": b.sha256,
+                "size": b.wasm.len(),
+                "world": b.world,
+                "about": b.about,
+                "grants": b.grants,
+                "params": serde_json::from_str::<serde_json::Value>(b.schema).unwrap_or_default(),
+            })
+        })
+        .collect();
+    super::remote::print_as(args.output, &rows, || {
+        use std::fmt::Write;
+        if rows.is_empty() {
+            return format!("{}\n", wasmtrigger::builtins::unknown("builtin:"));
+        }
+        let mut out = format!(
+            "{:<24} {:<8} {:<13} {:<7} {:<40} GRANTS NEEDED\n",
+            "MODULE", "VERSION", "DIGEST", "WORLD", "PARAMS"
+        );
+        for (row, b) in rows.iter().zip(builtins) {
+            let schema = &row["params"];
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            let params: Vec<String> = schema["properties"]
+                .as_object()
+                .map(|p| {
+                    p.keys()
+                        .map(|k| {
+                            if required.contains(&k.as_str()) {
+                                format!("{k}*")
+                            } else {
+                                k.clone()
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let params = if params.is_empty() {
+                "-".to_string()
+            } else {
+                params.join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:<8} {:<13} {:<7} {:<40} {}",
+                row["module"].as_str().unwrap_or_default(),
+                b.version,
+                &b.sha256[..12],
+                b.world,
+                params,
+                b.grants
+            );
+        }
+        out.push_str(
+            "(* required; `wasmtrigger modules --builtin -o json` has each params schema)\n",
+        );
+        out
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

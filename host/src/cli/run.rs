@@ -54,7 +54,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    for warning in config::schedule_warnings(&config.triggers, chrono::Utc::now()) {
+    for warning in config::warnings(&config.triggers, chrono::Utc::now()) {
         tracing::warn!("{warning}");
     }
     let listen: Option<std::net::SocketAddr> = match args.listen.as_str() {

@@ -8,6 +8,7 @@
 pub mod cron;
 pub mod document;
 pub mod grants;
+pub mod json_schema;
 mod load;
 mod ordering;
 pub mod policy;
@@ -23,7 +24,7 @@ use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
 pub use load::{
-    chain_errors, load, load_declarations, load_partial, load_trigger, schedule_warnings,
+    chain_errors, load, load_declarations, load_partial, load_trigger, schedule_warnings, warnings,
 };
 pub use ordering::{OrderingConfig, OrderingKey};
 

@@ -414,13 +414,19 @@ impl Reloader {
 fn module_uses(config: &Config) -> Vec<(String, PathBuf, Vec<World>)> {
     let mut uses: HashMap<String, (PathBuf, Vec<World>)> = HashMap::new();
     for t in &config.triggers {
-        if let Some(FilterConfig::Module(m)) = &t.filter {
+        if let Some(FilterConfig::Module(m)) = &t.filter
+            && !crate::builtins::is_builtin(&m.name)
+        {
             let entry = uses
                 .entry(m.name.clone())
                 .or_insert_with(|| (m.path.clone(), Vec::new()));
             entry.1.push(World::Filter);
         }
         let m = &t.action.module;
+        // Builtins are embedded: no file to watch.
+        if crate::builtins::is_builtin(&m.name) {
+            continue;
+        }
         let entry = uses
             .entry(m.name.clone())
             .or_insert_with(|| (m.path.clone(), Vec::new()));

@@ -218,6 +218,9 @@ impl Runtime {
 
     /// Reads and compiles a module file; one over the size cap is refused unread.
     pub fn load_file(&self, name: &str, path: &Path) -> Result<LoadedModule, ModuleError> {
+        if let Some(builtin) = crate::builtins::named(name) {
+            return self.compile(name, None, builtin.wasm);
+        }
         let read_error = |e: std::io::Error| ModuleError::Read {
             name: name.to_string(),
             path: path.display().to_string(),

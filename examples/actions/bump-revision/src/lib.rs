@@ -1,22 +1,27 @@
 //! When a ConfigMap (or any watched object) changes, bumps a revision
-//! annotation on every Deployment carrying a label, so they roll out with the
-//! new configuration — kube-trigger's quick start as a module.
+//! annotation on every object of a kind (Deployments by default) carrying a
+//! label, so they roll out with the new configuration — kube-trigger's quick
+//! start as a module.
 //!
 //! Params:
-//! - `selector` (required): label selector of the Deployments, e.g. `app=web`;
-//! - `namespace`: where the Deployments are (default: the watched object's);
+//! - `selector` (required): label selector of the objects, e.g. `app=web`;
+//! - `apiVersion`, `kind`: what to bump (default `apps/v1` `Deployment`; e.g.
+//!   `core.oam.dev/v1beta1` `Application` as kube-trigger's
+//!   bump-application-revision does);
+//! - `namespace`: where the objects are (default: the watched object's);
 //! - `annotation`: default `wasmtrigger.dev/revision`; its value is a counter;
 //! - `podTemplate`: also write the annotation into `spec.template`, which makes
-//!   the Deployment roll its pods (default true; false only marks it).
+//!   a workload roll its pods (default true for Deployment, StatefulSet,
+//!   DaemonSet and ReplicaSet, false for other kinds).
 //!
-//! Each Deployment also gets `wasmtrigger.dev/revision-from:
+//! Each object also gets `wasmtrigger.dev/revision-from:
 //! <kind>/<name>@<resourceVersion>` naming the change it was bumped for; a
 //! Deployment already marked with this change is skipped, so a retried run
 //! never bumps twice.
 //!
 //! Output: `{"bumped": [names], "skipped": [names], "from": "<change>"}`.
-//! Grants needed: `kube` verbs `list` and `patch` on `apps/v1` Deployment in
-//! that namespace.
+//! Grants needed: `kube` verbs `list` and `patch` on that kind (`apps/v1`
+//! Deployment by default) in that namespace.
 
 use serde::Deserialize;
 use wasmtrigger_guest::serde_json::{self, Map, Value, json};
@@ -28,19 +33,26 @@ const FROM: &str = "wasmtrigger.dev/revision-from";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Params {
     selector: String,
+    #[serde(default = "default_api_version")]
+    api_version: String,
+    #[serde(default = "default_kind")]
+    kind: String,
     namespace: Option<String>,
     #[serde(default = "default_annotation")]
     annotation: String,
-    #[serde(default = "yes")]
-    pod_template: bool,
+    pod_template: Option<bool>,
+}
+
+fn default_api_version() -> String {
+    "apps/v1".to_string()
+}
+
+fn default_kind() -> String {
+    "Deployment".to_string()
 }
 
 fn default_annotation() -> String {
     "wasmtrigger.dev/revision".to_string()
-}
-
-fn yes() -> bool {
-    true
 }
 
 struct BumpRevision;
@@ -49,7 +61,10 @@ impl Action for BumpRevision {
     fn run(event: Event, params: String) -> Result<String, String> {
         let p: Params = params_as(&params)?;
         if p.selector.trim().is_empty() {
-            return Err("`selector` must not be empty: it would bump every Deployment".into());
+            return Err(format!(
+                "`selector` must not be empty: it would bump every {}",
+                p.kind
+            ));
         }
         let changed = kube::watched_object(&event)?;
         let namespace = p
@@ -65,9 +80,10 @@ impl Action for BumpRevision {
                 .as_str()
                 .unwrap_or_default()
         );
-        let target = kube::target("apps/v1", "Deployment", Some(&namespace));
+        let kind = p.kind.as_str();
+        let target = kube::target(&p.api_version, kind, Some(&namespace));
         let listed = kube::list_objects(&target, Some(&p.selector))
-            .map_err(|e| format!("listing Deployments in {namespace}: {}", e.describe()))?;
+            .map_err(|e| format!("listing {kind} objects in {namespace}: {}", e.describe()))?;
         let deployments: Vec<Value> = serde_json::from_str(&listed)
             .map_err(|e| format!("the API server's list is not JSON: {e}"))?;
 
@@ -86,20 +102,24 @@ impl Action for BumpRevision {
                 + 1;
             let patch = bump_patch(&p, revision, &change);
             kube::patch(&target, name, kube::PatchType::Merge, &patch.to_string())
-                .map_err(|e| format!("patching Deployment {namespace}/{name}: {}", e.describe()))?;
-            info!("bumped Deployment {namespace}/{name} to revision {revision} for {change}");
+                .map_err(|e| format!("patching {kind} {namespace}/{name}: {}", e.describe()))?;
+            info!("bumped {kind} {namespace}/{name} to revision {revision} for {change}");
             bumped.push(name.to_string());
         }
         Ok(json!({ "bumped": bumped, "skipped": skipped, "from": change }).to_string())
     }
 }
 
-/// The merge patch that sets the counter (and the change marker) on one Deployment.
+/// The merge patch that sets the counter (and the change marker) on one object.
 fn bump_patch(p: &Params, revision: u64, change: &str) -> Value {
     let mut annotations = Map::new();
     annotations.insert(p.annotation.clone(), json!(revision.to_string()));
     let mut patch = json!({ "metadata": { "annotations": annotations.clone() } });
-    if p.pod_template {
+    let workload = matches!(
+        p.kind.as_str(),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+    );
+    if p.pod_template.unwrap_or(workload) {
         patch["spec"] = json!({ "template": { "metadata": { "annotations": annotations } } });
     }
     patch["metadata"]["annotations"][FROM] = json!(change);

@@ -2,7 +2,7 @@
 //! directory, size-capped), params, retries, HTTP limits, secret imports and
 //! grants — also the grants of the Trigger-object policy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -74,6 +74,9 @@ impl Loader<'_> {
             None | Some(Value::Null) => "{}".to_string(),
             Some(v) => v.to_string(),
         };
+        if let Some(builtin) = crate::builtins::named(&spec.module) {
+            self.builtin_params(file, label, builtin, spec);
+        }
         let retry = match &spec.retry {
             None => self.engine.retry,
             Some(r) => merge_retry(self.engine.retry, r),
@@ -122,6 +125,37 @@ impl Loader<'_> {
             http,
             imports,
         })
+    }
+
+    /// Checks a builtin action's params against its schema. Params that
+    /// `imports` complete at run time are not there yet: they are taken as given.
+    fn builtin_params(
+        &mut self,
+        file: &Path,
+        label: &str,
+        builtin: &crate::builtins::Builtin,
+        spec: &ActionSpec,
+    ) {
+        let Ok(schema) = serde_json::from_str::<Value>(builtin.schema) else {
+            return;
+        };
+        let mut params = match &spec.params {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(v) => v.clone(),
+        };
+        if let (Some(imports), Some(object)) = (&spec.imports, params.as_object_mut()) {
+            for param in imports.keys() {
+                object
+                    .entry(param.clone())
+                    .or_insert_with(|| Value::String("(a secret)".into()));
+            }
+        }
+        for (field, message) in
+            crate::config::json_schema::validate(&schema, &params, "action.params")
+        {
+            let message = format!("{message} (params of builtin:{})", builtin.name);
+            self.error(file, Some(label), Some(&field), message);
+        }
     }
 
     pub(super) fn grants(
@@ -179,6 +213,20 @@ impl Loader<'_> {
                 Some(&format!("{section}.memory")),
                 memory_message(limits.memory),
             );
+        }
+        if crate::builtins::is_builtin(name) {
+            if crate::builtins::named(name).is_none() {
+                let message = crate::builtins::unknown(name);
+                self.error(file, Some(label), Some(&field), message);
+                return None;
+            }
+            // Embedded: no file, nothing to resolve or watch.
+            return Some(ModuleUse {
+                name: name.to_string(),
+                path: PathBuf::new(),
+                limits,
+                isolation: Isolation::Fresh,
+            });
         }
         if let Err(message) = module_name_ok(name) {
             self.error(file, Some(label), Some(&field), message);

@@ -6,6 +6,7 @@
 //! trigger and field, and loading goes on to find the rest.
 
 mod action;
+mod builtin;
 mod chain;
 mod engine;
 mod kube_watch;
@@ -17,7 +18,7 @@ pub(super) use action::parse_grants;
 pub use chain::chain_errors;
 use chain::{Declared, check_chains};
 use engine::engine_settings;
-pub use schedule::schedule_warnings;
+pub use schedule::{schedule_warnings, warnings};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -416,7 +417,7 @@ impl Loader<'_> {
             return None;
         }
         let ordering = ordering?;
-        Some(TriggerConfig {
+        let trigger = TriggerConfig {
             name: spec.name,
             description: spec.description,
             file: file.to_path_buf(),
@@ -424,7 +425,12 @@ impl Loader<'_> {
             filter,
             action,
             ordering,
-        })
+        };
+        let missing = builtin::missing_grants(&trigger);
+        for (field, message) in &missing {
+            self.error(file, Some(&label), Some(field), message.clone());
+        }
+        missing.is_empty().then_some(trigger)
     }
 
     /// `ordering:`, defaulting to the object's uid for kube-watch and to none elsewhere.

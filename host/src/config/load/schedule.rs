@@ -97,6 +97,40 @@ impl Loader<'_> {
     }
 }
 
+/// Everything `check` warns about and `run` logs: [`schedule_warnings`]
+/// and module files named like a builtin.
+pub fn warnings(
+    triggers: &[TriggerConfig],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<ConfigError> {
+    let mut warnings = schedule_warnings(triggers, now);
+    for trigger in triggers {
+        let filter = match &trigger.filter {
+            Some(crate::config::FilterConfig::Module(m)) => Some(("filter.module", m)),
+            _ => None,
+        };
+        for (field, module) in filter
+            .into_iter()
+            .chain([("action.module", &trigger.action.module)])
+        {
+            if let Some(builtin) = crate::builtins::shadowed_by_file(&module.name) {
+                warnings.push(ConfigError {
+                    file: trigger.file.clone(),
+                    trigger: Some(trigger.name.clone()),
+                    field: Some(field.to_string()),
+                    message: format!(
+                        "uses the file {}, not the builtin of the same name; write `module: {}{}` for the builtin (it needs no file)",
+                        module.path.display(),
+                        crate::builtins::PREFIX,
+                        builtin.name
+                    ),
+                });
+            }
+        }
+    }
+    warnings
+}
+
 /// Schedules that load but will never fire after `now`: a cron day no month
 /// has (`0 0 31 2 *`), an `until` already passed, a cron whose next time is
 /// after its `until`. They are legal, so `check` reports them as warnings
