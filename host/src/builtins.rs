@@ -72,6 +72,11 @@ pub fn unknown(module: &str) -> String {
     )
 }
 
+/// Why this binary has no builtins (empty when it has them).
+pub fn missing() -> &'static str {
+    MISSING
+}
+
 /// The builtin whose name a module file's name (`NAME.wasm`) repeats.
 pub fn shadowed_by_file(module: &str) -> Option<&'static Builtin> {
     let stem = module.strip_suffix(".wasm")?;

@@ -177,6 +177,26 @@ fn config_cases() -> Vec<ConfigCase> {
             never: &["root:"],
         },
         ConfigCase {
+            name: "a builtin name with a path in it",
+            files: vec![("t.yaml", trigger_with("").replace("log-event.wasm", "'builtin:../../../../etc/passwd'"))],
+            expect: &["field `action.module`", "unknown builtin module", "expected one of builtin:"],
+            never: &["root:"],
+        },
+        ConfigCase {
+            name: "builtin params nested deep and large",
+            files: vec![(
+                "t.yaml",
+                trigger_with(&format!(
+                    ", params: {{ reason: Ok, message: {}x{} }}",
+                    "[".repeat(40),
+                    "]".repeat(40)
+                ))
+                .replace("log-event.wasm", "builtin:record-event"),
+            )],
+            expect: &["field `action.params.message`", "expected string, found a list"],
+            never: &[],
+        },
+        ConfigCase {
             name: "an absolute module path",
             files: vec![("t.yaml", trigger_with("").replace("log-event.wasm", "/etc/passwd"))],
             expect: &["no absolute path"],

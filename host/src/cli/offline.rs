@@ -244,7 +244,10 @@ fn builtin_modules(args: &ModulesArgs) -> anyhow::Result<ExitCode> {
     super::remote::print_as(args.output, &rows, || {
         use std::fmt::Write;
         if rows.is_empty() {
-            return format!("{}\n", wasmtrigger::builtins::unknown("builtin:"));
+            return format!(
+                "this binary has no builtin modules ({}): rebuild it with the wasm32-wasip2 target installed\n",
+                wasmtrigger::builtins::missing()
+            );
         }
         let mut out = format!(
             "{:<24} {:<8} {:<13} {:<7} {:<40} GRANTS NEEDED\n",
