@@ -9,6 +9,8 @@
 
 use serde_json::{Value, json};
 
+use wasmtrigger_test_apiserver::minimal_crd;
+
 use crate::kube_watch::start_connected;
 use crate::support::cluster::LeastPrivilege;
 use crate::support::{self, EngineProcess, Workspace, run_cli};
@@ -217,21 +219,6 @@ fn kube_triggers_examples_rewritten_with_builtins_pass_check() {
     }
 }
 
-const APPLICATION_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: { name: applications.core.oam.dev }
-spec:
-  group: core.oam.dev
-  scope: Namespaced
-  names: { kind: Application, plural: applications, singular: application, shortNames: [app] }
-  versions:
-    - name: v1beta1
-      served: true
-      storage: true
-      subresources: { status: {} }
-      schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
-"#;
-
 /// kube-trigger's quick start: ConfigMap updates bump the publish version of
 /// labelled KubeVela Applications; the Application kind comes from its CRD
 /// and the engine holds only the RBAC `wasmtrigger rbac` prints.
@@ -240,10 +227,11 @@ async fn kube_triggers_quick_start_runs_with_builtins_only() {
     let server = LeastPrivilege::start();
     let ws = Workspace::new();
     let admin = server.admin_kubeconfig(&ws);
+    let crd = minimal_crd("core.oam.dev", "v1beta1", "Application", "applications");
     support::kubectl(
         Some(&admin),
         &["apply", "--validate=false", "-f", "-"],
-        APPLICATION_CRD,
+        &crd,
     );
     let objects = r#"
 apiVersion: v1

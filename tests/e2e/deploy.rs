@@ -9,7 +9,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use wasmtrigger_test_apiserver::ApiServer;
+use wasmtrigger_test_apiserver::{ApiServer, minimal_crd};
 
 use crate::support::{self, Workspace, run_cli};
 
@@ -229,7 +229,12 @@ fn the_rendered_manifests_apply_to_the_test_api_server_idempotently() {
     support::kubectl(
         Some(&kubeconfig),
         &apply,
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: servicemonitors.monitoring.coreos.com }\nspec:\n  group: monitoring.coreos.com\n  scope: Namespaced\n  names: { kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, categories: [prometheus-operator] }\n  versions:\n    - { name: v1, served: true, storage: true, schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } } }\n",
+        &minimal_crd(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+            "servicemonitors",
+        ),
     );
     let mut rendered = Vec::new();
     for overlay in OVERLAYS {

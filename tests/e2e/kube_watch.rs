@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use wasmtrigger::engine::{Engine, EngineOptions};
 use wasmtrigger::runs::RunStatus;
-use wasmtrigger_test_apiserver::{ApiError, ApiServer, ServerOptions};
+use wasmtrigger_test_apiserver::{ApiError, ApiServer, ServerOptions, minimal_crd};
 
 use crate::support::cluster::LeastPrivilege;
 use crate::support::{self, Collector, EngineProcess, Workspace};
@@ -125,22 +125,6 @@ triggers:
     engine.shutdown().await;
 }
 
-/// A kpack-like `Image` kind, defined only by its CRD (as on a cluster with kpack installed).
-const IMAGE_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: { name: images.kpack.io }
-spec:
-  group: kpack.io
-  scope: Namespaced
-  names: { kind: Image, plural: images, singular: image }
-  versions:
-    - name: v1alpha2
-      served: true
-      storage: true
-      subresources: { status: {} }
-      schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
-"#;
-
 /// kube-trigger's kpack example: act when an Image built by a third-party
 /// controller becomes Ready. The kind exists only because its CRD was
 /// applied with kubectl; the status arrives through the status subresource.
@@ -151,7 +135,11 @@ async fn a_kind_defined_by_an_applied_crd_drives_a_trigger() {
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     let apply = ["apply", "--validate=false", "-f", "-"];
-    support::kubectl(Some(&kubeconfig), &apply, IMAGE_CRD);
+    support::kubectl(
+        Some(&kubeconfig),
+        &apply,
+        &minimal_crd("kpack.io", "v1alpha2", "Image", "images"),
+    );
     support::kubectl(
         Some(&kubeconfig),
         &[

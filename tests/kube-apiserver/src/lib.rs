@@ -92,6 +92,17 @@ pub struct ServerOptions {
     pub rbac: bool,
 }
 
+/// A minimal CustomResourceDefinition (YAML) for a namespaced kind with an
+/// open schema and a status subresource: how a test makes a third-party kind
+/// (kpack's Image, KubeVela's Application, ...) exist, as installing its
+/// operator would on a cluster.
+pub fn minimal_crd(group: &str, version: &str, kind: &str, plural: &str) -> String {
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{ name: {plural}.{group} }}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{ kind: {kind}, plural: {plural}, singular: {singular} }}\n  versions:\n    - name: {version}\n      served: true\n      storage: true\n      subresources: {{ status: {{}} }}\n      schema: {{ openAPIV3Schema: {{ type: object, x-kubernetes-preserve-unknown-fields: true }} }}\n",
+        singular = kind.to_lowercase()
+    )
+}
+
 /// The CA that signed the HTTPS server's certificate (for 127.0.0.1, ::1,
 /// localhost and kubernetes.default.svc). Test-only material.
 pub const TEST_CA_PEM: &str = include_str!("../certs/ca.crt");
@@ -311,13 +322,14 @@ impl ApiServer {
         let ty = store
             .type_of(group, plural)
             .ok_or_else(|| ApiError::new(404, "NotFound", format!("no type {plural}.{group}")))?;
-        store.patch(
+        store.patch_as(
             ty,
             namespace,
             name,
             "application/merge-patch+json",
             patch.to_string().as_bytes(),
             None,
+            Part::Whole,
         )
     }
 

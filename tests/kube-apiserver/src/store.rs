@@ -530,28 +530,7 @@ impl Store {
         Ok(body)
     }
 
-    /// Patches an object with one of the patch content types.
-    pub fn patch(
-        &mut self,
-        ty: TypeId,
-        ns: &str,
-        name: &str,
-        content_type: &str,
-        patch_body: &[u8],
-        field_manager: Option<&str>,
-    ) -> Result<Value, ApiError> {
-        self.patch_as(
-            ty,
-            ns,
-            name,
-            content_type,
-            patch_body,
-            field_manager,
-            Part::Whole,
-        )
-    }
-
-    /// Patches `part` of an object: the patch applies to the whole object,
+    /// Patches `part` of an object with one of the patch content types: the patch applies to the whole object,
     /// then only what `part` may change is kept.
     #[allow(clippy::too_many_arguments)]
     pub fn patch_as(
