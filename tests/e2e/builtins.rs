@@ -266,6 +266,15 @@ spec: { components: [] }
     );
     let config =
         support::repo().join("examples/configs/kube-trigger/bump-application-revision.yaml");
+    // `wasmtrigger rbac` names the builtin's params as a reason for the rule they need.
+    let (code, rbac, err) = run_cli(&["rbac", "--config", config.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        rbac.lines()
+            .any(|l| l.contains("applications.core.oam.dev list,patch")
+                && l.contains("builtin:bump-revision params")),
+        "{rbac}"
+    );
     let kubeconfig = server.grant(&ws, &config, &[]);
     let (engine, runs) = start_connected(&ws, &kubeconfig, &config).await;
     support::eventually("the watch to start", || {

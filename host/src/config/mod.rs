@@ -24,7 +24,8 @@ use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
 pub use load::{
-    chain_errors, load, load_declarations, load_partial, load_trigger, schedule_warnings, warnings,
+    builtin_kube_needs, chain_errors, load, load_declarations, load_partial, load_trigger,
+    schedule_warnings, warnings,
 };
 pub use ordering::{OrderingConfig, OrderingKey};
 

@@ -340,6 +340,14 @@ pub fn derive(config: &Config, options: &RbacOptions) -> Rbac {
         for grant in &trigger.action.grants.kube {
             rbac.add_grant(grant, format!("trigger {} grant", trigger.name));
         }
+        // What a builtin's params make it call (its grants cover it: `check` says so).
+        for need in crate::config::builtin_kube_needs(trigger) {
+            let why = format!(
+                "trigger {} {} params",
+                trigger.name, trigger.action.module.name
+            );
+            rbac.add_grant(&need, why);
+        }
     }
     if let Some((namespace, name)) = &config.engine.secrets.kubernetes {
         rbac.add(

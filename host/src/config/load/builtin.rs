@@ -107,6 +107,25 @@ fn needs(builtin: &str, params: &Value, source: &SourceConfig) -> Vec<Need> {
     }
 }
 
+/// The Kubernetes calls a builtin action's params make, as grants (so
+/// `wasmtrigger rbac` can say which rules a builtin's params need).
+pub fn builtin_kube_needs(trigger: &TriggerConfig) -> Vec<KubeGrant> {
+    let Some(builtin) = crate::builtins::named(&trigger.action.module.name) else {
+        return Vec::new();
+    };
+    let params: Value = serde_json::from_str(&trigger.action.params).unwrap_or(Value::Null);
+    needs(builtin.name, &params, &trigger.source)
+        .into_iter()
+        .map(|need| KubeGrant {
+            verbs: need.verbs,
+            api_version: need.api_version,
+            kind: need.kind,
+            namespaces: need.namespace.into_iter().collect(),
+            names: need.name.into_iter().collect(),
+        })
+        .collect()
+}
+
 /// The grants a builtin action's params need and the trigger lacks, as
 /// (field, message) naming the line to add.
 pub(super) fn missing_grants(trigger: &TriggerConfig) -> Vec<(String, String)> {

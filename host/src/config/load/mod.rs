@@ -15,6 +15,7 @@ mod schedule;
 mod webhook;
 
 pub(super) use action::parse_grants;
+pub use builtin::builtin_kube_needs;
 pub use chain::chain_errors;
 use chain::{Declared, check_chains};
 use engine::engine_settings;
