@@ -676,6 +676,28 @@ mod tests {
     }
 
     #[test]
+    fn only_spec_changes_pass_a_status_churn_filter() {
+        // The README's filter for "fire on spec changes, not status churn".
+        let f = CelFilter::compile(
+            "event.kind != 'update' || event.data.object.spec != event.data.oldObject.spec",
+        )
+        .unwrap();
+        let update = |spec: i64, ready: i64| {
+            Event::new(
+                "t",
+                "kube-watch",
+                "update",
+                &serde_json::json!({
+                    "object": {"spec": {"replicas": spec, "template": {"x": [1, 2]}}, "status": {"ready": ready}},
+                    "oldObject": {"spec": {"replicas": 3, "template": {"x": [1, 2]}}, "status": {"ready": 0}},
+                }),
+            )
+        };
+        assert!(!f.evaluate(&update(3, 2)).unwrap(), "status churn only");
+        assert!(f.evaluate(&update(4, 0)).unwrap(), "a spec change");
+    }
+
+    #[test]
     fn macros_still_work_and_bad_ranges_are_errors_not_panics() {
         let e = Event::new(
             "t",

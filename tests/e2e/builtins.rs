@@ -97,6 +97,32 @@ fn a_config_of_builtins_runs_with_nothing_built() {
         "the run names the builtin's version"
     );
     assert_eq!(engine.stop(), 0);
+    // Compiled once into the module cache, like a module file: a restart loads it from there.
+    let again = EngineProcess::start_in(
+        ws.path(),
+        &[
+            "run",
+            "--config",
+            "triggers.yaml",
+            "--state-dir",
+            "state",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let loaded = again.wait_for("the builtin to load", |lines| {
+        lines
+            .iter()
+            .find(|l| {
+                l["message"] == "module loaded"
+                    && l["module"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("builtin:log-event@"))
+            })
+            .cloned()
+    });
+    assert_eq!(loaded["from_cache"], true, "{loaded}");
+    assert_eq!(again.stop(), 0);
     let _ = config;
 }
 
