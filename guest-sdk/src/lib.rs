@@ -197,6 +197,145 @@ pub mod http {
     }
 }
 
+/// CloudEvents 1.0 to send through [`http`]: build one, then POST it in the
+/// structured mode (one JSON document) or the binary mode (`ce-*` headers,
+/// the data as the body). The receiver may be another wasmtrigger webhook,
+/// a Knative broker or an Argo Events webhook source.
+pub mod cloudevents {
+    use super::HostError;
+    use super::http::{Header, Request, Response, header, send};
+    use serde_json::{Map, Value, json};
+
+    /// A CloudEvent (spec version 1.0) with JSON data.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CloudEvent {
+        attributes: Map<String, Value>,
+        data: Option<Value>,
+    }
+
+    impl CloudEvent {
+        /// An event with its required attributes.
+        pub fn new(id: &str, source: &str, type_: &str) -> CloudEvent {
+            let mut attributes = Map::new();
+            attributes.insert("specversion".into(), "1.0".into());
+            attributes.insert("id".into(), id.into());
+            attributes.insert("source".into(), source.into());
+            attributes.insert("type".into(), type_.into());
+            CloudEvent {
+                attributes,
+                data: None,
+            }
+        }
+
+        /// Sets `subject`.
+        pub fn subject(self, subject: &str) -> CloudEvent {
+            self.attribute("subject", subject)
+        }
+
+        /// Sets `time` (RFC 3339).
+        pub fn time(self, time: &str) -> CloudEvent {
+            self.attribute("time", time)
+        }
+
+        /// Sets any attribute: an extension, or `dataschema` and the like.
+        /// Names are 1-20 lowercase letters and digits.
+        pub fn attribute(mut self, name: &str, value: &str) -> CloudEvent {
+            self.attributes.insert(name.into(), value.into());
+            self
+        }
+
+        /// Sets the data, as JSON (`datacontenttype: application/json`).
+        pub fn data(mut self, data: Value) -> CloudEvent {
+            self.attributes
+                .insert("datacontenttype".into(), "application/json".into());
+            self.data = Some(data);
+            self
+        }
+
+        /// The structured mode: the body (the whole event as JSON) and its content type.
+        pub fn structured(&self) -> (Vec<u8>, &'static str) {
+            let mut event = Value::Object(self.attributes.clone());
+            if let Some(data) = &self.data {
+                event["data"] = data.clone();
+            }
+            (
+                event.to_string().into_bytes(),
+                "application/cloudevents+json",
+            )
+        }
+
+        /// The binary mode: `ce-*` headers (and the content type) and the body.
+        pub fn binary(&self) -> (Vec<Header>, Vec<u8>) {
+            let mut headers = Vec::new();
+            for (name, value) in &self.attributes {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if name == "datacontenttype" {
+                    headers.push(header("content-type", &text));
+                } else {
+                    headers.push(header(&format!("ce-{name}"), &percent_encode(&text)));
+                }
+            }
+            let body = self
+                .data
+                .as_ref()
+                .map(|d| d.to_string().into_bytes())
+                .unwrap_or_default();
+            (headers, body)
+        }
+
+        /// POSTs the event to `url` in the structured mode.
+        pub fn post(&self, url: &str, headers: Vec<Header>) -> Result<Response, HostError> {
+            let (body, content_type) = self.structured();
+            let mut headers = headers;
+            headers.push(header("content-type", content_type));
+            send(&Request {
+                method: "POST".into(),
+                url: url.into(),
+                headers,
+                body: Some(body),
+            })
+        }
+
+        /// POSTs the event to `url` in the binary mode.
+        pub fn post_binary(&self, url: &str, headers: Vec<Header>) -> Result<Response, HostError> {
+            let (ce, body) = self.binary();
+            let mut headers = headers;
+            headers.extend(ce);
+            send(&Request {
+                method: "POST".into(),
+                url: url.into(),
+                headers,
+                body: Some(body),
+            })
+        }
+
+        /// The event as JSON (structured mode), e.g. for a batch.
+        pub fn to_json(&self) -> Value {
+            let mut event = Value::Object(self.attributes.clone());
+            if let Some(data) = &self.data {
+                event["data"] = data.clone();
+            }
+            json!(event)
+        }
+    }
+
+    /// Header values: printable ASCII as is, everything else (and `%`) percent-encoded.
+    fn percent_encode(text: &str) -> String {
+        let mut out = String::new();
+        for byte in text.bytes() {
+            if (0x20..0x7f).contains(&byte) && byte != b'%' && byte != b'"' {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    }
+}
+
 /// Secret values granted to the trigger (`grants.secrets`). The host keeps
 /// them out of logs and run records, including anything this module writes.
 pub mod secrets {

@@ -3,7 +3,8 @@
 //! CEL is the expression language Kubernetes (validation rules, admission
 //! policies) and Knative chose; operators who know it can filter without
 //! writing a module. The expression sees one variable, `event`, whose `data`
-//! field is the parsed JSON payload.
+//! field is the parsed JSON payload (and, for a CloudEvent, `ce` its
+//! attributes, as in `data.ce`).
 //!
 //! Expressions come from config files and Trigger objects, data from webhook
 //! callers: both are bounded, so that no expression text and no payload can
@@ -447,14 +448,18 @@ impl CelFilter {
         }
         .map_err(|e| CelError::Failed(format!("event data is not valid JSON: {e}")))?;
         let text = |s: &str| Value::String(Arc::new(s.to_string()));
-        let fields: HashMap<&str, Value> = HashMap::from([
+        let mut fields: HashMap<&str, Value> = HashMap::from([
             ("id", text(&event.id)),
             ("trigger", text(&event.trigger)),
             ("source", text(&event.source)),
             ("kind", text(&event.kind)),
             ("time", text(&event.time)),
-            ("data", json_to_cel(&data)),
         ]);
+        // A CloudEvent's attributes are `event.ce` too (they live in `data.ce`).
+        if let Some(ce) = data.get("ce").filter(|ce| ce.is_object()) {
+            fields.insert("ce", json_to_cel(ce));
+        }
+        fields.insert("data", json_to_cel(&data));
         let value = Value::from(fields);
         BUDGET.with(|b| b.set(deadline.map(|d| (d, MAX_STEPS))));
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -8,6 +8,7 @@ mod benches;
 mod builtins;
 mod capabilities;
 mod cli;
+mod cloudevents;
 mod config_errors;
 mod container;
 mod deploy;

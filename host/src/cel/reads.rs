@@ -43,6 +43,13 @@ impl Reads {
                             }
                             reads.insert(rest);
                         }
+                        // `event.ce` is `data.ce` (a CloudEvent's attributes).
+                        Some((ce, rest)) if ce == "ce" => {
+                            let path: Vec<String> = std::iter::once(ce.clone())
+                                .chain(rest.iter().cloned())
+                                .collect();
+                            reads.insert(&path);
+                        }
                         // `event.id` and the like: not in the payload.
                         _ => {}
                     },

@@ -44,6 +44,7 @@ impl OrderingKey {
             && !fields.is_empty()
             && fields.iter().all(|f| is_name(f))
             && (fields[0] == "data"
+                || (fields[0] == "ce" && fields.len() > 1)
                 || (fields.len() == 1
                     && ["id", "trigger", "source", "kind", "time"].contains(&fields[0].as_str())));
         Ok(if plain {

@@ -53,6 +53,8 @@ pub(crate) async fn key_of(
 fn field(event: &Event, fields: &[String]) -> Option<String> {
     match fields.split_first()? {
         (first, rest) if first == "data" => scalar_at(&event.data, rest),
+        // `event.ce.x` is `data.ce.x` (a CloudEvent's attribute).
+        (first, _) if first == "ce" => scalar_at(&event.data, fields),
         (first, []) => match first.as_str() {
             "id" => Some(event.id.clone()),
             "trigger" => Some(event.trigger.clone()),
@@ -195,6 +197,13 @@ mod tests {
             OrderingKey::from_expression("event.kind").unwrap(),
             OrderingKey::Path { .. }
         ));
+        // A CloudEvent's attribute: `event.ce.subject` is `data.ce.subject`, both ways.
+        let ce = event(serde_json::json!({"ce": {"subject": "order/9"}, "body": {}}));
+        for expression in ["event.ce.subject", "event.ce.subject + ''"] {
+            let ordering = OrderingConfig::Key(OrderingKey::from_expression(expression).unwrap());
+            let key = key_of(&name, &ordering, &ce).await.map(|k| k.1.clone());
+            assert_eq!(key.as_deref(), Some("order/9"), "{expression}");
+        }
         assert!(
             key_of(&name, &OrderingConfig::None, &change)
                 .await

@@ -15,6 +15,7 @@
 //! accept errors back off instead of spinning.
 
 mod api;
+pub mod cloudevents;
 mod conn;
 mod token;
 mod webhook;

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::Sha256;
 
-use super::{Body, ServerState, error, json, same_secret};
+use super::{Body, ServerState, cloudevents, error, json, same_secret};
 use crate::config::{SourceConfig, WebhookAuth, WebhookConfig};
 use crate::dispatch::SubmitError;
 use crate::event::Event;
@@ -77,6 +77,9 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     {
         return respond(refused(status));
     }
+    if cloudevents::is_cloudevent(&parts.headers) {
+        return respond(cloud_events(engine, &trigger, &name, &hook, &parts.headers, &body).await);
+    }
     let data = event_data(&hook, &parts.headers, &body);
     let event = Event::new(&name, "webhook", "post", &data);
     let event_id = event.id.clone();
@@ -85,22 +88,89 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
             StatusCode::ACCEPTED,
             &serde_json::json!({ "eventId": event_id }),
         )),
-        Err(SubmitError::QueueFull) => {
+        Err(e) => respond(refusal(e)),
+    }
+}
+
+/// The answer to an event the queue did not take.
+fn refusal(e: SubmitError) -> Response<Body> {
+    match e {
+        SubmitError::QueueFull => {
             let mut response = error(StatusCode::TOO_MANY_REQUESTS, "queue full; retry later");
             if let Ok(value) = RETRY_AFTER_SECONDS.parse() {
                 response
                     .headers_mut()
                     .insert(hyper::header::RETRY_AFTER, value);
             }
-            respond(response)
+            response
         }
-        Err(SubmitError::Stopping) => {
-            respond(error(StatusCode::SERVICE_UNAVAILABLE, "engine is stopping"))
-        }
-        Err(SubmitError::Journal) => respond(error(
+        SubmitError::Stopping => error(StatusCode::SERVICE_UNAVAILABLE, "engine is stopping"),
+        SubmitError::Journal => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "event could not be stored; retry later",
-        )),
+        ),
+    }
+}
+
+/// A CloudEvents request (any content mode): one event per CloudEvent. A
+/// malformed one is a 400 and no event. A batch the queue cannot take whole
+/// is refused whole (429); if it fills up part way, the answer lists the
+/// events accepted and where the refusal began, so the caller resends the rest.
+async fn cloud_events(
+    engine: &super::ServerContext,
+    trigger: &Arc<crate::trigger::Trigger>,
+    name: &str,
+    hook: &WebhookConfig,
+    headers: &hyper::HeaderMap,
+    body: &[u8],
+) -> Response<Body> {
+    let events = match cloudevents::read(headers, body) {
+        Ok(events) => events,
+        Err(why) => {
+            tracing::warn!(trigger = %name, reason = %why, "malformed CloudEvent refused");
+            return error(StatusCode::BAD_REQUEST, &why);
+        }
+    };
+    let submitter = engine.triggers.submitter();
+    if submitter.queue_depth() + events.len() > submitter.queue_capacity() {
+        return refusal(SubmitError::QueueFull);
+    }
+    let mut accepted = Vec::with_capacity(events.len());
+    for (i, ce) in events.into_iter().enumerate() {
+        let kind = ce.kind().to_string();
+        let time = ce.time();
+        let data = ce.into_event_data(request_data(hook, headers));
+        let mut event = Event::new(name, "webhook", &kind, &data);
+        if let Some(time) = time {
+            event.time = time;
+        }
+        let id = event.id.clone();
+        match submitter.submit(trigger, event).await {
+            Ok(()) => accepted.push(id),
+            Err(e) if accepted.is_empty() => return refusal(e),
+            Err(e) => {
+                let mut response = refusal(e);
+                let status = response.status();
+                let body = serde_json::json!({
+                    "error": "only part of the batch was accepted",
+                    "eventIds": accepted,
+                    "refusedFrom": i,
+                });
+                *response.body_mut() = json(status, &body).into_body();
+                return response;
+            }
+        }
+    }
+    if accepted.len() == 1 {
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "eventId": accepted[0] }),
+        )
+    } else {
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "eventIds": accepted }),
+        )
     }
 }
 
@@ -177,6 +247,21 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 fn event_data(hook: &WebhookConfig, headers: &hyper::HeaderMap, body: &[u8]) -> serde_json::Value {
+    let mut data = request_data(hook, headers);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(parsed) if !body.is_empty() => data["body"] = parsed,
+        _ if body.is_empty() => data["body"] = serde_json::Value::Null,
+        _ => {
+            data["bodyBase64"] = base64::engine::general_purpose::STANDARD
+                .encode(body)
+                .into()
+        }
+    }
+    data
+}
+
+/// The request's selected headers and content type (the body goes next to them).
+fn request_data(hook: &WebhookConfig, headers: &hyper::HeaderMap) -> serde_json::Value {
     let content_type = headers
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -190,17 +275,7 @@ fn event_data(hook: &WebhookConfig, headers: &hyper::HeaderMap, body: &[u8]) -> 
             Some((name.clone(), value.into()))
         })
         .collect();
-    let mut data = serde_json::json!({ "headers": selected, "contentType": content_type });
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(parsed) if !body.is_empty() => data["body"] = parsed,
-        _ if body.is_empty() => data["body"] = serde_json::Value::Null,
-        _ => {
-            data["bodyBase64"] = base64::engine::general_purpose::STANDARD
-                .encode(body)
-                .into()
-        }
-    }
-    data
+    serde_json::json!({ "headers": selected, "contentType": content_type })
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! attempts to fail; returns the event data), `flaky` (`failures`: fail until the
 //! kv counter `attempts` passes it), `echo-params`, `http` (`request`, `repeat`),
 //! `secret` and `leak-secret` (`name`), `kv-set` (`key`, `value`), `cas-increment` (`key`),
-//! `kube` (`kube`: a call of the kube capability; returns its result), and
+//! `kube` (`kube`: a call of the kube capability; returns its result),
+//! `cloudevent` (`path`: the URL, `then`: `structured` or `binary`): sends the
+//! event's data as a CloudEvent built with the SDK's helper, and
 //! `leak-all` (`names`, `then`: `ok`, `fail` or `panic`): reads every named secret and
 //! tries every way out with them — log, stdout, stderr, kv, output (raw and JSON-encoded,
 //! with the params it was given), error, panic; a later run finding them in kv prints
@@ -264,6 +266,25 @@ impl Action for Hostile {
                         return Ok(next.to_string());
                     }
                 }
+            }
+            "cloudevent" => {
+                use wasmtrigger_guest::cloudevents::CloudEvent;
+                let url = p.path.ok_or("`path`: the URL to send to")?;
+                let ce = CloudEvent::new(
+                    &event.id,
+                    &format!("/wasmtrigger/{}", event.trigger),
+                    "dev.wasmtrigger.test",
+                )
+                .subject("order/42 ü")
+                .time(&event.time)
+                .attribute("tenant", "acme")
+                .data(event.json()?);
+                let sent = match p.then.as_deref() {
+                    Some("binary") => ce.post_binary(&url, Vec::new()),
+                    _ => ce.post(&url, Vec::new()),
+                };
+                let response = sent.map_err(|e| e.describe())?;
+                Ok(format!("sent: {}", response.status))
             }
             other => Err(format!("unknown mode {other}")),
         }
