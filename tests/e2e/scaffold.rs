@@ -127,9 +127,17 @@ fn run_as_suggested(dir: &std::path::Path, name: &str, kind: &str) {
         run["status"], "succeeded",
         "{kind}: the suggested trigger runs: {run}"
     );
-    let (code, out, err) = run_cli(&["runs", "--trigger", name, "--server", &base], None);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(name) && out.contains("succeeded"), "{out}");
+    // The record is stored just after its log line: ask until it is there.
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let (code, out, err) = run_cli(&["runs", "--trigger", name, "--server", &base], None);
+        assert_eq!(code, 0, "{err}");
+        if out.contains(name) && out.contains("succeeded") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (code, log) = engine.stop_and_log();
     assert_eq!(code, 0);
     assert!(
