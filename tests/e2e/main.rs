@@ -26,6 +26,7 @@ mod newcomer;
 mod ordering;
 mod queue;
 mod rbac;
+mod recipes;
 mod reload;
 mod sandbox;
 mod scaffold;

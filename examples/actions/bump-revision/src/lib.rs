@@ -14,6 +14,9 @@
 //!   a workload roll its pods (default true for Deployment, StatefulSet,
 //!   DaemonSet and ReplicaSet, false for other kinds).
 //!
+//! Events of other sources work too (a webhook: a GitHub push, say), with
+//! `namespace` set; the change is then named `<source>/<event id>`.
+//!
 //! Each object also gets `wasmtrigger.dev/revision-from:
 //! <kind>/<name>@<resourceVersion>` naming the change it was bumped for; a
 //! Deployment already marked with this change is skipped, so a retried run
@@ -66,20 +69,29 @@ impl Action for BumpRevision {
                 p.kind
             ));
         }
-        let changed = kube::watched_object(&event)?;
+        // A kube-watch change names itself; any other event (a webhook, say)
+        // is named by its id, which a retry keeps.
+        let changed = kube::watched_object(&event).ok();
         let namespace = p
             .namespace
             .clone()
-            .or_else(|| kube::namespace_of(&changed).map(str::to_string))
+            .or_else(|| {
+                changed
+                    .as_ref()
+                    .and_then(|c| kube::namespace_of(c).map(str::to_string))
+            })
             .ok_or("no namespace: set `namespace` in params")?;
-        let change = format!(
-            "{}/{}@{}",
-            changed["kind"].as_str().unwrap_or("object"),
-            kube::name_of(&changed),
-            changed["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-        );
+        let change = match &changed {
+            Some(changed) => format!(
+                "{}/{}@{}",
+                changed["kind"].as_str().unwrap_or("object"),
+                kube::name_of(changed),
+                changed["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+            None => format!("{}/{}", event.source, event.id),
+        };
         let kind = p.kind.as_str();
         let target = kube::target(&p.api_version, kind, Some(&namespace));
         let listed = kube::list_objects(&target, Some(&p.selector))
