@@ -333,7 +333,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     };
     let result = match (&method, &target.name) {
         (&Method::GET, None) if watching => {
-            return watch(shared, ty, list_ns.map(str::to_string), &query);
+            return watch(shared, ty, list_ns.map(str::to_string), &query, table);
         }
         (&Method::GET, None) => list(&shared, ty, list_ns, &query),
         (&Method::GET, Some(name)) => shared.lock().get(ty, &ns, name),
@@ -483,6 +483,7 @@ fn watch(
     ty: TypeId,
     ns: Option<String>,
     query: &HashMap<String, String>,
+    table: bool,
 ) -> Response<Body> {
     let (labels, fields) = match selectors(query) {
         Ok(s) => s,
@@ -545,6 +546,22 @@ fn watch(
                     .collect();
                 (live, Some(current), store.rv())
             }
+        }
+    };
+    // Asked for Tables (`kubectl get -w`): each object becomes a one-row
+    // Table; only the first carries the column definitions, as kube-apiserver does.
+    let as_table = table.then(|| shared.lock().types[ty].clone());
+    let first_table = std::sync::atomic::AtomicBool::new(true);
+    let event_line = move |kind: &str, object: &Value| -> Bytes {
+        match (&as_table, kind) {
+            (Some(t), "ADDED" | "MODIFIED" | "DELETED") => {
+                let mut rows = table::of(t, object);
+                if !first_table.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    rows["columnDefinitions"] = json!([]);
+                }
+                event_line(kind, &rows)
+            }
+            _ => event_line(kind, object),
         }
     };
     tokio::spawn(async move {

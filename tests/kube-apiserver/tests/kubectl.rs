@@ -694,3 +694,47 @@ subjects: [{ kind: Group, name: "system:serviceaccounts:default" }]
     assert_eq!(server.forbidden().len(), 5, "{:?}", server.forbidden());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn kubectl_get_watch_prints_table_rows_as_against_a_real_server() {
+    let c = Cluster::start();
+    c.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        &c.file(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: first }\n",
+        ),
+    ]);
+    let mut watch = c
+        .command(&["get", "cm", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut watch);
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line from kubectl get -w")
+    };
+    assert!(next().starts_with("NAME"), "a header first");
+    assert!(next().starts_with("first "));
+    c.ok(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        &c.file(
+            "b.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: second }\n",
+        ),
+    ]);
+    let row = next();
+    assert!(
+        row.starts_with("second "),
+        "a row, not another header: {row}"
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
