@@ -62,26 +62,26 @@ fn modules_builtin_lists_each_with_its_schema_and_grants() {
     );
 }
 
+/// `wasmtrigger run` in the workspace, as a user types it there.
+const RUN_HERE: [&str; 7] = [
+    "run",
+    "--config",
+    "triggers.yaml",
+    "--state-dir",
+    "state",
+    "--listen",
+    "127.0.0.1:0",
+];
+
 #[test]
 fn a_config_of_builtins_runs_with_nothing_built() {
     // No modules directory and no .wasm file anywhere near the config.
     let ws = Workspace::new();
-    let config = ws.write(
+    ws.write(
         "triggers.yaml",
         "triggers:\n  - name: hello\n    source: { type: schedule, now: true }\n    action: { module: \"builtin:log-event\" }\n",
     );
-    let engine = EngineProcess::start_in(
-        ws.path(),
-        &[
-            "run",
-            "--config",
-            "triggers.yaml",
-            "--state-dir",
-            "state",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let engine = EngineProcess::start_in(ws.path(), &RUN_HERE);
     let runs = engine.wait_runs("hello", 1);
     assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
     let digest = builtins_json()
@@ -98,18 +98,7 @@ fn a_config_of_builtins_runs_with_nothing_built() {
     );
     assert_eq!(engine.stop(), 0);
     // Compiled once into the module cache, like a module file: a restart loads it from there.
-    let again = EngineProcess::start_in(
-        ws.path(),
-        &[
-            "run",
-            "--config",
-            "triggers.yaml",
-            "--state-dir",
-            "state",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let again = EngineProcess::start_in(ws.path(), &RUN_HERE);
     let loaded = again.wait_for("the builtin to load", |lines| {
         lines
             .iter()
@@ -123,7 +112,6 @@ fn a_config_of_builtins_runs_with_nothing_built() {
     });
     assert_eq!(loaded["from_cache"], true, "{loaded}");
     assert_eq!(again.stop(), 0);
-    let _ = config;
 }
 
 #[test]

@@ -13,15 +13,7 @@ use crate::support::{self, EngineProcess, Workspace};
 
 /// The Python with the CloudEvents SDK (installed by `scripts/setup`).
 fn python() -> PathBuf {
-    let tools = std::env::var_os("WASMTRIGGER_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("wasmtrigger/tools")
-        });
-    let python = tools.join("pyclient/bin/python");
+    let python = support::tools().join("pyclient/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/setup",

@@ -5,21 +5,9 @@
 //! project directory, a webhook posts the sample body, and `wasmtrigger runs`
 //! shows the run.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use crate::support::{self, Workspace, run_cli};
-
-fn tools() -> PathBuf {
-    std::env::var_os("WASMTRIGGER_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("wasmtrigger/tools")
-        })
-}
+use crate::support::{self, Workspace, run_cli, tools};
 
 fn scaffold_builds_and_runs(kind: &str, lang: &str) {
     if lang != "rust" {

@@ -8,6 +8,19 @@ use serde_json::Value;
 
 use super::modules;
 
+/// Where `scripts/setup` installs the pinned tools (guest toolchains, the
+/// Python clients): `$WASMTRIGGER_TOOLS`, else the cache directory.
+pub fn tools() -> PathBuf {
+    std::env::var_os("WASMTRIGGER_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+            cache.join("wasmtrigger/tools")
+        })
+}
+
 /// The `wasmtrigger` binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_wasmtrigger")
