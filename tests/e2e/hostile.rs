@@ -1401,8 +1401,16 @@ fn random_requests_never_break_the_server() {
             ],
         );
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
-        let body: Vec<u8> = match rng.u8(..5) {
+        let body: Vec<u8> = match rng.u8(..7) {
             0 => Vec::new(),
+            5 => br#"{"specversion":"1.0","id":"","source":"/s","type":"t","data_base64":"%%"}"#
+                .to_vec(),
+            6 => format!(
+                "[{}]",
+                r#"{"specversion":"1.0","id":"1","source":"/s","type":"t"},"#
+                    .repeat(rng.usize(..50))
+            )
+            .into_bytes(),
             1 => br#"{"a": [1, 2, {"b": null}]}"#.to_vec(),
             2 => (0..rng.usize(..4096)).map(|_| rng.u8(..)).collect(),
             3 => format!("{}1{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
@@ -1432,6 +1440,9 @@ fn random_requests_never_break_the_server() {
                     "X-\0",
                     "Expect",
                     "Connection",
+                    "ce-specversion",
+                    "ce-id",
+                    "ce-\u{e9}",
                 ],
             );
             let value = pick(
@@ -1444,6 +1455,10 @@ fn random_requests_never_break_the_server() {
                     "100-continue",
                     "close",
                     "\u{7f}",
+                    "application/cloudevents+json",
+                    "application/cloudevents-batch+json",
+                    "1.0",
+                    "%zz",
                 ],
             );
             head.push_str(&format!("{name}: {value}\r\n"));

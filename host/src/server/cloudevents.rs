@@ -236,7 +236,8 @@ fn context(attributes: Map<String, Value>) -> Result<Value, String> {
         Some("1.0") => {}
         Some(other) => {
             return Err(format!(
-                "specversion {other:?} is not supported; expected \"1.0\""
+                "specversion {} is not supported; expected \"1.0\"",
+                shown(&Value::String(other.to_string()))
             ));
         }
         None => return Err("`specversion` is required".into()),
@@ -254,7 +255,8 @@ fn context(attributes: Map<String, Value>) -> Result<Value, String> {
             .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok());
         if !ok {
             return Err(format!(
-                "`time` must be an RFC 3339 timestamp, found {time}"
+                "`time` must be an RFC 3339 timestamp, found {}",
+                shown(time)
             ));
         }
     }
@@ -274,7 +276,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad percent-encoding in {text:?}"))?;
+                .ok_or_else(|| format!("bad percent-encoding in {}", shown(&text.into())))?;
             out.push(hex);
             i += 3;
         } else {
@@ -282,7 +284,17 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8"))
+    String::from_utf8(out).map_err(|_| format!("{} does not decode to UTF-8", shown(&text.into())))
+}
+
+/// A caller's value as error text: JSON, cut to 60 characters (errors are
+/// answered and logged, and a caller must not fill the log).
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -375,5 +387,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.contains("percent-encoding"), "{bad}");
+        // What a caller sent is echoed only in part.
+        let long = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "x".repeat(10_000)});
+        let bad = structured(long);
+        assert!(bad.len() < 200 && bad.ends_with('…'), "{bad}");
     }
 }

@@ -55,9 +55,17 @@ fn needs(builtin: &str, params: &Value, source: &SourceConfig) -> Vec<Need> {
                 )
             })
             .collect(),
-        "record-event" => in_namespaces(&Value::Null, watched)
+        "record-event" => watched
             .into_iter()
-            .map(|ns| need(&[KubeVerb::Create], "v1".into(), "Event".into(), ns, None))
+            .map(|ns| {
+                need(
+                    &[KubeVerb::Create],
+                    "v1".into(),
+                    "Event".into(),
+                    Some(ns),
+                    None,
+                )
+            })
             .collect(),
         "create-job" => {
             let fallback = if watched.is_empty() {
