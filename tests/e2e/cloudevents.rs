@@ -3,50 +3,14 @@
 //! to a webhook in the binary, structured and batch modes, and it reads what
 //! the guest SDK's helper sends. Malformed CloudEvents are clear 400s.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 
 use crate::support::http_server::TestServer;
 use crate::support::{self, EngineProcess, Workspace};
 
-/// The Python with the CloudEvents SDK (installed by `scripts/setup`).
-fn python() -> PathBuf {
-    let python = support::tools().join("pyclient/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup",
-        python.display()
-    );
-    python
-}
-
 fn sdk(args: &[&str], stdin: &str) -> Value {
-    use std::io::Write;
-    let script = support::repo().join("tests/python/cloudevents_client.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    let out = support::pyclient("cloudevents_client.py", args, stdin.as_bytes());
+    serde_json::from_str(out.trim()).unwrap()
 }
 
 const CONFIG: &str = r#"

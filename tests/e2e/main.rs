@@ -22,6 +22,8 @@ mod kube_watch;
 mod languages;
 mod layers;
 mod leader;
+mod mqtt;
+mod nats;
 mod newcomer;
 mod ordering;
 mod queue;

@@ -21,6 +21,36 @@ pub fn tools() -> PathBuf {
         })
 }
 
+/// The Python of the pinned client libraries (`pyclient`, installed by
+/// `scripts/setup`) running `tests/python/SCRIPT` with `args`; its stdout, or
+/// a panic with its stderr when it fails.
+pub fn pyclient(script: &str, args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    let python = tools().join("pyclient/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .arg(super::repo().join("tests/python").join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let _ = child.stdin.take().map(|mut i| i.write_all(stdin));
+    let out = child.wait_with_output().expect("python ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The `wasmtrigger` binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_wasmtrigger")

@@ -1,7 +1,7 @@
 //! Shared test support, one concern per file: the guest modules under test
 //! ([`guests`]), the real binary and tools ([`cli`]), a `wasmtrigger run`
 //! process ([`process`]), an engine in the test process ([`in_process`]),
-//! and real servers on loopback ([`http_server`], [`redis_server`]). Tests
+//! and real servers on loopback ([`http_server`], [`redis_server`], [`brokers`]). Tests
 //! wait on conditions with deadlines instead of sleeping.
 
 #![allow(dead_code)]
@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod brokers;
 pub mod cli;
 pub mod cluster;
 pub mod guests;

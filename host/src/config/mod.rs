@@ -5,6 +5,7 @@
 //! belongs to, and loading goes on past the first problem so that `check`
 //! can list them all at once.
 
+mod brokers;
 pub mod cron;
 pub mod document;
 pub mod grants;
@@ -23,6 +24,7 @@ use crate::cel::CelFilter;
 use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
+pub use brokers::{Endpoint, MqttConfig, MqttProtocol, NatsConfig, RedisQueueConfig};
 pub use load::{
     builtin_kube_needs, chain_errors, load, load_declarations, load_partial, load_trigger,
     schedule_warnings, warnings,
@@ -346,7 +348,15 @@ impl TriggerConfig {
                 ..
             }) => refs.push(("source.auth.secret".to_string(), secret.clone())),
             SourceConfig::RedisQueue(RedisQueueConfig {
-                server: RedisServer::Secret(secret),
+                server: Endpoint::Secret(secret),
+                ..
+            })
+            | SourceConfig::Nats(NatsConfig {
+                server: Endpoint::Secret(secret),
+                ..
+            })
+            | SourceConfig::Mqtt(MqttConfig {
+                server: Endpoint::Secret(secret),
                 ..
             }) => refs.push(("source.urlSecret".to_string(), secret.clone())),
             _ => {}
@@ -384,6 +394,10 @@ pub enum SourceConfig {
     Webhook(WebhookConfig),
     /// `type: redis-queue`: entries of a Redis stream, through a consumer group.
     RedisQueue(RedisQueueConfig),
+    /// `type: nats`: messages of a NATS JetStream stream, through a durable pull consumer.
+    Nats(NatsConfig),
+    /// `type: mqtt`: messages of MQTT topics, at least once (QoS 1).
+    Mqtt(MqttConfig),
     /// `type: kube-watch`: changes to Kubernetes objects.
     KubeWatch(KubeWatchConfig),
 }
@@ -396,6 +410,8 @@ impl SourceConfig {
             SourceConfig::Chain(_) => "trigger",
             SourceConfig::Webhook(_) => "webhook",
             SourceConfig::RedisQueue(_) => "redis-queue",
+            SourceConfig::Nats(_) => "nats",
+            SourceConfig::Mqtt(_) => "mqtt",
             SourceConfig::KubeWatch(_) => "kube-watch",
         }
     }
@@ -511,36 +527,6 @@ impl KubeEvent {
             KubeEvent::Delete => "delete",
         }
     }
-}
-
-/// A Redis stream drained through a consumer group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RedisQueueConfig {
-    /// Where Redis is: a URL, or the name of a secret holding it.
-    pub server: RedisServer,
-    /// The stream key.
-    pub stream: String,
-    /// The consumer group every replica joins.
-    pub group: String,
-    /// This process's consumer name (default: host name and process id).
-    pub consumer: Option<String>,
-    /// Stream that failed entries are copied to.
-    pub dead_letter: String,
-    /// Pending entries idle this long (their consumer died) are claimed.
-    pub claim_idle: Duration,
-    /// Entries read per call.
-    pub batch: usize,
-    /// Largest entry (all fields) handed to the trigger; bigger ones are dead-lettered.
-    pub max_entry_bytes: u64,
-}
-
-/// How a Redis source finds its server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RedisServer {
-    /// A `redis://` URL in the config (no password in it, please).
-    Url(String),
-    /// The name of a secret whose value is the URL (credentials included).
-    Secret(String),
 }
 
 /// A webhook source.

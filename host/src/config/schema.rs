@@ -296,6 +296,55 @@ pub struct RedisQueueSpec {
     pub max_entry_size: Option<ByteSize>,
 }
 
+/// `source: {type: nats, ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ type: nats, url: nats://HOST:4222, stream: NAME }`"
+)]
+pub struct NatsSpec {
+    pub url: Option<String>,
+    pub url_secret: Option<String>,
+    pub stream: String,
+    pub subject: Option<String>,
+    pub consumer: Option<String>,
+    pub dead_letter: Option<String>,
+    pub ack_wait: Option<DurationValue>,
+    pub max_deliver: Option<u32>,
+    pub max_ack_pending: Option<usize>,
+    pub batch: Option<usize>,
+    pub max_message_size: Option<ByteSize>,
+}
+
+/// `source: {type: mqtt, ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ type: mqtt, url: mqtt://HOST:1883, topics: [sensors/#] }`"
+)]
+pub struct MqttSpec {
+    pub url: Option<String>,
+    pub url_secret: Option<String>,
+    pub topics: Vec<String>,
+    pub client_id: Option<String>,
+    pub clean_session: Option<bool>,
+    pub protocol: Option<MqttProtocolSpec>,
+    pub keep_alive: Option<DurationValue>,
+    pub session_expiry: Option<DurationValue>,
+    pub max_message_size: Option<ByteSize>,
+}
+
+/// `3.1.1` or `5`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocolSpec {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
 /// `source: {type: kube-watch, ...}`.
 #[derive(Debug, Deserialize)]
 #[serde(

@@ -4,6 +4,8 @@
 
 pub mod chain;
 pub mod kube_watch;
+pub mod mqtt;
+pub mod nats;
 pub mod redis_queue;
 pub mod schedule;
 
@@ -68,6 +70,14 @@ pub fn spawn(
             let services = ctx.services.clone();
             tokio::spawn(redis_queue::run(trigger, config, submitter, services, stop))
         }
+        SourceConfig::Nats(config) => {
+            let services = ctx.services.clone();
+            tokio::spawn(nats::run(trigger, config, submitter, services, stop))
+        }
+        SourceConfig::Mqtt(config) => {
+            let services = ctx.services.clone();
+            tokio::spawn(mqtt::run(trigger, config, submitter, services, stop))
+        }
     }
 }
 
@@ -85,4 +95,59 @@ where
             start,
         )),
     }
+}
+
+/// The URL of a broker: as written, or read from its secret (never logged:
+/// it may hold credentials).
+pub(crate) async fn endpoint_url(
+    endpoint: &crate::config::Endpoint,
+    secrets: &crate::capabilities::secrets::SecretStore,
+) -> Result<String, String> {
+    match endpoint {
+        crate::config::Endpoint::Url(url) => Ok(url.clone()),
+        crate::config::Endpoint::Secret(name) => match secrets.get(name).await {
+            Ok(Some(url)) => Ok(url.trim().to_string()),
+            Ok(None) => Err(format!("secret `{name}` not found")),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// A consumer or client name for this process: the host name and process id.
+pub(crate) fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wasmtrigger".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A message payload as event data: JSON when it parses, else text when it
+/// is UTF-8 (`body`), else base64 (`bodyBase64`).
+pub(crate) fn payload_fields(
+    data: &mut serde_json::Map<String, serde_json::Value>,
+    payload: &[u8],
+) {
+    use base64::Engine as _;
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) {
+        data.insert("body".into(), value);
+    } else if let Ok(text) = std::str::from_utf8(payload) {
+        data.insert("body".into(), serde_json::Value::String(text.to_string()));
+    } else {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+        data.insert("bodyBase64".into(), serde_json::Value::String(encoded));
+    }
+}
+
+/// The user and password of a URL, percent-decoded (empty parts are None).
+pub(crate) fn userinfo(url: &url::Url) -> (Option<String>, Option<String>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = (!url.username().is_empty()).then(|| decode(url.username()));
+    (user, url.password().map(decode))
 }

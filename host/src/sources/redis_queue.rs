@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capabilities::HostServices;
 use crate::capabilities::secrets::SecretStore;
-use crate::config::{RedisQueueConfig, RedisServer};
+use crate::config::RedisQueueConfig;
 use crate::dispatch::{Completion, Submitter};
 use crate::event::Event;
 use crate::runs::{RunRecord, RunStatus};
@@ -59,7 +59,7 @@ pub async fn run(
     services: Arc<HostServices>,
     stop: CancellationToken,
 ) {
-    let consumer = config.consumer.clone().unwrap_or_else(default_consumer);
+    let consumer = config.consumer.clone().unwrap_or_else(super::process_name);
     let (acks, pending_acks) = mpsc::unbounded_channel();
     // The acker outlives this task: runs still in flight when the source stops
     // are acknowledged as they finish.
@@ -98,29 +98,14 @@ pub async fn run(
     tracing::debug!(trigger = %trigger.name, "redis queue source stopped");
 }
 
-fn default_consumer() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "wasmtrigger".into());
-    format!("{host}-{}", std::process::id())
-}
-
 async fn connect(
     config: &RedisQueueConfig,
     secrets: &SecretStore,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, QueueError> {
-    let url = match &config.server {
-        RedisServer::Url(url) => url.clone(),
-        RedisServer::Secret(name) => match secrets.get(name).await {
-            Ok(Some(url)) => url.trim().to_string(),
-            Ok(None) => return Err(QueueError::Url(format!("secret `{name}` not found"))),
-            Err(e) => return Err(QueueError::Url(e)),
-        },
-    };
+    let url = super::endpoint_url(&config.server, secrets)
+        .await
+        .map_err(QueueError::Url)?;
     // Never show the URL: it may hold a password.
     let client = redis::Client::open(url.as_str())
         .map_err(|e| QueueError::Url(format!("invalid Redis URL ({:?})", e.kind())))?;

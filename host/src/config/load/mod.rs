@@ -1,16 +1,16 @@
 //! Reading trigger files and turning them into a validated [`Config`]: the
 //! files and documents here, the `engine:` section in [`engine`], and each
 //! part of a trigger in a file of its own — [`schedule`], [`chain`],
-//! [`webhook`], [`redis_queue`], [`kube_watch`], and the filter and action
+//! [`webhook`], [`brokers`] (redis-queue, nats, mqtt), [`kube_watch`], and the filter and action
 //! with their grants in [`action`]. Every problem is recorded with its file,
 //! trigger and field, and loading goes on to find the rest.
 
 mod action;
+mod brokers;
 mod builtin;
 mod chain;
 mod engine;
 mod kube_watch;
-mod redis_queue;
 mod schedule;
 mod webhook;
 
@@ -36,6 +36,8 @@ const SOURCE_TYPES: &[&str] = &[
     "trigger",
     "webhook",
     "redis-queue",
+    "nats",
+    "mqtt",
     "kube-watch",
 ];
 
@@ -561,6 +563,12 @@ impl Loader<'_> {
             "redis-queue" => self.typed_source(file, label, obj, |s, spec| {
                 s.redis_queue(file, label, spec)
                     .map(SourceConfig::RedisQueue)
+            }),
+            "nats" => self.typed_source(file, label, obj, |s, spec| {
+                s.nats(file, label, spec).map(SourceConfig::Nats)
+            }),
+            "mqtt" => self.typed_source(file, label, obj, |s, spec| {
+                s.mqtt(file, label, spec).map(SourceConfig::Mqtt)
             }),
             "webhook" => self.typed_source(file, label, obj, |s, spec| {
                 s.webhook(file, label, spec).map(SourceConfig::Webhook)

@@ -1,0 +1,94 @@
+//! Settings of the sources that drain a message broker: Redis streams
+//! (`redis-queue`), NATS JetStream (`nats`) and MQTT (`mqtt`). Each names its
+//! server as an [`Endpoint`], so a URL with credentials lives in a secret.
+
+use std::time::Duration;
+
+/// Where a broker is: a URL written in the config, or a secret holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A URL in the config (the loader refuses one with a password in it).
+    Url(String),
+    /// The name of a secret whose value is the URL (credentials included).
+    Secret(String),
+}
+
+/// A Redis stream drained through a consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisQueueConfig {
+    /// Where Redis is.
+    pub server: Endpoint,
+    /// The stream key.
+    pub stream: String,
+    /// The consumer group every replica joins.
+    pub group: String,
+    /// This process's consumer name (default: host name and process id).
+    pub consumer: Option<String>,
+    /// Stream that failed entries are copied to.
+    pub dead_letter: String,
+    /// Pending entries idle this long (their consumer died) are claimed.
+    pub claim_idle: Duration,
+    /// Entries read per call.
+    pub batch: usize,
+    /// Largest entry (all fields) handed to the trigger; bigger ones are dead-lettered.
+    pub max_entry_bytes: u64,
+}
+
+/// A NATS JetStream stream drained through a durable pull consumer that every
+/// replica shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Where NATS is (`nats://`, `tls://`).
+    pub server: Endpoint,
+    /// The JetStream stream.
+    pub stream: String,
+    /// Only messages on subjects matching this filter (default: all of the stream's).
+    pub subject: Option<String>,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// Subject failed messages are published to, with the error in a header.
+    pub dead_letter: String,
+    /// How long the server waits for an acknowledgement before redelivering;
+    /// runs in progress keep their messages by telling it they are working.
+    pub ack_wait: Duration,
+    /// Deliveries without an outcome (the engine died each time) before a
+    /// message is dead-lettered unrun.
+    pub max_deliver: u32,
+    /// Unacknowledged messages across all replicas (default: the dispatch queue's size).
+    pub max_ack_pending: Option<usize>,
+    /// Messages asked for per pull.
+    pub batch: usize,
+    /// Largest message (payload and headers) handed to the trigger; bigger ones are dead-lettered.
+    pub max_message_bytes: u64,
+}
+
+/// The MQTT protocol version spoken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1.
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+/// MQTT topics subscribed to with QoS 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttConfig {
+    /// Where the broker is (`mqtt://`, `mqtts://`).
+    pub server: Endpoint,
+    /// Topic filters; `$share/GROUP/FILTER` splits messages among replicas.
+    pub topics: Vec<String>,
+    /// The client id, which names the persistent session (default: derived
+    /// from the trigger and the host name).
+    pub client_id: Option<String>,
+    /// Start without the broker's stored session (no persistent session).
+    pub clean_session: bool,
+    /// 3.1.1 or 5.
+    pub protocol: MqttProtocol,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// How long the broker keeps the session while this client is away (MQTT 5).
+    pub session_expiry: Duration,
+    /// Largest message handed to the trigger; bigger ones are refused by the client.
+    pub max_message_bytes: u64,
+}

@@ -1,0 +1,544 @@
+//! `type: nats`: a NATS JetStream stream drained through a durable pull
+//! consumer. Every replica binds the same consumer, so the server hands each
+//! message to one of them at a time.
+//!
+//! Delivery rules:
+//!
+//! - a message is acknowledged (`+ACK`) after its run has ended: succeeded,
+//!   or filtered out;
+//! - a run that failed after the trigger's retries is published to the
+//!   dead-letter subject — the original payload and headers, plus
+//!   `Wasmtrigger-Error`, `Wasmtrigger-Trigger`, `Wasmtrigger-Stream` and
+//!   `Wasmtrigger-Sequence`, de-duplicated by `Nats-Msg-Id` — and, once the
+//!   server has stored it, terminated (`+TERM`);
+//! - a run the engine gave up on because it is stopping is negatively
+//!   acknowledged (`-NAK`) with the delay its next retry would have waited,
+//!   so another replica takes it up then;
+//! - while a run is queued or running, its message is kept from redelivery
+//!   by progress acknowledgements (`+WPI`) every third of `ackWait`;
+//! - a message delivered more than `maxDeliver` times without an outcome
+//!   (the engine died with it each time) is dead-lettered without a run,
+//!   and so is one larger than `maxMessageSize`.
+//!
+//! The consumer's `maxAckPending` defaults to the dispatch queue's size, so
+//! the server never hands this set of replicas more than they can hold.
+//! The stream is the durable store for these events: they bypass the
+//! engine's journal. A replica killed mid-run leaves its messages
+//! unacknowledged, and the server redelivers them after `ackWait`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self, Context};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::capabilities::HostServices;
+use crate::config::NatsConfig;
+use crate::dispatch::{Completion, Submitter, backoff};
+use crate::event::Event;
+use crate::runs::{RunRecord, RunStatus};
+use crate::trigger::Trigger;
+
+/// How often consumer lag and pending counts are read for the metrics.
+const GAUGE_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait between attempts to reach the server or the consumer.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Delay of a message whose dead-lettering failed: it is run again then.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(30);
+
+/// What a message's end asks of the server.
+enum Settle {
+    /// Done: `+ACK`.
+    Ack(Arc<Acker>, u64),
+    /// Deliver again after the delay: `-NAK`.
+    Nak(Arc<Acker>, u64, Duration),
+    /// Publish to the dead-letter subject, then `+TERM`.
+    Dead(Arc<Acker>, u64, Box<DeadLetter>),
+}
+
+/// A message on its way to the dead-letter subject.
+struct DeadLetter {
+    payload: bytes::Bytes,
+    headers: HeaderMap,
+    error: String,
+}
+
+/// Messages handed to the dispatcher and not settled yet, by stream sequence.
+type InFlight = Arc<Mutex<HashMap<u64, Arc<Acker>>>>;
+
+/// Errors of one consumer session; all lead to a new one.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("stream `{stream}` is not available: {error}")]
+    Stream { stream: String, error: String },
+    #[error("consumer: {0}")]
+    Consumer(String),
+    #[error("messages: {0}")]
+    Messages(String),
+}
+
+/// Runs the source until `stop` is cancelled.
+pub async fn run(
+    trigger: Arc<Trigger>,
+    config: NatsConfig,
+    submitter: Submitter,
+    services: Arc<HostServices>,
+    stop: CancellationToken,
+) {
+    let name = trigger.name.to_string();
+    let Some(client) = connect(&name, &config, &services, &stop).await else {
+        return;
+    };
+    let js = jetstream::new(client);
+    let in_flight: InFlight = Arc::default();
+    let (settle, settling) = mpsc::unbounded_channel();
+    // The settler outlives this task: runs still in flight when the source
+    // stops are settled as they finish.
+    tokio::spawn(settler(
+        name.clone(),
+        config.clone(),
+        js.clone(),
+        in_flight.clone(),
+        settling,
+    ));
+    tracing::info!(trigger = %name, stream = %config.stream, consumer = %config.consumer, "nats source starting");
+    let session = Session {
+        trigger: &trigger,
+        config: &config,
+        submitter: &submitter,
+        settle: &settle,
+        in_flight: &in_flight,
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tokio::select! {
+            r = session.run(&js, &mut backoff) => r,
+            _ = stop.cancelled() => break,
+        };
+        if let Err(e) = result {
+            tracing::warn!(trigger = %name, error = %e, retry_in_ms = backoff.as_millis() as u64, "nats: consumer lost; starting over");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    tracing::debug!(trigger = %name, "nats source stopped");
+}
+
+/// Connects, retrying until it works or the source stops. The client then
+/// reconnects on its own for as long as it lives.
+async fn connect(
+    trigger: &str,
+    config: &NatsConfig,
+    services: &HostServices,
+    stop: &CancellationToken,
+) -> Option<async_nats::Client> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let url = super::endpoint_url(&config.server, &services.secrets).await?;
+            let (address, credentials) = split_credentials(&url)?;
+            let mut options = async_nats::ConnectOptions::new()
+                .name(format!("wasmtrigger {trigger}"))
+                .connection_timeout(Duration::from_secs(5))
+                .max_reconnects(None);
+            options = match credentials {
+                Credentials::None => options,
+                Credentials::Token(token) => options.token(token),
+                Credentials::User(user, pass) => options.user_and_password(user, pass),
+            };
+            options
+                .connect(address.as_str())
+                .await
+                // The error text names the server, not the URL's credentials.
+                .map_err(|e| format!("cannot connect: {}", e.kind()))
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = stop.cancelled() => return None,
+        };
+        match result {
+            Ok(client) => return Some(client),
+            Err(e) => {
+                tracing::warn!(trigger, error = %e, retry_in_ms = backoff.as_millis() as u64, "nats: server not reachable yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return None,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// What a NATS URL carries in its user-info part.
+#[derive(Debug, PartialEq)]
+enum Credentials {
+    None,
+    /// `nats://TOKEN@host`.
+    Token(String),
+    /// `nats://USER:PASSWORD@host`.
+    User(String, String),
+}
+
+/// Splits the credentials off a URL (the client takes them separately).
+fn split_credentials(url: &str) -> Result<(String, Credentials), String> {
+    // Never echo the URL: it holds the credentials.
+    let mut parsed = url::Url::parse(url).map_err(|_| "invalid NATS URL".to_string())?;
+    let credentials = match super::userinfo(&parsed) {
+        (None, None) => Credentials::None,
+        (Some(token), None) => Credentials::Token(token),
+        (user, Some(pass)) => Credentials::User(user.unwrap_or_default(), pass),
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    Ok((parsed.to_string(), credentials))
+}
+
+struct Session<'a> {
+    trigger: &'a Arc<Trigger>,
+    config: &'a NatsConfig,
+    submitter: &'a Submitter,
+    settle: &'a mpsc::UnboundedSender<Settle>,
+    in_flight: &'a InFlight,
+}
+
+impl Session<'_> {
+    /// One consumer's life: bind (or create) it, then take messages forever.
+    async fn run(&self, js: &Context, backoff: &mut Duration) -> Result<(), SessionError> {
+        let config = self.config;
+        let stream = js
+            .get_stream(&config.stream)
+            .await
+            .map_err(|e| SessionError::Stream {
+                stream: config.stream.clone(),
+                error: e.to_string(),
+            })?;
+        let max_ack_pending = config
+            .max_ack_pending
+            .unwrap_or_else(|| self.submitter.queue_capacity());
+        let mut consumer: PullConsumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                // Redelivery is this source's business (maxDeliver, dead letters).
+                max_deliver: -1,
+                filter_subject: config.subject.clone().unwrap_or_default(),
+                max_ack_pending: max_ack_pending as i64,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SessionError::Consumer(e.to_string()))?;
+        if js.stream_by_subject(&config.dead_letter).await.is_err() {
+            tracing::warn!(trigger = %self.trigger.name, subject = %config.dead_letter, "nats: no stream stores the dead-letter subject; failed messages will be redelivered instead of dead-lettered");
+        }
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(config.batch)
+            .messages()
+            .await
+            .map_err(|e| SessionError::Messages(e.to_string()))?;
+        tracing::info!(trigger = %self.trigger.name, stream = %config.stream, consumer = %config.consumer, max_ack_pending, "nats consumer bound");
+        *backoff = Duration::from_millis(100);
+        let mut gauges = tokio::time::interval(GAUGE_EVERY);
+        loop {
+            tokio::select! {
+                next = messages.next() => match next {
+                    Some(Ok(message)) => self.hand_on(message).await,
+                    Some(Err(e)) => return Err(SessionError::Messages(e.to_string())),
+                    None => return Err(SessionError::Messages("the message stream ended".into())),
+                },
+                _ = gauges.tick() => {
+                    if let Ok(info) = consumer.info().await {
+                        let metrics = self.submitter.metrics();
+                        metrics.queue_lag(&self.trigger.name, info.num_pending as i64);
+                        metrics.queue_pending(&self.trigger.name, info.num_ack_pending as i64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns a message into an event and waits for room in the queue.
+    async fn hand_on(&self, message: jetstream::Message) {
+        let Ok(info) = message.info() else {
+            tracing::warn!(trigger = %self.trigger.name, subject = %message.subject, "nats: a message without JetStream metadata; ignored");
+            return;
+        };
+        let (sequence, delivered) = (info.stream_sequence, info.delivered);
+        let (message, acker) = message.split();
+        let acker = Arc::new(acker);
+        let headers = message.headers.clone().unwrap_or_default();
+        let size = message.payload.len() + header_bytes(&headers);
+        let dead = |error: String, payload: bytes::Bytes| {
+            Settle::Dead(
+                acker.clone(),
+                sequence,
+                Box::new(DeadLetter {
+                    payload,
+                    headers: headers.clone(),
+                    error,
+                }),
+            )
+        };
+        if size as u64 > self.config.max_message_bytes {
+            // Not an event: straight to the dead-letter subject, without its payload.
+            let why = format!(
+                "message is {size} bytes; this trigger takes at most {} (source.maxMessageSize)",
+                self.config.max_message_bytes
+            );
+            tracing::warn!(trigger = %self.trigger.name, sequence, size, "nats: oversized message dead-lettered");
+            self.submitter
+                .metrics()
+                .dropped(&self.trigger.name, "oversized");
+            let _ = self.settle.send(dead(why, bytes::Bytes::new()));
+            return;
+        }
+        if delivered > i64::from(self.config.max_deliver) {
+            let why = format!(
+                "delivered {delivered} times without an outcome (source.maxDeliver is {})",
+                self.config.max_deliver
+            );
+            tracing::error!(trigger = %self.trigger.name, sequence, delivered, "nats: message dead-lettered unrun");
+            self.submitter
+                .metrics()
+                .dropped(&self.trigger.name, "max-deliver");
+            let _ = self.settle.send(dead(why, message.payload.clone()));
+            return;
+        }
+        let mut data = Map::new();
+        data.insert("subject".into(), Value::String(message.subject.to_string()));
+        super::payload_fields(&mut data, &message.payload);
+        data.insert("headers".into(), headers_json(&headers));
+        data.insert("stream".into(), Value::String(self.config.stream.clone()));
+        data.insert("sequence".into(), sequence.into());
+        data.insert("delivered".into(), delivered.into());
+        let mut event = Event::new(&self.trigger.name, "nats", "message", &Value::Object(data));
+        // Stable across redeliveries, so a duplicate is recognisable.
+        event.id = format!("nats:{}:{sequence}", self.config.stream);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sequence, acker.clone());
+        let settle = self.settle.clone();
+        let retry = self.trigger.config().action.retry;
+        let (payload, kept_headers) = (message.payload.clone(), headers.clone());
+        let done_acker = acker.clone();
+        let on_done: Completion = Arc::new(move |record: &RunRecord, abandoned: bool| {
+            let acker = done_acker.clone();
+            let outcome = if abandoned {
+                // Let another replica take it, when its next retry was due.
+                let retries = record.attempts.len() as u32;
+                let delay = if retries == 0 {
+                    Duration::ZERO
+                } else {
+                    backoff(&retry, retries, fastrand::f64())
+                };
+                Settle::Nak(acker, sequence, delay)
+            } else if record.status == RunStatus::Failed {
+                let error = record.error.clone().unwrap_or_else(|| "failed".into());
+                let letter = DeadLetter {
+                    payload: payload.clone(),
+                    headers: kept_headers.clone(),
+                    error,
+                };
+                Settle::Dead(acker, sequence, Box::new(letter))
+            } else {
+                Settle::Ack(acker, sequence)
+            };
+            let _ = settle.send(outcome);
+        });
+        if self
+            .submitter
+            .submit_tracked(self.trigger, event, on_done)
+            .await
+            .is_err()
+        {
+            // Stopping: hand it back at once.
+            let _ = self
+                .settle
+                .send(Settle::Nak(acker, sequence, Duration::ZERO));
+        }
+    }
+}
+
+/// Settles messages in the order their runs end, and keeps the unsettled
+/// ones from redelivery; ends when every sender is gone.
+async fn settler(
+    trigger: String,
+    config: NatsConfig,
+    js: Context,
+    in_flight: InFlight,
+    mut rx: mpsc::UnboundedReceiver<Settle>,
+) {
+    let mut progress = tokio::time::interval(config.ack_wait / 3);
+    progress.tick().await;
+    loop {
+        let settle = tokio::select! {
+            s = rx.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+            _ = progress.tick() => {
+                let live: Vec<Arc<Acker>> = in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for acker in live {
+                    if let Err(e) = acker.ack_with(AckKind::Progress).await {
+                        tracing::debug!(trigger, error = %e, "nats: progress acknowledgement failed");
+                    }
+                }
+                continue;
+            }
+        };
+        let (acker, sequence, result) = match settle {
+            Settle::Ack(acker, seq) => {
+                let r = acker.ack().await;
+                (acker, seq, r)
+            }
+            Settle::Nak(acker, seq, delay) => {
+                let r = acker.ack_with(AckKind::Nak(Some(delay))).await;
+                (acker, seq, r)
+            }
+            Settle::Dead(acker, seq, letter) => {
+                let kind = match dead_letter(&js, &trigger, &config, seq, &letter).await {
+                    Ok(()) => AckKind::Term,
+                    Err(e) => {
+                        tracing::error!(trigger, sequence = seq, subject = %config.dead_letter, error = %e, "nats: cannot dead-letter a failed message; it will be delivered again");
+                        AckKind::Nak(Some(DEAD_LETTER_RETRY))
+                    }
+                };
+                let r = acker.ack_with(kind).await;
+                (acker, seq, r)
+            }
+        };
+        drop(acker);
+        in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sequence);
+        if let Err(e) = result {
+            // Redelivered after ackWait: at least once, never lost.
+            tracing::warn!(trigger, sequence, error = %e, "nats: acknowledgement not sent; the server will deliver the message again");
+        }
+    }
+}
+
+/// Publishes a failed message to the dead-letter subject and waits until a
+/// stream has stored it (a few tries).
+async fn dead_letter(
+    js: &Context,
+    trigger: &str,
+    config: &NatsConfig,
+    sequence: u64,
+    letter: &DeadLetter,
+) -> Result<(), String> {
+    let mut headers = letter.headers.clone();
+    headers.insert("Wasmtrigger-Error", one_line(&letter.error).as_str());
+    headers.insert("Wasmtrigger-Trigger", trigger);
+    headers.insert("Wasmtrigger-Stream", config.stream.as_str());
+    headers.insert("Wasmtrigger-Sequence", sequence.to_string().as_str());
+    // The server drops a second copy with the same id (a retried publish).
+    let id = format!("wasmtrigger:{trigger}:{}:{sequence}", config.stream);
+    headers.insert("Nats-Msg-Id", id.as_str());
+    let mut wait = Duration::from_millis(100);
+    let mut last = String::new();
+    for _ in 0..4 {
+        let published = js
+            .publish_with_headers(
+                config.dead_letter.clone(),
+                headers.clone(),
+                letter.payload.clone(),
+            )
+            .await;
+        match published {
+            Ok(ack) => match ack.await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    Err(last)
+}
+
+/// Header values cannot hold line breaks; errors can.
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    flat.chars().take(4096).collect()
+}
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, vs)| {
+            vs.iter()
+                .map(|v| k.to_string().len() + v.as_str().len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Headers as a JSON object: one value is a string, several are an array.
+fn headers_json(headers: &HeaderMap) -> Value {
+    let mut out = Map::new();
+    for (name, values) in headers.iter() {
+        let mut values: Vec<Value> = values
+            .iter()
+            .map(|v| Value::String(v.as_str().to_string()))
+            .collect();
+        let value = if values.len() == 1 {
+            values.remove(0)
+        } else {
+            Value::Array(values)
+        };
+        out.insert(name.to_string(), value);
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_become_strings_or_arrays_and_errors_one_line() {
+        let mut headers = HeaderMap::new();
+        headers.insert("A", "1");
+        headers.append("B", "x");
+        headers.append("B", "y");
+        let json = headers_json(&headers);
+        assert_eq!(json["A"], "1");
+        assert_eq!(json["B"], serde_json::json!(["x", "y"]));
+        assert_eq!(header_bytes(&headers), 6);
+        assert_eq!(one_line("a\nb\r\tc"), "a b  c");
+    }
+
+    #[test]
+    fn credentials_are_split_off_the_url() {
+        let (address, credentials) = split_credentials("nats://me:p%40ss@h:4222").unwrap();
+        assert_eq!(address, "nats://h:4222");
+        assert_eq!(credentials, Credentials::User("me".into(), "p@ss".into()));
+        let (_, token) = split_credentials("nats://t0ken@h").unwrap();
+        assert_eq!(token, Credentials::Token("t0ken".into()));
+        assert_eq!(split_credentials("nats://h").unwrap().1, Credentials::None);
+    }
+}
