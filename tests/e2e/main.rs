@@ -16,6 +16,7 @@ mod dispatch;
 mod engine_process;
 mod filters;
 mod hostile;
+mod hostile_brokers;
 mod isolation;
 mod kube_actions;
 mod kube_watch;

@@ -239,6 +239,25 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Publishes `payload` (any bytes) as one QoS 1 message on `topic`.
+    pub fn publish_file(&self, topic: &str, payload: &[u8]) {
+        let mut child = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-q", "1", "-t", topic, "-s"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub is installed (scripts/setup installs mosquitto-clients)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(payload)
+            .expect("write to mosquitto_pub");
+        let out = child.wait_with_output().expect("mosquitto_pub ran");
+        assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Publishes each line of `lines` as one QoS 1 message on `topic` with
     /// `mosquitto_pub` (extra arguments: `-V 5`, `-D publish user-property k v`, …).
     pub fn publish_lines(&self, topic: &str, lines: &[String], extra: &[&str]) {

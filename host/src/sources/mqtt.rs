@@ -251,7 +251,11 @@ pub async fn run(
     tokio::spawn(acker(
         client.clone(),
         session.clone(),
-        in_flight.clone(),
+        InFlight {
+            trigger: name.clone(),
+            ids: in_flight.clone(),
+            metrics: submitter.metrics().clone(),
+        },
         ack_rx,
     ));
     let (hand_tx, hand_rx) = mpsc::unbounded_channel();
@@ -412,12 +416,15 @@ async fn hand_on(
             qos: message.qos,
             pkid: message.pkid,
         };
-        if message.qos > 0
-            && !in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(message.pkid)
-        {
+        let fresh = message.qos == 0 || {
+            let mut ids = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = ids.insert(message.pkid);
+            submitter
+                .metrics()
+                .queue_pending(&trigger.name, ids.len() as i64);
+            fresh
+        };
+        if !fresh {
             // Redelivered while its first run is still going: that run acknowledges it.
             tracing::debug!(trigger = %trigger.name, pkid = message.pkid, "mqtt: redelivery of a message in flight; not run twice");
             continue;
@@ -456,11 +463,18 @@ async fn hand_on(
     }
 }
 
+/// The packet ids in flight, and the gauge that shows how many.
+struct InFlight {
+    trigger: String,
+    ids: Arc<Mutex<HashSet<u16>>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// Sends PUBACKs for finished runs of the current session.
 async fn acker(
     client: Client,
     session: Arc<AtomicU64>,
-    in_flight: Arc<Mutex<HashSet<u16>>>,
+    in_flight: InFlight,
     mut acks: mpsc::UnboundedReceiver<Ack>,
 ) {
     while let Some(ack) = acks.recv().await {
@@ -468,10 +482,11 @@ async fn acker(
             continue; // the broker forgot that session; this packet id is someone else's now
         }
         if ack.qos > 0 {
+            let mut ids = in_flight.ids.lock().unwrap_or_else(|p| p.into_inner());
+            ids.remove(&ack.pkid);
             in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ack.pkid);
+                .metrics
+                .queue_pending(&in_flight.trigger, ids.len() as i64);
         }
         if let Err(e) = client.ack(ack.qos, ack.pkid).await {
             tracing::debug!(error = %e, "mqtt: PUBACK not sent; the broker will deliver again");
