@@ -41,10 +41,7 @@ fn binary_deep_and_path_trick_nats_messages_become_plain_events() {
     nats.publish_raw("in.ok.$x.%2e%2e.%2fetc%2fpasswd.\u{202e}", b"{\"ok\":true}");
     let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
     let runs = engine.wait_runs("work", 3);
-    assert!(
-        runs.iter().all(|r| r["status"] == "succeeded"),
-        "{runs:#?}"
-    );
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:#?}");
     let (code, log) = engine.stop_and_log();
     assert_eq!(code, 0, "{log}");
     assert_eq!(runs_in_log(&log, "work").len(), 3);
@@ -73,10 +70,7 @@ fn binary_deep_and_path_trick_mqtt_messages_become_plain_events() {
     broker.publish_file("in/deep", deep().as_bytes());
     broker.publish_file("in/ok/../../etc/passwd/\u{202e}", b"{\"ok\":true}");
     let runs = engine.wait_runs("work", 3);
-    assert!(
-        runs.iter().all(|r| r["status"] == "succeeded"),
-        "{runs:#?}"
-    );
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:#?}");
     let (code, log) = engine.stop_and_log();
     assert_eq!(code, 0, "{log}");
 }

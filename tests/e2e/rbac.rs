@@ -249,3 +249,28 @@ triggers: []
         "{text}"
     );
 }
+
+#[test]
+fn broker_sources_need_no_kubernetes_rules() {
+    let ws = Workspace::new();
+    let action = "action: { module: builtin:patch-resource, params: { target: { apiVersion: apps/v1, kind: Deployment, namespace: ops, name: web }, patch: { metadata: { labels: { a: b } } } }, grants: { kube: [ { verbs: [patch], apiVersion: apps/v1, kind: Deployment, namespaces: [ops] } ] } }";
+    let with = |source: &str| {
+        format!(
+            "engine: {{ secrets: {{ kubernetes: {{ namespace: ops, name: app-secrets }} }} }}\ntriggers:\n  - name: t\n    source: {source}\n    {action}\n"
+        )
+    };
+    let baseline = ws.write("schedule.yaml", &with("{ type: schedule, every: 1h }"));
+    let (_, expected) = rbac(&baseline, &["--namespace", "ops"]);
+    for (name, source) in [
+        ("nats", "{ type: nats, urlSecret: nats-url, stream: S }"),
+        ("mqtt", "{ type: mqtt, urlSecret: mqtt-url, topics: [a] }"),
+        (
+            "redis",
+            "{ type: redis-queue, urlSecret: redis-url, stream: s }",
+        ),
+    ] {
+        let config = ws.write(&format!("{name}.yaml"), &with(source));
+        let (text, docs) = rbac(&config, &["--namespace", "ops"]);
+        assert_eq!(docs, expected, "{name} adds or removes rules:\n{text}");
+    }
+}

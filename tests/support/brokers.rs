@@ -255,7 +255,11 @@ impl Mosquitto {
             .write_all(payload)
             .expect("write to mosquitto_pub");
         let out = child.wait_with_output().expect("mosquitto_pub ran");
-        assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mosquitto_pub: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Publishes each line of `lines` as one QoS 1 message on `topic` with
