@@ -1,12 +1,14 @@
 //! Durability costs and work-queue drain rates: webhook acceptance with the
 //! event journal on and off (concurrent clients on loopback), and a Redis
-//! stream drained by 1, 2 and 3 real `wasmtrigger run` replicas.
+//! stream and a NATS JetStream stream drained by 1, 2 and 3 real
+//! `wasmtrigger run` replicas.
 
 use std::time::{Duration, Instant};
 
 use wasmtrigger::engine::{Engine, EngineOptions};
 
 use super::{Mode, Table, fmt_duration, quantile, scratch};
+use crate::support::brokers::NatsServer;
 use crate::support::redis_server::RedisServer;
 use crate::support::{self, EngineProcess};
 
@@ -110,7 +112,8 @@ async fn webhooks(journal: bool, per_client: usize) -> (f64, Duration, Duration)
     )
 }
 
-/// A Redis stream drained by 1, 2 and 3 replicas.
+/// A broker's backlog drained by 1, 2 and 3 replicas: a Redis stream, and a
+/// NATS JetStream stream.
 pub fn drain(mode: Mode) -> Table {
     let entries = match mode {
         Mode::Full => 20_000,
@@ -123,40 +126,74 @@ pub fn drain(mode: Mode) -> Table {
     };
     let mut table = Table::new(
         format!(
-            "Redis work queue: {entries} entries drained by `wasmtrigger run` replicas ({build} build, no-op action)"
+            "Work queues: {entries} messages drained by `wasmtrigger run` replicas ({build} build, no-op action)"
         ),
-        &["replicas", "entries/s", "vs 1 replica"],
+        &["source", "replicas", "messages/s", "vs 1 replica"],
     );
-    let mut baseline = None;
-    for replicas in 1..=3 {
-        let rate = drain_with(replicas, entries);
-        let base = *baseline.get_or_insert(rate);
-        table.row(vec![
-            replicas.to_string(),
-            format!("{rate:.0}"),
-            format!("{:.2}×", rate / base),
-        ]);
+    for broker in [Broker::Redis, Broker::Nats] {
+        let mut baseline = None;
+        for replicas in 1..=3 {
+            let rate = drain_with(broker, replicas, entries);
+            let base = *baseline.get_or_insert(rate);
+            table.row(vec![
+                broker.name().into(),
+                replicas.to_string(),
+                format!("{rate:.0}"),
+                format!("{:.2}×", rate / base),
+            ]);
+        }
     }
     table.notes.push(
-        "Each replica runs 2 workers; all share one consumer group; the clock runs from the first \
-         entry written until every entry is acknowledged. Replicas and redis-server share the 2 cores."
+        "Each replica runs 2 workers; all share one consumer group (Redis) or one durable pull \
+         consumer (NATS); the clock runs from the first message written until every message is \
+         acknowledged. Messages are written by redis-rs and by async-nats, in batches of 1,000. \
+         Replicas and the server share the 2 cores."
             .into(),
     );
     table
 }
 
-fn drain_with(replicas: usize, entries: usize) -> f64 {
-    let redis = RedisServer::start();
+#[derive(Clone, Copy)]
+enum Broker {
+    Redis,
+    Nats,
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Redis => "redis-queue",
+            Broker::Nats => "nats",
+        }
+    }
+}
+
+fn drain_with(broker: Broker, replicas: usize, entries: usize) -> f64 {
     let (ws, _) = scratch("unused");
+    let redis = matches!(broker, Broker::Redis).then(RedisServer::start);
+    let nats = matches!(broker, Broker::Nats).then(NatsServer::start);
+    let source = match (&redis, &nats) {
+        (Some(redis), _) => format!(
+            "{{ type: redis-queue, url: \"{}\", stream: jobs, batch: 64 }}",
+            redis.url()
+        ),
+        (_, Some(nats)) => {
+            nats.stream("JOBS", &["jobs"]);
+            format!(
+                "{{ type: nats, url: \"{}\", stream: JOBS, consumer: work, batch: 64 }}",
+                nats.url()
+            )
+        }
+        _ => unreachable!("one broker"),
+    };
     let config = ws.write(
         "queue.yaml",
         &format!(
             "engine: {{ workers: 2, queueSize: 256 }}\n\
              triggers:\n\
              \x20 - name: work\n\
-             \x20   source: {{ type: redis-queue, url: \"{}\", stream: jobs, batch: 64 }}\n\
-             \x20   action: {{ module: hostile.wasm, params: {{ mode: ok }} }}\n",
-            redis.url()
+             \x20   source: {source}\n\
+             \x20   action: {{ module: hostile.wasm, params: {{ mode: ok }} }}\n"
         ),
     );
     let engines: Vec<EngineProcess> = (0..replicas)
@@ -172,9 +209,57 @@ fn drain_with(replicas: usize, entries: usize) -> f64 {
         })
         .collect();
     let started = Instant::now();
-    redis.fill("jobs", entries);
-    redis.wait_drained("jobs", "wasmtrigger", Duration::from_secs(600));
+    let within = Duration::from_secs(600);
+    if let Some(redis) = &redis {
+        redis.fill("jobs", entries);
+        redis.wait_drained("jobs", "wasmtrigger", within);
+    }
+    if let Some(nats) = &nats {
+        nats_fill_and_drain(&nats.url(), entries, within);
+    }
     let elapsed = started.elapsed();
     drop(engines);
     entries as f64 / elapsed.as_secs_f64()
+}
+
+/// Publishes `entries` messages with async-nats (nats-py tops out near the
+/// drain rate, so it would measure itself) and waits, polling every 20 ms,
+/// until the consumer has delivered and heard back about all of them.
+fn nats_fill_and_drain(url: &str, entries: usize, within: Duration) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect to nats");
+        let js = async_nats::jetstream::new(client);
+        let mut acks = Vec::with_capacity(1000);
+        for i in 0..entries {
+            let ack = js
+                .publish("jobs", format!("{{\"n\":{i}}}").into())
+                .await
+                .expect("publish");
+            acks.push(ack);
+            if acks.len() == 1000 {
+                for ack in acks.drain(..) {
+                    ack.await.expect("stored");
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.expect("stored");
+        }
+        let deadline = Instant::now() + within;
+        let stream = js.get_stream("JOBS").await.expect("stream");
+        loop {
+            if let Ok(info) = stream.consumer_info("work").await
+                && info.num_pending == 0
+                && info.num_ack_pending == 0
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nats backlog not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
 }
