@@ -1,6 +1,7 @@
-//! Python and JavaScript modules, built with the pinned toolchains, through
-//! the real runtime: filter verdicts on real Deployments, kv, actions with
-//! HTTP, and guest exceptions as failed runs carrying the language's message.
+//! Python, JavaScript, C++ and C modules, built with the pinned toolchains,
+//! through the real runtime: filter verdicts on real Deployments, kv, actions
+//! with HTTP, guest exceptions and errors as failed runs carrying the
+//! language's message, and C++ crashes as contained traps.
 
 use std::sync::Arc;
 
@@ -183,4 +184,73 @@ async fn javascript_filter_on_deployments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_action_with_kv_http_and_an_exception() {
     check_action("js", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpp_filter_on_deployments() {
+    check_filter("cpp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpp_action_with_kv_http_and_an_error() {
+    check_action("cpp", "").await;
+}
+
+/// `abort()` and a write past the end of linear memory trap; the error says
+/// which, and the next call on the same module runs normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpp_crashes_are_contained_traps_that_say_what_happened() {
+    let runtime = runtime();
+    let module = load(&runtime, "kind-counter-cpp.wasm").await;
+    let store = StateStore::in_memory(Default::default()).unwrap();
+    let services = HostServices::new(Default::default()).unwrap();
+    let inv = Invocation::new("crash", limits(), Some(store.kv("crash")), services);
+    let event = Event::new("crash", "schedule", "tick", &json!({}));
+    for (crash, says) in [
+        ("abort", "`unreachable` instruction executed"),
+        ("out-of-bounds", "out of bounds memory access"),
+    ] {
+        let params = json!({ "crash": crash }).to_string();
+        let error = runtime
+            .call_action(&module, &inv, &event, &params)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, FailureKind::Trap, "{crash}: {error}");
+        assert!(error.message.contains(says), "{crash}: {error}");
+    }
+    let after = runtime
+        .call_action(&module, &inv, &event, "{}")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&after).unwrap(),
+        json!({"kind": "tick", "count": 1}),
+        "a crash left nothing behind"
+    );
+}
+
+/// The minimal C filter on the raw bindings: deletions are dropped and
+/// counted in kv, everything else passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_filter_on_the_raw_bindings() {
+    let runtime = runtime();
+    let module = load(&runtime, "skip-deletes-c.wasm").await;
+    let store = StateStore::in_memory(Default::default()).unwrap();
+    let services = HostServices::new(Default::default()).unwrap();
+    let inv = Invocation::new("watch", limits(), Some(store.kv("watch")), services);
+    for (kind, passes) in [
+        ("create", true),
+        ("update", true),
+        ("delete", false),
+        ("deleted", true),
+        ("delete", false),
+    ] {
+        let event = Event::new("watch", "kube-watch", kind, &deployment());
+        let verdict = runtime.call_filter(&module, &inv, &event).await.unwrap();
+        assert_eq!(verdict, passes, "{kind}");
+    }
+    assert_eq!(
+        store.kv("watch").get("dropped").unwrap().as_deref(),
+        Some("2")
+    );
 }

@@ -38,7 +38,7 @@ pub fn language_modules() -> &'static Path {
         let dir = modules();
         for script in [
             &["scripts/setup", "--guests"][..],
-            &["scripts/build-guests", "--lang", "python,js"][..],
+            &["scripts/build-guests", "--lang", "python,js,c,cpp"][..],
         ] {
             let mut cmd = Command::new("bash");
             cmd.arg(repo().join(script[0])).args(&script[1..]);
@@ -48,7 +48,7 @@ pub fn language_modules() -> &'static Path {
             let status = cmd.status().expect("run a guest build script");
             assert!(
                 status.success(),
-                "{script:?} failed: are python3, node and npm installed?"
+                "{script:?} failed: are python3, node, npm and apt-get (for clang) available?"
             );
         }
     });
