@@ -1,6 +1,6 @@
 //! `wasmtrigger new` for every language and kind, walked as a newcomer does:
 //! the project builds with its own build script (which finds the pinned
-//! Python and JavaScript tools by itself), the module runs on its own sample
+//! Python, JavaScript, C and C++ tools by itself), the module runs on its own sample
 //! event, and then the engine runs the suggested `triggers.yaml` from the
 //! project directory, a webhook posts the sample body, and `wasmtrigger runs`
 //! shows the run.
@@ -11,7 +11,7 @@ use crate::support::{self, Workspace, run_cli, tools};
 
 fn scaffold_builds_and_runs(kind: &str, lang: &str) {
     if lang != "rust" {
-        support::language_modules(); // installs the pinned Python/JS tools
+        support::language_modules(); // installs the pinned Python, JS, C and C++ tools
     }
     let ws = Workspace::new();
     let dir = ws.path().join("project");
@@ -162,4 +162,24 @@ fn javascript_filter() {
 #[test]
 fn javascript_action() {
     scaffold_builds_and_runs("action", "js");
+}
+
+#[test]
+fn cpp_filter() {
+    scaffold_builds_and_runs("filter", "cpp");
+}
+
+#[test]
+fn cpp_action() {
+    scaffold_builds_and_runs("action", "cpp");
+}
+
+#[test]
+fn c_filter() {
+    scaffold_builds_and_runs("filter", "c");
+}
+
+#[test]
+fn c_action() {
+    scaffold_builds_and_runs("action", "c");
 }

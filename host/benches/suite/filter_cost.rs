@@ -244,12 +244,13 @@ pub async fn languages(mode: Mode) -> Table {
         ("Rust", "ready-replicas.wasm"),
         ("Python", "ready-replicas-py.wasm"),
         ("JavaScript", "ready-replicas-js.wasm"),
+        ("C++", "ready-replicas-cpp.wasm"),
     ] {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).expect("language module");
         // First compile, without any cache (skipped in smoke mode for the
         // interpreters: ~10 s each, and the tests compile them already).
-        let compile = if mode == Mode::Full || lang == "Rust" {
+        let compile = if mode == Mode::Full || !matches!(lang, "Python" | "JavaScript") {
             let plain = Arc::new(Runtime::new(&RuntimeSettings::default()).expect("runtime"));
             let bytes = bytes.clone();
             let started = Instant::now();
@@ -272,7 +273,8 @@ pub async fn languages(mode: Mode) -> Table {
             .await,
         );
         let module = load(&rt, path.clone()).await;
-        let interpreted = lang != "Rust";
+        // Compiled languages get the many-iteration treatment.
+        let interpreted = matches!(lang, "Python" | "JavaScript");
         let per_event = fresh(
             mode,
             &rt,

@@ -141,6 +141,8 @@ pub(crate) enum LangArg {
     Rust,
     Python,
     Js,
+    C,
+    Cpp,
 }
 
 /// Event data, passed the same way to `invoke`, `fire` and `enqueue`.

@@ -183,6 +183,8 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
         LangArg::Rust => Lang::Rust,
         LangArg::Python => Lang::Python,
         LangArg::Js => Lang::Js,
+        LangArg::C => Lang::C,
+        LangArg::Cpp => Lang::Cpp,
     };
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     for file in scaffold(world, &args.name, lang, &dir)? {
@@ -196,6 +198,10 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
             "",
         ),
         (Lang::Js, _) => ("npm install", ""),
+        (Lang::C | Lang::Cpp, _) => (
+            "install clang for wasm32-wasi, wit-bindgen and wasm-tools (build.sh and README.md say how)",
+            "",
+        ),
     };
     let params = if world == World::Action {
         " --params '{\"greeting\":\"hello\"}'"

@@ -10,6 +10,20 @@ use wasmtrigger::runtime::World;
 pub const PYTHON_TOOL: &str = "0.25.1";
 /// See [`PYTHON_TOOL`].
 pub const JS_TOOL: &str = "0.23.0";
+/// wit-bindgen-cli and wasm-tools for C and C++ (guest-tools/c/versions).
+pub const WIT_BINDGEN_TOOL: &str = "0.63.0";
+/// See [`WIT_BINDGEN_TOOL`].
+pub const WASM_TOOLS_TOOL: &str = "1.262.0";
+/// Debian packages a C module needs, and those C++ adds.
+const C_DEBIAN: &str = "clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32";
+/// See [`C_DEBIAN`].
+const CPP_DEBIAN: &str = "libc++-19-dev-wasm32 libc++abi-19-dev-wasm32 nlohmann-json3-dev";
+/// Written next to a C or C++ project's code: `wasm-tools component new` wraps
+/// the preview1 module with it.
+const WASI_ADAPTER: (&str, &[u8]) = (
+    "wasi_snapshot_preview1.reactor.wasm",
+    wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+);
 
 const WIT: &str = include_str!("../../../wit/plugin.wit");
 const README: &str = include_str!("../../templates/README.md");
@@ -26,6 +40,10 @@ pub enum Lang {
     Python,
     /// JavaScript with componentize-js.
     Js,
+    /// C with wit-bindgen's C bindings and clang.
+    C,
+    /// C++ with wit-bindgen's C bindings, clang and nlohmann/json.
+    Cpp,
 }
 
 /// Why a project could not be written.
@@ -158,6 +176,28 @@ pub fn scaffold(
                 true,
             ),
         ],
+        Lang::C => vec![
+            (
+                "app.c",
+                pick(
+                    include_str!("../../templates/c/filter.c"),
+                    include_str!("../../templates/c/action.c"),
+                ),
+                false,
+            ),
+            ("build.sh", include_str!("../../templates/c/build.sh"), true),
+        ],
+        Lang::Cpp => vec![
+            (
+                "app.cpp",
+                pick(
+                    include_str!("../../templates/cpp/filter.cpp"),
+                    include_str!("../../templates/cpp/action.cpp"),
+                ),
+                false,
+            ),
+            ("build.sh", include_str!("../../templates/c/build.sh"), true),
+        ],
     };
     // What a client posts, and the event the webhook makes of it: the sample
     // event, the suggested trigger and the code agree.
@@ -202,6 +242,31 @@ pub fn scaffold(
             "```sh\npython3 -m venv .venv && .venv/bin/pip install -r requirements.txt   # once\nPATH=.venv/bin:$PATH ./build.sh\n```",
         ),
         Lang::Js => ("JavaScript", "```sh\nnpm install   # once\n./build.sh\n```"),
+        Lang::C | Lang::Cpp => (if lang == Lang::C { "C" } else { "C++" }, ""),
+    };
+    let c_build = format!(
+        "```sh\nsudo apt install {}   # once (Debian)\ncargo install --locked wit-bindgen-cli@{WIT_BINDGEN_TOOL} wasm-tools@{WASM_TOOLS_TOOL}   # once\n./build.sh\n```",
+        if lang == Lang::Cpp {
+            format!("{C_DEBIAN} {CPP_DEBIAN}")
+        } else {
+            C_DEBIAN.to_string()
+        }
+    );
+    let build = if build.is_empty() {
+        c_build.as_str()
+    } else {
+        build
+    };
+    let cpp = lang == Lang::Cpp;
+    let compile = if cpp {
+        r#""$cxx" "${flags[@]}" -std=c++17 -fno-exceptions -DJSON_NOEXCEPTION app.cpp "${link[@]}""#
+    } else {
+        r#""$cc" "${flags[@]}" -std=c11 app.c "${link[@]}""#
+    };
+    let debian = if cpp {
+        format!("{C_DEBIAN} {CPP_DEBIAN}")
+    } else {
+        C_DEBIAN.to_string()
     };
     let vars = [
         ("{{name}}", name.to_string()),
@@ -221,18 +286,20 @@ pub fn scaffold(
         ("{{build}}", build.to_string()),
         (
             "{{what}}",
-            pick(
-                "passes objects that have a name",
-                "counts its runs and returns them",
-            )
+            match (filter, lang) {
+                (true, Lang::C) => "passes every event but deletions",
+                (true, _) => "passes objects that have a name",
+                (false, _) => "counts its runs and returns them",
+            }
             .to_string(),
         ),
         (
             "{{expect}}",
-            pick(
-                ": `true`, since the sample Deployment has a name",
-                ": `{\"runs\":1,\"kind\":\"post\",...}`",
-            )
+            match (filter, lang) {
+                (true, Lang::C) => ": `true`, since the sample event is a `post`",
+                (true, _) => ": `true`, since the sample Deployment has a name",
+                (false, _) => ": `{\"runs\":1,\"kind\":\"post\",...}`",
+            }
             .to_string(),
         ),
         (
@@ -253,6 +320,20 @@ pub fn scaffold(
         ),
         ("{{py_tool}}", PYTHON_TOOL.to_string()),
         ("{{js_tool}}", JS_TOOL.to_string()),
+        ("{{wit_bindgen}}", WIT_BINDGEN_TOOL.to_string()),
+        ("{{wasm_tools}}", WASM_TOOLS_TOOL.to_string()),
+        ("{{compile}}", compile.to_string()),
+        ("{{debian}}", debian),
+        (
+            "{{cpp_needs}}",
+            if cpp {
+                ", libc++ for wasm32 and nlohmann/json"
+            } else {
+                ""
+            }
+            .to_string(),
+        ),
+        ("{{ext}}", if cpp { "cpp" } else { "c" }.to_string()),
     ];
     let mut written = Vec::new();
     for (relative, template, executable) in files {
@@ -270,6 +351,11 @@ pub fn scaffold(
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
         }
+        written.push(path);
+    }
+    if matches!(lang, Lang::C | Lang::Cpp) {
+        let path = dir.join(WASI_ADAPTER.0);
+        std::fs::write(&path, WASI_ADAPTER.1).map_err(|e| ScaffoldError::Io(path.clone(), e))?;
         written.push(path);
     }
     Ok(written)
@@ -293,6 +379,18 @@ mod tests {
             )),
             "{js}"
         );
+        let c = include_str!("../../../guest-tools/c/versions");
+        assert!(
+            c.contains(&format!("crate wit-bindgen-cli {WIT_BINDGEN_TOOL}")),
+            "{c}"
+        );
+        assert!(
+            c.contains(&format!("crate wasm-tools {WASM_TOOLS_TOOL}")),
+            "{c}"
+        );
+        for package in C_DEBIAN.split(' ').chain(CPP_DEBIAN.split(' ')) {
+            assert!(c.contains(package), "{package} is not in {c}");
+        }
     }
 
     #[test]
