@@ -252,3 +252,48 @@ fn the_readme_first_trigger_walkthrough_runs_as_written() {
         "kill %1 stops the engine cleanly:\n{stderr}"
     );
 }
+
+/// Every `](#anchor)` link in the README and docs/ points at a heading of
+/// the same file (GitHub's anchor rule: lowercase, punctuation dropped,
+/// spaces to `-`).
+#[test]
+fn section_links_in_the_docs_lead_somewhere() {
+    let mut files = vec![support::repo().join("README.md")];
+    for entry in std::fs::read_dir(support::repo().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut in_code = false;
+        let mut anchors = std::collections::HashSet::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                in_code = !in_code;
+            }
+            if in_code || !line.starts_with('#') {
+                continue;
+            }
+            let title = line.trim_start_matches('#').trim().to_lowercase();
+            let anchor: String = title
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect();
+            anchors.insert(anchor);
+        }
+        let broken: Vec<&str> = text
+            .split("](#")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+            .filter(|anchor| !anchors.contains(*anchor))
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "{}: links to missing sections: {broken:?}",
+            file.display()
+        );
+    }
+}
