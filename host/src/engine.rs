@@ -205,7 +205,17 @@ impl Engine {
             }
         };
         let state = StateStore::open(&options.state_dir, config.engine.kv)?;
-        let history = RunStore::open(state.clone(), config.engine.history)?;
+        // Recorded runs keep the module versions they used ([`crate::runs::modules`]).
+        let module_store = config
+            .engine
+            .history
+            .record_event_bytes
+            .map(|_| crate::runs::modules::ModuleStore::under(&options.state_dir));
+        let history = RunStore::open_with_modules(
+            state.clone(),
+            config.engine.history,
+            module_store.clone(),
+        )?;
         let (history_sink, history_writer) = history.start_writer();
         let (journal, replay) = if config.engine.journal {
             let (journal, pending) = Journal::open(state.clone())?;
@@ -253,6 +263,7 @@ impl Engine {
             cache_dir: options.module_cache.clone(),
             cache_max_bytes: config.engine.module_cache_size,
             max_module_bytes: config.engine.max_module_size,
+            module_store,
             ..RuntimeSettings::default()
         };
         let runtime = Arc::new(Runtime::new(&settings)?);

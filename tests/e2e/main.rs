@@ -30,6 +30,7 @@ mod ordering;
 mod queue;
 mod rbac;
 mod recipes;
+mod recordings;
 mod reload;
 mod sandbox;
 mod scaffold;

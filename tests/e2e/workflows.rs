@@ -566,7 +566,9 @@ triggers:
     assert_eq!(manual[0].source, "manual");
     let shown = cli(&["runs", "show", &failed[0].run_id]);
     assert!(
-        shown.contains("status: failed") && shown.contains("failing on purpose"),
+        shown.contains("trigger broken  failed (guest-error)")
+            && shown.contains("error: ")
+            && shown.contains("failing on purpose"),
         "{shown}"
     );
     let table = cli(&["runs", "--limit", "5"]);

@@ -88,12 +88,13 @@ impl Table {
 }
 
 /// Sections by name, in the order they run.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "filter",
     "languages",
     "modules",
     "throughput",
     "ordering",
+    "recording",
     "journal",
     "queue",
     "memory",
@@ -124,6 +125,9 @@ pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
     }
     if wanted("ordering") {
         tables.push(rt.block_on(throughput::ordering(mode)));
+    }
+    if wanted("recording") {
+        tables.push(rt.block_on(throughput::recording(mode)));
     }
     if wanted("journal") {
         tables.push(rt.block_on(queue::journal(mode)));

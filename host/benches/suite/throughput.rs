@@ -64,7 +64,7 @@ pub async fn throughput(mode: Mode) -> Table {
     for workers in [1, 2] {
         for isolation in ["fresh", "pooled"] {
             let (rate, saturated, single) =
-                measure(workers, isolation, (None, 1_000), events).await;
+                measure(workers, isolation, (None, 1_000), events, true).await;
             table.row(vec![
                 workers.to_string(),
                 isolation.into(),
@@ -117,7 +117,7 @@ pub async fn ordering(mode: Mode) -> Table {
         // Each round starts with another row, so no row always runs first.
         for step in 0..rows.len() {
             let i = (round + step) % rows.len();
-            rates[i].push(measure(2, "fresh", rows[i], events).await.0);
+            rates[i].push(measure(2, "fresh", rows[i], events, true).await.0);
         }
     }
     let median = |r: &mut Vec<f64>| {
@@ -142,6 +142,60 @@ pub async fn ordering(mode: Mode) -> Table {
     table
 }
 
+/// Recording's cost: the same pipeline (2 workers, fresh filter) with run
+/// recordings off and on (the default bounds), interleaved.
+pub async fn recording(mode: Mode) -> Table {
+    let mut table = Table::new(
+        "Run recordings: events/s with 2 workers, fresh filter (median of interleaved rounds)",
+        &[
+            "recording",
+            "events/s (saturated)",
+            "p50 latency (one at a time)",
+            "vs off",
+        ],
+    );
+    let (events, rounds) = match mode {
+        Mode::Full => (20_000, 5),
+        Mode::Smoke => (20, 1),
+    };
+    let mut results: [Vec<(f64, Duration)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for step in 0..2 {
+            let i = (round + step) % 2;
+            let (rate, _, single) = measure(2, "fresh", (None, 1_000), events, i == 1).await;
+            results[i].push((rate, single.0));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rate = |i: usize| median(results[i].iter().map(|r| r.0).collect());
+    let p50 = |i: usize| {
+        let mut v: Vec<Duration> = results[i].iter().map(|r| r.1).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let base = rate(0);
+    for (i, name) in ["off (history.record: false)", "on (default bounds)"]
+        .iter()
+        .enumerate()
+    {
+        table.row(vec![
+            (*name).into(),
+            format!("{:.0}", rate(i)),
+            fmt_duration(p50(i)),
+            format!("{:.2}×", rate(i) / base),
+        ]);
+    }
+    table.notes.push(format!(
+        "{events} events of {:.1} KB per measurement, {rounds} rounds, rows interleaved. With recording on, each stored run \
+         record also holds the event's data, the filter's verdict and the two guests' log lines (the filter's at debug level, recorded whatever the engine's log level).",
+        deployment().to_string().len() as f64 / 1024.0
+    ));
+    table
+}
+
 type Quantiles = (Duration, Duration);
 
 /// Runs `n` events, named over `names` names, through an engine; `key`: the
@@ -151,13 +205,14 @@ async fn measure(
     isolation: &str,
     (key, names): (Option<&str>, usize),
     n: usize,
+    record: bool,
 ) -> (f64, Quantiles, Quantiles) {
     let (ws, state) = scratch("state");
     let ordering = key.map_or("none".to_string(), |k| format!("{{ key: \"{k}\" }}"));
     let config = ws.write(
         "bench.yaml",
         &format!(
-            "engine: {{ workers: {workers}, queueSize: {}, journal: false }}\n\
+            "engine: {{ workers: {workers}, queueSize: {}, journal: false, history: {{ record: {record} }} }}\n\
              triggers:\n\
              \x20 - name: bench\n\
              \x20   source: {{ type: schedule, every: 24h }}\n\

@@ -38,3 +38,23 @@ impl From<&crate::event::Event> for WitEvent {
         }
     }
 }
+
+impl WitError {
+    /// The variant's WIT name.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            WitError::Denied(_) => "denied",
+            WitError::NotFound => "not-found",
+            WitError::Invalid(_) => "invalid",
+            WitError::Failed(_) => "failed",
+        }
+    }
+
+    /// The text the variant carries (empty for `not-found`).
+    pub fn detail(&self) -> &str {
+        match self {
+            WitError::Denied(s) | WitError::Invalid(s) | WitError::Failed(s) => s,
+            WitError::NotFound => "",
+        }
+    }
+}

@@ -33,6 +33,47 @@ pub const CROSS_ORIGIN_HEADERS: &[&str] = &[
 
 impl Host for Capabilities {
     async fn send(&mut self, request: Request) -> Result<Response, WitError> {
+        let started = std::time::Instant::now();
+        let body = request.body.as_deref().unwrap_or_default();
+        let args = format!(
+            "{} {} ({} header(s), {})",
+            request.method.to_ascii_uppercase(),
+            request.url,
+            request.headers.len(),
+            body_summary(body)
+        );
+        let result = self.send_checked(request).await;
+        self.note(
+            ("http", "send"),
+            || args,
+            started,
+            &result,
+            |r| {
+                serde_json::json!({
+                    "status": r.status,
+                    "headers": r.headers.iter().map(|h| [&h.name, &h.value]).collect::<Vec<_>>(),
+                    "body": String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]),
+                    "bodyBytes": r.body.len(),
+                    "bodySha256": crate::runs::recording::sha256_hex(&r.body),
+                })
+            },
+        );
+        result
+    }
+}
+
+/// `N-byte body, sha256 …` (or `no body`) for a recorded request.
+fn body_summary(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "no body".into();
+    }
+    let hash = crate::runs::recording::sha256_hex(body);
+    format!("{}-byte body, sha256 {}", body.len(), &hash[..16])
+}
+
+impl Capabilities {
+    /// `send`, every check included.
+    async fn send_checked(&mut self, request: Request) -> Result<Response, WitError> {
         let caps = self;
         caps.count(Capability::Http);
         let Some(access) = caps.access.clone() else {

@@ -127,13 +127,141 @@ fn parse(text: &str, what: &str) -> Result<Value, WitError> {
     serde_json::from_str(text).map_err(|e| WitError::Invalid(format!("{what} is not JSON: {e}")))
 }
 
+/// `apiVersion kind [namespace/]name` for a recorded call.
+fn describe_target(target: &Target, name: Option<&str>) -> String {
+    let place = match (&target.namespace, name) {
+        (Some(ns), Some(n)) => format!(" {ns}/{n}"),
+        (None, Some(n)) => format!(" {n}"),
+        (Some(ns), None) => format!(" in {ns}"),
+        (None, None) => String::new(),
+    };
+    format!("{} {}{place}", target.api_version, target.kind)
+}
+
+/// Answers are objects as JSON text: recorded as the JSON they hold.
+fn text_answer(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
 impl Host for Capabilities {
     async fn get(&mut self, target: Target, name: String) -> Result<String, WitError> {
+        let started = std::time::Instant::now();
+        let args = describe_target(&target, Some(&name));
+        let result = self.kube_get(target, name).await;
+        self.note(
+            ("kube", "get"),
+            || args,
+            started,
+            &result,
+            |t| text_answer(t),
+        );
+        result
+    }
+
+    async fn list_objects(
+        &mut self,
+        target: Target,
+        label_selector: Option<String>,
+    ) -> Result<String, WitError> {
+        let started = std::time::Instant::now();
+        let args = format!(
+            "{}{}",
+            describe_target(&target, None),
+            label_selector
+                .as_ref()
+                .map(|l| format!(" with labels {l:?}"))
+                .unwrap_or_default()
+        );
+        let result = self.kube_list(target, label_selector).await;
+        self.note(
+            ("kube", "list-objects"),
+            || args,
+            started,
+            &result,
+            |t| text_answer(t),
+        );
+        result
+    }
+
+    async fn create(&mut self, target: Target, object: String) -> Result<String, WitError> {
+        let started = std::time::Instant::now();
+        let args = format!("{}: {object}", describe_target(&target, None));
+        let result = self.kube_create(target, object).await;
+        self.note(
+            ("kube", "create"),
+            || args,
+            started,
+            &result,
+            |t| text_answer(t),
+        );
+        result
+    }
+
+    async fn apply(
+        &mut self,
+        target: Target,
+        name: String,
+        object: String,
+    ) -> Result<String, WitError> {
+        let started = std::time::Instant::now();
+        let args = format!("{}: {object}", describe_target(&target, Some(&name)));
+        let result = self.kube_apply(target, name, object).await;
+        self.note(
+            ("kube", "apply"),
+            || args,
+            started,
+            &result,
+            |t| text_answer(t),
+        );
+        result
+    }
+
+    async fn patch(
+        &mut self,
+        target: Target,
+        name: String,
+        patch_type: PatchType,
+        patch: String,
+    ) -> Result<String, WitError> {
+        let started = std::time::Instant::now();
+        let args = format!(
+            "{} ({patch_type:?}): {patch}",
+            describe_target(&target, Some(&name))
+        );
+        let result = self.kube_patch(target, name, patch_type, patch).await;
+        self.note(
+            ("kube", "patch"),
+            || args,
+            started,
+            &result,
+            |t| text_answer(t),
+        );
+        result
+    }
+
+    async fn delete(&mut self, target: Target, name: String) -> Result<(), WitError> {
+        let started = std::time::Instant::now();
+        let args = describe_target(&target, Some(&name));
+        let result = self.kube_delete(target, name).await;
+        self.note(
+            ("kube", "delete"),
+            || args,
+            started,
+            &result,
+            |_| serde_json::Value::Null,
+        );
+        result
+    }
+}
+
+/// The calls themselves, every grant check included.
+impl Capabilities {
+    async fn kube_get(&mut self, target: Target, name: String) -> Result<String, WitError> {
         let api = self.kube_api(KubeVerb::Get, &target, Some(&name)).await?;
         to_text(&api.get(&name).await.map_err(guest_error)?)
     }
 
-    async fn list_objects(
+    async fn kube_list(
         &mut self,
         target: Target,
         label_selector: Option<String>,
@@ -150,7 +278,7 @@ impl Host for Capabilities {
         to_text(&list.items)
     }
 
-    async fn create(&mut self, target: Target, object: String) -> Result<String, WitError> {
+    async fn kube_create(&mut self, target: Target, object: String) -> Result<String, WitError> {
         let value = parse(&object, "the object")?;
         let name = value["metadata"]["name"].as_str().map(str::to_string);
         let api = self
@@ -165,7 +293,7 @@ impl Host for Capabilities {
         )
     }
 
-    async fn apply(
+    async fn kube_apply(
         &mut self,
         target: Target,
         name: String,
@@ -181,7 +309,7 @@ impl Host for Capabilities {
         )
     }
 
-    async fn patch(
+    async fn kube_patch(
         &mut self,
         target: Target,
         name: String,
@@ -205,7 +333,7 @@ impl Host for Capabilities {
         )
     }
 
-    async fn delete(&mut self, target: Target, name: String) -> Result<(), WitError> {
+    async fn kube_delete(&mut self, target: Target, name: String) -> Result<(), WitError> {
         let api = self
             .kube_api(KubeVerb::Delete, &target, Some(&name))
             .await?;

@@ -39,22 +39,49 @@ impl Capabilities {
     }
 }
 
+impl Capabilities {
+    /// A kv call, recorded in the run's trace with its answer.
+    async fn kv_call<T: serde::Serialize + Send + 'static>(
+        &self,
+        function: &str,
+        args: String,
+        call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, WitError> {
+        let started = std::time::Instant::now();
+        let result = self.with_kv(call).await;
+        self.note(
+            ("kv", function),
+            || args,
+            started,
+            &result,
+            |v| serde_json::to_value(v).unwrap_or_default(),
+        );
+        result
+    }
+}
+
 impl Host for Capabilities {
     async fn get(&mut self, key: String) -> Result<Option<String>, WitError> {
-        self.with_kv(move |kv| kv.get(&key)).await
+        self.kv_call("get", format!("{key:?}"), move |kv| kv.get(&key))
+            .await
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), WitError> {
         let (key, value) = (hidden(key), hidden(value));
-        self.with_kv(move |kv| kv.set(&key, &value)).await
+        let args = format!("{key:?} = {value:?}");
+        self.kv_call("set", args, move |kv| kv.set(&key, &value))
+            .await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
-        self.with_kv(move |kv| kv.delete(&key)).await
+        self.kv_call("delete", format!("{key:?}"), move |kv| kv.delete(&key))
+            .await
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
-        self.with_kv(move |kv| kv.list_keys(&prefix)).await
+        let args = format!("prefix {prefix:?}");
+        self.kv_call("list-keys", args, move |kv| kv.list_keys(&prefix))
+            .await
     }
 
     async fn compare_and_swap(
@@ -65,12 +92,17 @@ impl Host for Capabilities {
     ) -> Result<bool, WitError> {
         let (key, new) = (hidden(key), new.map(hidden));
         let expected = expected.map(hidden);
-        self.with_kv(move |kv| kv.compare_and_swap(&key, expected.as_deref(), new.as_deref()))
-            .await
+        let args = format!("{key:?}: {expected:?} -> {new:?}");
+        self.kv_call("compare-and-swap", args, move |kv| {
+            kv.compare_and_swap(&key, expected.as_deref(), new.as_deref())
+        })
+        .await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
-        self.with_kv(move |kv| kv.increment(&key, delta)).await
+        let args = format!("{key:?} by {delta}");
+        self.kv_call("increment", args, move |kv| kv.increment(&key, delta))
+            .await
     }
 }
 

@@ -18,6 +18,16 @@ impl Host for Capabilities {
             message.truncate(cut);
             message.push_str("… [truncated]");
         }
+        if let Some(trace) = &self.trace {
+            let name = match level {
+                Level::Trace => "trace",
+                Level::Debug => "debug",
+                Level::Info => "info",
+                Level::Warn => "warn",
+                Level::Error => "error",
+            };
+            trace.log(name, &message);
+        }
         let (trigger, module) = (&*self.trigger, &*self.module);
         macro_rules! emit {
             ($lvl:ident) => {

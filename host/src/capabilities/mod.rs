@@ -180,9 +180,39 @@ pub struct Capabilities {
     pub services: Arc<HostServices>,
     /// HTTP requests sent so far by this invocation.
     pub http_requests: u32,
+    /// Where log lines and calls are recorded, if the run is recorded.
+    pub trace: Option<Arc<crate::runs::recording::Trace>>,
 }
 
 impl Capabilities {
+    /// Records a call in the run's trace (when there is one): what was asked,
+    /// how it ended and the answer the guest got (`answer` makes its JSON).
+    fn note<T>(
+        &self,
+        (interface, function): (&str, &str),
+        args: impl FnOnce() -> String,
+        started: std::time::Instant,
+        result: &Result<T, WitError>,
+        answer: impl FnOnce(&T) -> serde_json::Value,
+    ) {
+        let Some(trace) = &self.trace else { return };
+        let (outcome, answer) = match result {
+            Ok(value) => ("ok", answer(value)),
+            Err(e) => (
+                e.kind_name(),
+                serde_json::json!({ "error": e.kind_name(), "message": e.detail() }),
+            ),
+        };
+        trace.call(crate::runs::recording::CallNote {
+            interface,
+            function,
+            args: args(),
+            outcome,
+            answer,
+            started,
+        });
+    }
+
     fn count(&self, capability: Capability) {
         self.services.stats.calls[CapabilityStats::index(capability)]
             .fetch_add(1, Ordering::Relaxed);

@@ -254,7 +254,25 @@ pub async fn merge_imports(
 
 impl Host for Capabilities {
     async fn get(&mut self, name: String) -> Result<String, WitError> {
-        let caps = &*self;
+        let started = std::time::Instant::now();
+        let result = self.secret_checked(&name).await;
+        // The value is never recorded: only that it was given.
+        self.note(
+            ("secrets", "get"),
+            || format!("{name:?}"),
+            started,
+            &result,
+            |_| serde_json::json!("(value given; not recorded)"),
+        );
+        result
+    }
+}
+
+impl Capabilities {
+    /// `get`, every check included.
+    async fn secret_checked(&self, name: &str) -> Result<String, WitError> {
+        let name = name.to_string();
+        let caps = self;
         caps.count(Capability::Secrets);
         if let Err(why) = check_secret_name(&name) {
             return Err(WitError::Invalid(why));

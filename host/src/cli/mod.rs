@@ -8,6 +8,7 @@ mod invoke;
 pub mod offline;
 pub mod remote;
 pub mod run;
+mod run_view;
 mod scaffold;
 
 /// Input the user gave that cannot be used: reported like any error, but

@@ -163,9 +163,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     }) = args.show
     {
         let run = History::open(&history).await?.run(&run_id).await?;
-        print_as(output, &run, || {
-            serde_yaml_ng::to_string(&run).unwrap_or_default()
-        })?;
+        print_as(output, &run, || super::run_view::run_text(&run))?;
         return Ok(ExitCode::SUCCESS);
     }
     let status = match args.status.as_deref() {

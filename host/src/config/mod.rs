@@ -162,6 +162,8 @@ pub struct Retention {
     pub max_age: Duration,
     /// Only the newest this many records per trigger are kept.
     pub max_per_trigger: usize,
+    /// Largest event data a run's recording keeps (None: runs are not recorded).
+    pub record_event_bytes: Option<u64>,
 }
 
 impl Default for Retention {
@@ -169,6 +171,7 @@ impl Default for Retention {
         Retention {
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_per_trigger: 1000,
+            record_event_bytes: Some(64 * 1024),
         }
     }
 }

@@ -415,6 +415,8 @@ pub enum AuthSpec {
 pub struct HistorySpec {
     pub max_age: Option<DurationValue>,
     pub max_per_trigger: Option<usize>,
+    pub record: Option<bool>,
+    pub max_event_size: Option<ByteSize>,
 }
 
 /// What a schedule does with a tick while its previous run is unfinished.

@@ -101,6 +101,10 @@ pub struct Job {
     pub(crate) on_done: Option<Completion>,
     /// Runs one at a time, in admission order, with the other jobs of this key.
     pub(crate) key: Option<JobKey>,
+    /// The run's log lines and calls so far, when runs are recorded.
+    pub(crate) trace: Option<Arc<crate::runs::recording::Trace>>,
+    /// The recording being built (event, verdict), when runs are recorded.
+    pub(crate) recording: Option<Box<crate::runs::recording::Recording>>,
 }
 
 /// Called once when a run ends, with its record; `abandoned` is true when the
@@ -136,6 +140,8 @@ impl Job {
             delivery: 1,
             on_done: None,
             key: None,
+            trace: None,
+            recording: None,
         }
     }
 }
@@ -422,6 +428,7 @@ impl Dispatcher {
             journal: journal.clone(),
             stopping: stopping.clone(),
             abort: abort.clone(),
+            record_event_bytes: settings.history.record_event_bytes,
         });
         let workers = (0..settings.workers)
             .map(|id| {

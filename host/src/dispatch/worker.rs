@@ -14,6 +14,7 @@ use crate::cel::CelError;
 use crate::config::{FilterConfig, Isolation};
 use crate::event::now_rfc3339;
 use crate::runs::journal::Journal;
+use crate::runs::recording::{Phase, RecordedEvent, Recording, Trace, Verdict};
 use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
 use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
 
@@ -30,6 +31,8 @@ pub(super) struct WorkerContext {
     pub abort: CancellationToken,
     /// Where accepted events are journaled, if anywhere.
     pub journal: Option<Journal>,
+    /// Largest event data a recording keeps (None: runs are not recorded).
+    pub record_event_bytes: Option<u64>,
 }
 
 /// The worker loop: runs jobs until the engine stops; then drains what is
@@ -91,10 +94,20 @@ async fn draining(queue: &Queue) -> Option<Job> {
 async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
     if job.started.is_none() {
         job.started = Some((Instant::now(), now_rfc3339()));
+        if let Some(max) = ctx.record_event_bytes {
+            job.trace = Some(Arc::new(Trace::default()));
+            job.recording = Some(Box::new(Recording {
+                event: Some(RecordedEvent::of(&job.event, max)),
+                ..Recording::default()
+            }));
+        }
     }
     let trigger = job.trigger.clone();
     let config = trigger.config();
     if !job.filter_passed {
+        if let Some(trace) = &job.trace {
+            trace.enter(Phase::Filter, 0);
+        }
         let outcome = match &config.filter {
             None => Ok(true),
             Some(FilterConfig::Cel(cel)) => {
@@ -116,12 +129,15 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                     Err(why) => Err((started, unavailable(why))),
                     Ok(module) => {
                         job.filter = Some(module.label());
-                        let inv = Invocation::new(
-                            &trigger.name,
-                            used.limits,
-                            Some(trigger.kv.clone()),
-                            ctx.services.clone(),
-                        );
+                        let inv = Invocation {
+                            trace: job.trace.clone(),
+                            ..Invocation::new(
+                                &trigger.name,
+                                used.limits,
+                                Some(trigger.kv.clone()),
+                                ctx.services.clone(),
+                            )
+                        };
                         let verdict = match used.isolation {
                             Isolation::Fresh => {
                                 ctx.runtime.call_filter(&module, &inv, &job.event).await
@@ -138,6 +154,16 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                 }
             }
         };
+        if let (Some(recording), Some(filter)) = (&mut job.recording, &job.filter) {
+            recording.verdict = Some(Verdict {
+                filter: filter.clone(),
+                expression: match &config.filter {
+                    Some(FilterConfig::Cel(cel)) => Some(cel.source().to_string()),
+                    _ => None,
+                },
+                passed: outcome.as_ref().ok().copied(),
+            });
+        }
         match outcome {
             Ok(true) => job.filter_passed = true,
             Ok(false) => return finish(ctx, job, RunStatus::Filtered, None, None),
@@ -150,6 +176,9 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
 
     let action = &config.action;
     let number = job.attempts.len() as u32 + 1;
+    if let Some(trace) = &job.trace {
+        trace.enter(Phase::Action, number);
+    }
     let started = (Instant::now(), now_rfc3339());
     let params = merge_imports(&ctx.services.secrets, &action.params, &action.imports).await;
     let result = match (trigger.module(&ctx.registry, &action.module.name), params) {
@@ -162,6 +191,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                     grants: action.grants.clone(),
                     http: action.http,
                 })),
+                trace: job.trace.clone(),
                 ..Invocation::new(
                     &trigger.name,
                     action.module.limits,
@@ -268,6 +298,12 @@ fn run_record(
         upstream: job.upstream.take(),
         delivery: job.delivery,
         replayed: job.delivery > 1,
+        recording: job.recording.take().map(|mut recording| {
+            if let Some(trace) = job.trace.take() {
+                trace.take_into(&mut recording);
+            }
+            recording
+        }),
     }
 }
 

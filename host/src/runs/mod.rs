@@ -4,6 +4,8 @@
 
 pub mod journal;
 mod log_sink;
+pub mod modules;
+pub mod recording;
 pub mod store;
 
 use std::sync::Arc;
@@ -151,6 +153,10 @@ pub struct RunRecord {
     /// earlier delivery may have run, in part or whole, before a crash.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// The event, the verdict, guest logs and capability calls
+    /// ([`recording`]), unless recording is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Box<recording::Recording>>,
 }
 
 /// A UUIDv7 stamped with the run's start, so the history's key order (and

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::modules::{ModuleStore, versions_in};
 use super::{RunRecord, RunSink, RunStatus};
 use crate::state::{StateError, StateStore};
 
@@ -32,6 +33,8 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const BY_TRIGGER: TableDefinition<(&str, &str), ()> = TableDefinition::new("runs_by_trigger");
 /// trigger -> summary (JSON).
 const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_summaries");
+/// module version -> stored records that name it ([`super::modules`]).
+const MODULE_REFS: TableDefinition<&str, u64> = TableDefinition::new("module_refs");
 
 /// Most records one commit takes.
 const BATCH: usize = 512;
@@ -106,17 +109,71 @@ pub struct RunQuery {
 pub struct RunStore {
     state: Arc<StateStore>,
     retention: Retention,
+    /// The recorded module versions, dropped with the last record naming them.
+    modules: Option<ModuleStore>,
+}
+
+/// The versions a stored record (JSON) holds a reference to: those of a
+/// recorded run (records from before recordings, or with recording off, keep
+/// no module and hold none).
+fn versions_of_stored(json: &[u8]) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Names {
+        filter: Option<String>,
+        module: Option<String>,
+        recording: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Names>(json)
+        .ok()
+        .filter(|n| n.recording.is_some())
+        .map(|n| versions_in(n.filter.as_deref(), n.module.as_deref()))
+        .unwrap_or_default()
+}
+
+/// Adds `delta` to each version's count; returns the versions that reached zero.
+fn count_refs(
+    refs: &mut redb::Table<&str, u64>,
+    versions: &[String],
+    delta: i64,
+) -> Result<Vec<String>, StateError> {
+    let mut gone = Vec::new();
+    for version in versions {
+        let now = refs.get(version.as_str())?.map(|v| v.value()).unwrap_or(0);
+        let next = now.saturating_add_signed(delta);
+        if next == 0 {
+            refs.remove(version.as_str())?;
+            gone.push(version.clone());
+        } else {
+            refs.insert(version.as_str(), next)?;
+        }
+    }
+    Ok(gone)
 }
 
 impl RunStore {
     /// Opens the history inside the state store.
     pub fn open(state: Arc<StateStore>, retention: Retention) -> Result<Arc<Self>, StateError> {
+        Self::open_with_modules(state, retention, None)
+    }
+
+    /// Opens the history, dropping recorded module versions from `modules`
+    /// with the last record that names them.
+    pub fn open_with_modules(
+        state: Arc<StateStore>,
+        retention: Retention,
+        modules: Option<ModuleStore>,
+    ) -> Result<Arc<Self>, StateError> {
         let tx = state.db().begin_write()?;
         tx.open_table(RUNS)?;
         tx.open_table(BY_TRIGGER)?;
         tx.open_table(SUMMARIES)?;
+        tx.open_table(MODULE_REFS)?;
         tx.commit()?;
-        Ok(Arc::new(RunStore { state, retention }))
+        Ok(Arc::new(RunStore {
+            state,
+            retention,
+            modules,
+        }))
     }
 
     /// Starts the background writer; records sent to the sink are stored in batches.
@@ -212,14 +269,20 @@ impl RunStore {
             crate::runs::journal::remove_entries(&tx, &keys)?;
         }
         let records = batch.iter().map(|e| &e.record);
+        let mut gone = Vec::new();
         {
             let mut runs = tx.open_table(RUNS)?;
             let mut by_trigger = tx.open_table(BY_TRIGGER)?;
             let mut summaries = tx.open_table(SUMMARIES)?;
+            let mut refs = tx.open_table(MODULE_REFS)?;
             let mut touched: BTreeMap<&str, ()> = BTreeMap::new();
             for r in records {
                 let json = serde_json::to_vec(r).map_err(|e| StateError::Storage(e.to_string()))?;
                 runs.insert(r.run_id.as_str(), json.as_slice())?;
+                if r.recording.is_some() {
+                    let versions = versions_in(r.filter.as_deref(), r.module.as_deref());
+                    count_refs(&mut refs, &versions, 1)?;
+                }
                 by_trigger.insert((r.trigger.as_str(), r.run_id.as_str()), ())?;
                 let mut summary: TriggerSummary = summaries
                     .get(r.trigger.as_str())?
@@ -251,7 +314,10 @@ impl RunStore {
                 let excess = ids.len().saturating_sub(self.retention.max_per_trigger);
                 for id in &ids[..excess] {
                     by_trigger.remove((*trigger, id.as_str()))?;
-                    runs.remove(id.as_str())?;
+                    let removed = runs
+                        .remove(id.as_str())?
+                        .map(|v| versions_of_stored(v.value()));
+                    gone.extend(count_refs(&mut refs, &removed.unwrap_or_default(), -1)?);
                 }
             }
         }
@@ -259,6 +325,9 @@ impl RunStore {
             crate::failpoint::hit("history-before-commit");
         }
         tx.commit()?;
+        if let Some(modules) = &self.modules {
+            modules.forget(&gone);
+        }
         Ok(())
     }
 
@@ -274,26 +343,39 @@ impl RunStore {
         );
         let cutoff_id = uuid::Uuid::new_v7(ts).to_string();
         let tx = self.state.db().begin_write()?;
+        let mut gone = Vec::new();
         let removed = {
             let mut runs = tx.open_table(RUNS)?;
             let mut by_trigger = tx.open_table(BY_TRIGGER)?;
-            let old: Vec<(String, String)> = runs
+            let mut refs = tx.open_table(MODULE_REFS)?;
+            let old: Vec<(String, String, Vec<String>)> = runs
                 .range(..cutoff_id.as_str())?
                 .filter_map(|e| e.ok())
                 .map(|(k, v)| {
                     let trigger = serde_json::from_slice::<RunRecord>(v.value())
                         .map(|r| r.trigger)
                         .unwrap_or_default();
-                    (k.value().to_string(), trigger)
+                    (
+                        k.value().to_string(),
+                        trigger,
+                        versions_of_stored(v.value()),
+                    )
                 })
                 .collect();
-            for (id, trigger) in &old {
+            for (id, trigger, versions) in &old {
                 runs.remove(id.as_str())?;
                 by_trigger.remove((trigger.as_str(), id.as_str()))?;
+                gone.extend(count_refs(&mut refs, versions, -1)?);
             }
             old.len()
         };
         tx.commit()?;
+        if let Some(modules) = &self.modules {
+            modules.forget(&gone);
+            let read = self.state.db().begin_read()?;
+            let refs = read.open_table(MODULE_REFS)?;
+            modules.sweep(|version| refs.get(version).ok().flatten().is_some());
+        }
         Ok(removed)
     }
 
@@ -441,6 +523,7 @@ mod tests {
             upstream: None,
             delivery: 1,
             replayed: false,
+            recording: None,
         }
     }
 
@@ -536,6 +619,7 @@ mod tests {
             Retention {
                 max_age: Duration::from_secs(3600),
                 max_per_trigger: 3,
+                ..Retention::default()
             },
         )
         .unwrap();

@@ -54,6 +54,8 @@ pub struct Invocation {
     pub access: Option<Arc<ActionAccess>>,
     /// Engine-wide capability services.
     pub services: Arc<HostServices>,
+    /// Where the run's log lines and capability calls are recorded, if anywhere.
+    pub trace: Option<Arc<crate::runs::recording::Trace>>,
 }
 
 impl Invocation {
@@ -70,6 +72,7 @@ impl Invocation {
             kv,
             access: None,
             services,
+            trace: None,
         }
     }
 }
@@ -150,6 +153,7 @@ impl Runtime {
             access: inv.access.clone(),
             services: inv.services.clone(),
             http_requests: 0,
+            trace: inv.trace.clone(),
         };
         let mut store = Store::new(
             &self.engine,

@@ -58,6 +58,8 @@ pub struct RuntimeSettings {
     pub tuning: Tuning,
     /// Largest module file read; a bigger one is refused by its size, unread.
     pub max_module_bytes: u64,
+    /// Where every compiled module's bytes are kept for recorded runs, if anywhere.
+    pub module_store: Option<crate::runs::modules::ModuleStore>,
 }
 
 /// wasmtime knobs that trade memory for per-instance speed.
@@ -92,6 +94,7 @@ impl Default for RuntimeSettings {
             cache_max_bytes: 1 << 30,
             tuning: Tuning::default(),
             max_module_bytes: crate::config::DEFAULT_MAX_MODULE_SIZE,
+            module_store: None,
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct Runtime {
     stdio_limit: u64,
     max_module_bytes: u64,
     cache: Option<ModuleCache>,
+    module_store: Option<crate::runs::modules::ModuleStore>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -174,6 +178,7 @@ impl Runtime {
             stdio_limit: settings.stdio_limit,
             max_module_bytes: settings.max_module_bytes,
             cache,
+            module_store: settings.module_store.clone(),
             ticker_stop,
         })
     }
@@ -206,14 +211,21 @@ impl Runtime {
                     .into(),
             });
         }
-        LoadedModule::compile(
+        let module = LoadedModule::compile(
             &self.engine,
             (&self.filter_linker, &self.action_linker),
             self.cache.as_ref(),
             name,
             path.map(Path::to_path_buf),
             bytes,
-        )
+        )?;
+        if let Some(store) = &self.module_store
+            && let Err(e) = store.keep(&module.digest, bytes)
+        {
+            // Runs still happen and are recorded; only replay of them needs the file.
+            tracing::warn!(module = %module.label(), error = %e, "cannot keep the module for recorded runs");
+        }
+        Ok(module)
     }
 
     /// Reads and compiles a module file; one over the size cap is refused unread.

@@ -91,6 +91,12 @@ pub(super) fn engine_settings(
                     if let Some(v) = h.max_per_trigger {
                         settings.history.max_per_trigger = v;
                     }
+                    if let Some(v) = &h.max_event_size {
+                        settings.history.record_event_bytes = Some(v.0);
+                    }
+                    if h.record == Some(false) {
+                        settings.history.record_event_bytes = None;
+                    }
                 }
                 if let Some(kv) = &spec.kv {
                     if let Some(v) = kv.max_value_size {
@@ -288,6 +294,13 @@ fn engine_bounds(s: &EngineSettings) -> Vec<(String, String)> {
             1,
             1_000_000,
             "",
+        ),
+        (
+            "engine.history.maxEventSize".to_string(),
+            s.history.record_event_bytes.unwrap_or(0),
+            0,
+            16 << 20,
+            " bytes",
         ),
         (
             "engine.history.maxAge".to_string(),

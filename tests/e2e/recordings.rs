@@ -1,0 +1,256 @@
+//! Runs that explain themselves: every stored run record holds the event,
+//! the filter's verdict, the guests' log lines and each capability call with
+//! the answer the guest got; `runs show` prints them readably, online and
+//! from the state directory; the module versions recorded runs used are kept
+//! by content until retention drops their last record.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::http_server::TestServer;
+use crate::support::{self, EngineProcess, Workspace, run_cli};
+
+/// The recorded-module files of a state directory, by name.
+fn kept_modules(state: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state.join("recorded-modules"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".wasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_examples_runs_hold_their_event_verdict_logs_and_calls() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(TestServer::start());
+    let ws = Workspace::new();
+    let config = ws.write(
+        "recorded.yaml",
+        &format!(
+            r#"
+triggers:
+  - name: notify
+    source: {{ type: webhook, auth: none }}
+    filter: {{ module: ready-replicas.wasm }}
+    action:
+      module: builtin:http-notify
+      params: {{ url: "{url}", text: "{{kind}} {{id}}" }}
+      grants: {{ http: ["{grant}"] }}
+"#,
+            url = server.url("/echo"),
+            grant = server.grant()
+        ),
+    );
+    let state = ws.state_dir();
+    let engine = EngineProcess::start(&config, &state, &[]);
+    engine.wait_started();
+    let deployment =
+        std::fs::read_to_string(support::repo().join("examples/events/deployment-ready.json"))
+            .unwrap();
+    // Fired with the Deployment as the event's data, as a kube-watch would carry it.
+    let sent: Value = serde_json::from_str(&deployment).unwrap();
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/triggers/notify/fire", engine.base_url()))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "data": sent }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let run = engine.wait_runs("notify", 1).remove(0);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    // The record is stored just after its log line.
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    let record: Value = loop {
+        let stored = engine.stored_runs("notify");
+        if let Some(r) = stored.into_iter().find(|r| r["runId"] == run_id) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "record not stored");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let full: Value = serde_json::from_str(&support::http_get(&format!(
+        "{}/api/v1/runs/{run_id}",
+        engine.base_url()
+    )))
+    .unwrap();
+    assert_eq!(full["runId"], record["runId"]);
+    let recording = &full["recording"];
+
+    // The event, as the modules saw it.
+    let data: Value = serde_json::from_str(
+        recording["event"]["data"]
+            .as_str()
+            .expect("event data kept"),
+    )
+    .unwrap();
+    assert_eq!(data, sent, "the fired Deployment");
+    assert_eq!(recording["event"]["dataBytes"], data.to_string().len());
+    // The verdict.
+    let verdict = &recording["verdict"];
+    assert!(
+        verdict["filter"]
+            .as_str()
+            .unwrap()
+            .starts_with("ready-replicas.wasm@")
+    );
+    assert_eq!(verdict["passed"], true);
+    // Both guests' log lines, the filter's debug line included.
+    let logs = recording["logs"].as_array().unwrap();
+    assert!(
+        logs.iter().any(|l| l["phase"] == "filter"
+            && l["level"] == "debug"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .contains("3/3 replicas ready")),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|l| l["phase"] == "action"
+            && l["attempt"] == 1
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .contains("notified about event")),
+        "{logs:#?}"
+    );
+    // The HTTP call, with what was asked and what came back.
+    let calls = recording["calls"].as_array().unwrap();
+    let send = calls
+        .iter()
+        .find(|c| c["interface"] == "http" && c["function"] == "send")
+        .unwrap_or_else(|| panic!("no http.send in {calls:#?}"));
+    assert!(
+        send["args"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("POST {}", server.url("/echo"))),
+        "{send}"
+    );
+    assert_eq!(send["outcome"], "ok");
+    assert_eq!(send["answer"]["status"], 200);
+    assert_eq!(server.seen().len(), 1, "one request reached the server");
+
+    // `runs show`, readable, from the API and then from the stopped engine's state dir.
+    let (code, shown, err) = run_cli(
+        &["runs", "show", &run_id, "--server", &engine.base_url()],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    for part in [
+        "trigger notify  succeeded",
+        "filter ready-replicas.wasm@",
+        "passed",
+        "log:",
+        "notified about event",
+        "calls:",
+        "http.send POST",
+        "event data (",
+        "\"readyReplicas\": 3",
+    ] {
+        assert!(shown.contains(part), "`{part}` missing from:\n{shown}");
+    }
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+    let state_arg = state.display().to_string();
+    let (code, offline, err) = run_cli(
+        &[
+            "runs",
+            "show",
+            &run_id,
+            "--state-dir",
+            &state_arg,
+            "--server",
+            "http://127.0.0.1:9",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(offline.contains("http.send POST"), "{offline}");
+    // Both module versions the run used are kept by content.
+    assert_eq!(kept_modules(&state).len(), 2, "{:?}", kept_modules(&state));
+}
+
+#[test]
+fn retention_drops_module_versions_no_record_names_any_more() {
+    let ws = Workspace::new();
+    let modules = ws.path().join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    let action = modules.join("act.wasm");
+    std::fs::copy(support::module("hostile.wasm"), &action).unwrap();
+    let config = ws.write(
+        "retained.yaml",
+        "engine: { history: { maxPerTrigger: 2 } }\ntriggers:\n  - name: act\n    source: { type: webhook, auth: none }\n    action: { module: act.wasm, params: { mode: ok } }\n",
+    );
+    let state = ws.state_dir();
+    let modules_arg = modules.display().to_string();
+    let engine = EngineProcess::start_in(
+        ws.path(),
+        &[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--modules",
+            &modules_arg,
+            "--state-dir",
+            &state.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    engine.wait_started();
+    let fire = |n: usize| {
+        for _ in 0..n {
+            let r = reqwest::blocking::Client::new()
+                .post(format!("{}/hooks/act", engine.base_url()))
+                .body("{}")
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+    };
+    fire(1);
+    engine.wait_runs("act", 1);
+    let first = kept_modules(&state);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // A new version of the module: hot reload picks it up.
+    let tmp = modules.join(".act.wasm.tmp");
+    std::fs::copy(support::module("log-event.wasm"), &tmp).unwrap();
+    std::fs::rename(&tmp, &action).unwrap();
+    engine.wait_for("the new version", |lines| {
+        lines
+            .iter()
+            .any(|l| {
+                l["message"] == "module reloaded"
+                    && l["module"].as_str().is_some_and(|m| {
+                        m.starts_with("act.wasm@") && !first[0].starts_with(&m[9..])
+                    })
+            })
+            .then_some(())
+    });
+    // Two runs on the new version push the first record out (maxPerTrigger: 2).
+    fire(2);
+    engine.wait_runs("act", 3);
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        let kept = kept_modules(&state);
+        if kept.len() == 1 && kept[0] != first[0] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old version is still kept: {kept:?} (first: {first:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+}
