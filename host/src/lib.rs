@@ -32,6 +32,7 @@ pub mod metrics;
 mod proptests;
 pub mod redact;
 pub mod reload;
+pub mod replay;
 pub mod runs;
 pub mod runtime;
 pub mod server;

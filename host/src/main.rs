@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => cli::remote::runs(args).await,
             Command::Triggers(args) => cli::remote::triggers(args).await,
             Command::Fire(args) => cli::remote::fire(args).await,
+            Command::Replay(args) => cli::replay::replay(args).await,
             Command::New(args) => cli::offline::new_project(args),
             Command::Enqueue(args) => cli::remote::enqueue(args).await,
             Command::Rbac(args) => cli::offline::rbac(args),

@@ -41,6 +41,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("dispatch", 3),
     ("sources", 3),
     ("trigger_set", 3),
+    ("replay", 3),
     ("server", 4),
     ("reload", 4),
     ("kube::sync", 4),

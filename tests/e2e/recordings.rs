@@ -254,3 +254,166 @@ fn retention_drops_module_versions_no_record_names_any_more() {
     let (code, log) = engine.stop_and_log();
     assert_eq!(code, 0, "{log}");
 }
+
+/// Fires `trigger` on `engine` with `data` and returns its stored run record.
+fn fire_and_record(engine: &EngineProcess, trigger: &str, data: Value) -> Value {
+    let response = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/api/v1/triggers/{trigger}/fire",
+            engine.base_url()
+        ))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "data": data }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let run = engine.wait_runs(trigger, 1).remove(0);
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        if let Some(r) = engine
+            .stored_runs(trigger)
+            .into_iter()
+            .find(|r| r["runId"] == run_id)
+        {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "record not stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn replaying_a_kube_patching_run_sends_nothing_and_is_identical() {
+    use wasmtrigger_test_apiserver::ApiServer;
+    let server = ApiServer::start(&[]);
+    server
+        .create(
+            "apps",
+            "deployments",
+            "default",
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"replicas": 1}}),
+        )
+        .unwrap();
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = ws.write(
+        "patch.yaml",
+        r#"
+triggers:
+  - name: label-web
+    source: { type: schedule, every: 24h }
+    filter: { cel: 'event.data.go == true' }
+    action:
+      module: builtin:patch-resource
+      params:
+        target: { apiVersion: apps/v1, kind: Deployment, namespace: default, name: web }
+        patch: { metadata: { labels: { touched: "yes" } } }
+      grants: { kube: [ { verbs: [patch], apiVersion: apps/v1, kind: Deployment, namespaces: [default], names: [web] } ] }
+"#,
+    );
+    let state = ws.state_dir();
+    let kube_env = kubeconfig.display().to_string();
+    let engine =
+        EngineProcess::start_with_env(&config, &state, &[], &[("KUBECONFIG", kube_env.as_str())]);
+    engine.wait_started();
+    let record = fire_and_record(&engine, "label-web", serde_json::json!({"go": true}));
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+    let web = server.get("apps", "deployments", "default", "web").unwrap();
+    assert_eq!(web["metadata"]["labels"]["touched"], "yes");
+    let (requests, version) = (server.requests().len(), server.resource_version());
+
+    let run_id = record["runId"].as_str().unwrap();
+    let state_arg = state.display().to_string();
+    let mut replay = std::process::Command::new(support::binary());
+    replay
+        .args(["replay", run_id, "--state-dir", &state_arg])
+        .env("KUBECONFIG", &kube_env);
+    let out = replay.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(": identical"), "{text}");
+    assert_eq!(
+        server.requests().len(),
+        requests,
+        "the replay reached the API server"
+    );
+    assert_eq!(server.resource_version(), version);
+
+    // Bad input is exit 2, named.
+    let (code, _, err) = run_cli(&["replay", "no-such-run", "--state-dir", &state_arg], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no run no-such-run"), "{err}");
+}
+
+#[test]
+fn replaying_with_a_changed_module_reports_exactly_what_changed() {
+    let ws = Workspace::new();
+    let config = ws.write(
+        "kv.yaml",
+        "triggers:\n  - name: remember\n    source: { type: schedule, every: 24h }\n    action: { module: hostile.wasm, params: { mode: kv-set, key: seen, value: twice } }\n",
+    );
+    let state = ws.state_dir();
+    let engine = EngineProcess::start(&config, &state, &[]);
+    engine.wait_started();
+    let record = fire_and_record(&engine, "remember", serde_json::json!({}));
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+    let run_id = record["runId"].as_str().unwrap();
+    let state_arg = state.display().to_string();
+
+    // The recorded version: identical.
+    let (code, out, err) = run_cli(&["replay", run_id, "--state-dir", &state_arg], None);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Another module under the same file name: its output and its calls differ.
+    let changed = ws.path().join("changed");
+    std::fs::create_dir_all(&changed).unwrap();
+    std::fs::copy(
+        support::module("log-event.wasm"),
+        changed.join("hostile.wasm"),
+    )
+    .unwrap();
+    let module_arg = changed.join("hostile.wasm").display().to_string();
+    let (code, out, err) = run_cli(
+        &[
+            "replay",
+            run_id,
+            "--state-dir",
+            &state_arg,
+            "--module",
+            &module_arg,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["identical"], false);
+    assert_eq!(report["verdict"]["same"], true, "no filter either way");
+    assert_eq!(report["error"]["same"], true, "neither failed");
+    assert_eq!(report["output"]["same"], false);
+    assert_eq!(report["output"]["recorded"], record["output"]);
+    assert_eq!(
+        report["calls"]["recorded"],
+        serde_json::json!([r#"kv.set "seen" = "twice" → ok"#]),
+        "{report:#}"
+    );
+    assert_eq!(report["calls"]["replayed"], serde_json::json!([]));
+    assert_eq!(
+        report["divergences"],
+        serde_json::json!([r#"kv.set "seen" = "twice": recorded, not made"#])
+    );
+}

@@ -41,14 +41,18 @@ impl Capabilities {
 
 impl Capabilities {
     /// A kv call, recorded in the run's trace with its answer.
-    async fn kv_call<T: serde::Serialize + Send + 'static>(
+    async fn kv_call<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
         &self,
         function: &str,
         args: String,
         call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, WitError> {
         let started = std::time::Instant::now();
-        let result = self.with_kv(call).await;
+        let replayed = self.replayed(("kv", function), &args, |v| serde_json::from_value(v).ok());
+        let result = match replayed {
+            Some(answer) => answer,
+            None => self.with_kv(call).await,
+        };
         self.note(
             ("kv", function),
             || args,

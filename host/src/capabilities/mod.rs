@@ -182,6 +182,8 @@ pub struct Capabilities {
     pub http_requests: u32,
     /// Where log lines and calls are recorded, if the run is recorded.
     pub trace: Option<Arc<crate::runs::recording::Trace>>,
+    /// In a replay: the recording that answers the calls.
+    pub replay: Option<Arc<crate::runs::recording::ReplaySource>>,
 }
 
 impl Capabilities {
@@ -211,6 +213,39 @@ impl Capabilities {
             answer,
             started,
         });
+    }
+
+    /// In a replay, the recorded answer to this call (`decode` turns its JSON
+    /// into the guest's value), or a refusal when the recording has none; None
+    /// when the call is to be made for real (no replay, or a live one).
+    fn replayed<T>(
+        &self,
+        (interface, function): (&str, &str),
+        args: &str,
+        decode: impl FnOnce(serde_json::Value) -> Option<T>,
+    ) -> Option<Result<T, WitError>> {
+        use crate::runs::recording::Replayed;
+        let replay = self.replay.as_ref()?;
+        match replay.answer(interface, function, args) {
+            Replayed::Answer(outcome, answer) if outcome == "ok" => {
+                Some(decode(answer).ok_or_else(|| {
+                    WitError::Failed("replay: the recorded answer does not fit this call".into())
+                }))
+            }
+            Replayed::Answer(outcome, answer) => {
+                let message = answer["message"].as_str().unwrap_or_default().to_string();
+                Some(Err(match outcome.as_str() {
+                    "denied" => WitError::Denied(message),
+                    "not-found" => WitError::NotFound,
+                    "invalid" => WitError::Invalid(message),
+                    _ => WitError::Failed(message),
+                }))
+            }
+            Replayed::Missing if replay.live => None,
+            Replayed::Missing => Some(Err(WitError::Failed(
+                "replay: the recording has no answer for this call".into(),
+            ))),
+        }
     }
 
     fn count(&self, capability: Capability) {

@@ -73,6 +73,8 @@ pub(crate) enum Command {
     Triggers(TriggersArgs),
     /// Run a trigger now on a running engine, with optional event data.
     Fire(FireArgs),
+    /// Re-run a recorded run with every capability call answered from its recording; print the differences.
+    Replay(ReplayArgs),
     /// Write a ready-to-build filter or action project (Rust, Python or JavaScript).
     New(NewArgs),
     /// Add a work item to a Redis stream drained by `type: redis-queue` triggers.
@@ -81,6 +83,27 @@ pub(crate) enum Command {
     Rbac(RbacArgs),
     /// Print the Trigger CustomResourceDefinition (as checked in at deploy/crd/trigger.yaml).
     Crd,
+}
+
+#[derive(Args)]
+pub(crate) struct ReplayArgs {
+    /// The run id.
+    pub(crate) run_id: String,
+    /// Another version of one of the run's modules (the filter or the action whose file name it has; else the action).
+    #[arg(long, conflicts_with_all = ["filter", "action"])]
+    pub(crate) module: Option<PathBuf>,
+    /// Another version of the run's filter module.
+    #[arg(long)]
+    pub(crate) filter: Option<PathBuf>,
+    /// Another version of the run's action module.
+    #[arg(long)]
+    pub(crate) action: Option<PathBuf>,
+    /// The stopped engine's state directory [default: .wasmtrigger, as `run`].
+    #[arg(long, env = "STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: Format,
 }
 
 #[derive(Args)]

@@ -7,6 +7,7 @@ mod client;
 mod invoke;
 pub mod offline;
 pub mod remote;
+pub mod replay;
 pub mod run;
 mod run_view;
 mod scaffold;

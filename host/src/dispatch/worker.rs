@@ -14,7 +14,7 @@ use crate::cel::CelError;
 use crate::config::{FilterConfig, Isolation};
 use crate::event::now_rfc3339;
 use crate::runs::journal::Journal;
-use crate::runs::recording::{Phase, RecordedEvent, Recording, Trace, Verdict};
+use crate::runs::recording::{MAX_ANSWER, Phase, RecordedEvent, Recording, Trace, Verdict};
 use crate::runs::{Attempt, MAX_OUTPUT_BYTES, RunRecord, RunRecorder, RunStatus, cap_text};
 use crate::runtime::{FailureKind, Invocation, InvokeError, ModuleRegistry, Runtime};
 
@@ -186,6 +186,10 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
         (_, Err(why)) => Err(InvokeError::new(FailureKind::Host, why)),
         (Ok(module), Ok(params)) => {
             job.module = Some(module.label());
+            if let Some(recording) = &mut job.recording {
+                let kept = crate::redact::redact_str(&params);
+                recording.params = Some(crate::runs::recording::cut(&kept, MAX_ANSWER));
+            }
             let inv = Invocation {
                 access: Some(Arc::new(ActionAccess {
                     grants: action.grants.clone(),

@@ -45,6 +45,9 @@ pub struct Recording {
     /// How the filter decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// The action's params as it got them (JSON text, redacted; up to [`MAX_ANSWER`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<String>,
     /// The guests' log lines, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
@@ -147,8 +150,13 @@ pub struct Call {
     pub args: String,
     /// Whether the call succeeded (`ok`) and, if not, the error's kind.
     pub outcome: String,
-    /// The answer the guest got, as JSON, up to [`MAX_ANSWER`] bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The answer the guest got, as JSON, up to [`MAX_ANSWER`] bytes (a
+    /// `null` answer is an answer: kv `get` of a missing key, or `set`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub answer: Option<serde_json::Value>,
     /// The answer's size when it was over the bound and not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +165,11 @@ pub struct Call {
     pub at_ms: u64,
     /// How long the call took, in microseconds.
     pub duration_us: u64,
+}
+
+/// A field that is there is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// Collects one run's log lines and calls while its guests run.
@@ -276,6 +289,81 @@ impl Trace {
     }
 }
 
+/// Answers a replayed run's capability calls from a recording, in order,
+/// and notes the calls made that the recording could not answer.
+#[derive(Debug)]
+pub struct ReplaySource {
+    calls: Mutex<std::collections::VecDeque<Call>>,
+    /// Let calls the recording has no answer for through (under the trigger's grants).
+    pub live: bool,
+    divergences: Mutex<Vec<String>>,
+}
+
+/// What the recording says to a call.
+pub enum Replayed {
+    /// The recorded outcome (`ok` or an error kind) and answer (JSON, as recorded).
+    Answer(String, serde_json::Value),
+    /// The recording has none: the call is refused, or made live.
+    Missing,
+}
+
+impl ReplaySource {
+    /// Answers from `calls` (one phase's calls, in order).
+    pub fn new(calls: Vec<Call>, live: bool) -> Self {
+        ReplaySource {
+            calls: Mutex::new(calls.into()),
+            live,
+            divergences: Mutex::default(),
+        }
+    }
+
+    /// The answer to the next call, when it is the same call as recorded
+    /// (interface, function and arguments) and its answer was kept.
+    pub fn answer(&self, interface: &str, function: &str, args: &str) -> Replayed {
+        let args = cut(&crate::redact::redact_str(args), MAX_SUMMARY);
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let why = match calls.front() {
+            Some(c) if c.interface == interface && c.function == function && c.args == args => {
+                match calls.pop_front() {
+                    Some(Call {
+                        outcome,
+                        answer: Some(answer),
+                        ..
+                    }) => return Replayed::Answer(outcome, answer),
+                    _ => "its recorded answer was over the size bound".to_string(),
+                }
+            }
+            Some(c) => format!(
+                "the recording has {}.{} {} here",
+                c.interface, c.function, c.args
+            ),
+            None => "the recording has no more calls".to_string(),
+        };
+        drop(calls);
+        self.divergences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{interface}.{function} {args}: {why}"));
+        Replayed::Missing
+    }
+
+    /// Calls the recording could not answer, and recorded calls never made.
+    pub fn divergences(&self) -> Vec<String> {
+        let mut all = self
+            .divergences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for c in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            all.push(format!(
+                "{}.{} {}: recorded, not made",
+                c.interface, c.function, c.args
+            ));
+        }
+        all
+    }
+}
+
 /// `text` cut to at most `max` bytes on a character boundary, marked when cut.
 pub fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -327,6 +415,24 @@ mod tests {
         assert_eq!(call.answer, None, "over the bound: size only");
         assert!(call.answer_bytes.unwrap() > MAX_ANSWER as u64);
         assert_eq!((call.phase, call.attempt), (Phase::Action, 1));
+    }
+
+    #[test]
+    fn a_null_answer_survives_storage() {
+        let call = Call {
+            phase: Phase::Action,
+            attempt: 1,
+            interface: "kv".into(),
+            function: "get".into(),
+            args: "\"k\"".into(),
+            outcome: "ok".into(),
+            answer: Some(serde_json::Value::Null),
+            answer_bytes: None,
+            at_ms: 0,
+            duration_us: 1,
+        };
+        let back: Call = serde_json::from_str(&serde_json::to_string(&call).unwrap()).unwrap();
+        assert_eq!(back.answer, Some(serde_json::Value::Null));
     }
 
     #[test]

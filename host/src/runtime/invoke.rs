@@ -56,6 +56,8 @@ pub struct Invocation {
     pub services: Arc<HostServices>,
     /// Where the run's log lines and capability calls are recorded, if anywhere.
     pub trace: Option<Arc<crate::runs::recording::Trace>>,
+    /// In a replay: the recording that answers capability calls.
+    pub replay: Option<Arc<crate::runs::recording::ReplaySource>>,
 }
 
 impl Invocation {
@@ -73,6 +75,7 @@ impl Invocation {
             access: None,
             services,
             trace: None,
+            replay: None,
         }
     }
 }
@@ -154,6 +157,7 @@ impl Runtime {
             services: inv.services.clone(),
             http_requests: 0,
             trace: inv.trace.clone(),
+            replay: inv.replay.clone(),
         };
         let mut store = Store::new(
             &self.engine,

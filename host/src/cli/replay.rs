@@ -1,0 +1,178 @@
+//! `wasmtrigger replay RUN_ID`: loads a recorded run from a stopped engine's
+//! state directory, finds its module versions (kept by content under
+//! `recorded-modules/`) or takes other ones, replays it
+//! ([`wasmtrigger::replay`]) and prints what differs. Exit 0: identical;
+//! 1: different; 2: bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::BadInput;
+use super::args::ReplayArgs;
+use super::remote::print_as;
+use wasmtrigger::capabilities::HostServices;
+use wasmtrigger::capabilities::secrets::SecretStore;
+use wasmtrigger::replay::{Compared, ReplayReport};
+use wasmtrigger::runs::modules::ModuleStore;
+use wasmtrigger::runs::store::{Retention, RunStore};
+use wasmtrigger::runtime::{LoadedModule, Runtime, RuntimeSettings};
+use wasmtrigger::state::{KvLimits, STATE_FILE, StateError, StateStore};
+
+pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let bad = |m: String| anyhow::Error::new(BadInput(m));
+    let dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".wasmtrigger"));
+    if !dir.join(STATE_FILE).is_file() {
+        return Err(bad(format!(
+            "there is no history at {}: give the engine's --state-dir",
+            dir.join(STATE_FILE).display()
+        )));
+    }
+    let state = StateStore::open(&dir, KvLimits::default()).map_err(|e| match e {
+        StateError::Locked(_) => bad(format!(
+            "an engine is using {}: stop it to replay from its state directory",
+            dir.display()
+        )),
+        other => bad(format!("cannot read the history: {other}")),
+    })?;
+    let store = RunStore::open(state, Retention::default())
+        .map_err(|e| bad(format!("cannot read the history: {e}")))?;
+    let record = store.get(&args.run_id)?.ok_or_else(|| {
+        bad(format!(
+            "no run {} in the history at {}",
+            args.run_id,
+            dir.display()
+        ))
+    })?;
+
+    let settings = RuntimeSettings {
+        cache_dir: super::invoke::default_cache_dir(),
+        ..RuntimeSettings::default()
+    };
+    let runtime = Arc::new(Runtime::new(&settings)?);
+    let kept = ModuleStore::under(&dir);
+    let filter_label = record.filter.clone().filter(|f| f != "cel");
+    let action_label = record.module.clone();
+    // `--module FILE` stands for the part whose module has its file name.
+    let (mut filter_file, mut action_file) = (args.filter.clone(), args.action.clone());
+    if let Some(file) = &args.module {
+        let name = file_name(file);
+        let is_filter = filter_label
+            .as_deref()
+            .is_some_and(|l| l.rsplit_once('@').is_some_and(|(n, _)| n == name));
+        if is_filter {
+            filter_file = Some(file.clone());
+        } else {
+            action_file = Some(file.clone());
+        }
+    }
+    let load = |label: Option<String>, file: Option<PathBuf>| {
+        let runtime = runtime.clone();
+        let kept = kept.clone();
+        async move {
+            let (name, path) = match (file, label) {
+                (Some(file), _) => (file_name(&file), file),
+                (None, Some(label)) => {
+                    let path = kept.find(&label).ok_or_else(|| {
+                        format!(
+                            "module {label} is not kept under {}: replay it with --module FILE",
+                            "recorded-modules/"
+                        )
+                    })?;
+                    (
+                        label
+                            .rsplit_once('@')
+                            .map_or(label.clone(), |(n, _)| n.to_string()),
+                        path,
+                    )
+                }
+                (None, None) => return Ok(None),
+            };
+            // Compiled from the file even for a builtin's name: the version
+            // kept is the one that ran, whatever this binary embeds.
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            tokio::task::spawn_blocking(move || runtime.compile(&name, Some(&path), &bytes))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+    };
+    let filter: Option<LoadedModule> = load(filter_label, filter_file).await.map_err(bad)?;
+    let action: Option<LoadedModule> = load(action_label, action_file).await.map_err(bad)?;
+    let services = HostServices::new(SecretStore::default()).map_err(bad)?;
+    let report = wasmtrigger::replay::replay(
+        &runtime,
+        services,
+        &record,
+        filter.as_ref(),
+        action.as_ref(),
+    )
+    .await
+    .map_err(|e| bad(e.to_string()))?;
+    print_as(args.output, &report, || report_text(&report))?;
+    Ok(if report.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The report for people: a verdict line, then each part that differs.
+fn report_text(report: &ReplayReport) -> String {
+    let mut out = format!(
+        "replay of run {} with {}: {}\n",
+        report.run_id,
+        if report.modules.is_empty() {
+            "no module".to_string()
+        } else {
+            report.modules.join(", ")
+        },
+        if report.identical {
+            "identical"
+        } else {
+            "different"
+        }
+    );
+    fn part<T: std::fmt::Debug>(out: &mut String, name: &str, c: &Compared<T>) {
+        if !c.same {
+            out.push_str(&format!(
+                "{name}:\n  recorded: {:?}\n  replayed: {:?}\n",
+                c.recorded, c.replayed
+            ));
+        }
+    }
+    part(&mut out, "verdict", &report.verdict);
+    part(&mut out, "output", &report.output);
+    part(&mut out, "error", &report.error);
+    if !report.calls.same {
+        out.push_str("calls:\n");
+        let (rec, rep) = (&report.calls.recorded, &report.calls.replayed);
+        for i in 0..rec.len().max(rep.len()) {
+            match (rec.get(i), rep.get(i)) {
+                (Some(a), Some(b)) if a == b => out.push_str(&format!("    {a}\n")),
+                (a, b) => {
+                    if let Some(a) = a {
+                        out.push_str(&format!("  - {a}\n"));
+                    }
+                    if let Some(b) = b {
+                        out.push_str(&format!("  + {b}\n"));
+                    }
+                }
+            }
+        }
+    }
+    for d in &report.divergences {
+        out.push_str(&format!("divergence: {d}\n"));
+    }
+    out
+}

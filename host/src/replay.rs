@@ -1,0 +1,281 @@
+//! Replaying a recorded run: its event goes through the recorded filter and
+//! action versions again (or other versions: a fix to check), and every
+//! capability call is answered from the recording, in order, so the replay is
+//! deterministic and sends nothing.
+//!
+//! - A call the recording has no answer for (a different call, one more than
+//!   recorded, or one whose answer was over the size bound) is a
+//!   *divergence*: it is answered `failed` and reported.
+//! - `secrets.get` is answered with a stand-in (`[secret NAME]`): secret values
+//!   are never recorded.
+//! - kv calls made live would go to a scratch namespace thrown away after the
+//!   replay; nothing else is ever reached.
+//! - The report compares the verdict, the output and the error (module
+//!   versions in messages are ignored) and lists the calls made against the
+//!   calls recorded. It is identical when all of them agree and no call
+//!   diverged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::capabilities::HostServices;
+use crate::cel::CelFilter;
+use crate::config::Limits;
+use crate::event::Event;
+use crate::runs::recording::{Call, Phase, ReplaySource, Trace};
+use crate::runs::{RunRecord, RunStatus};
+use crate::runtime::{Invocation, LoadedModule, Runtime};
+
+/// Bounds of a replayed call (the recording does not keep the trigger's).
+pub const REPLAY_LIMITS: Limits = Limits {
+    timeout: Duration::from_secs(30),
+    memory: 256 << 20,
+};
+
+/// Why a run cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The record has no recording (recording was off, or an older record).
+    #[error(
+        "run {0} was not recorded (engine.history.record was off, or the run predates recordings)"
+    )]
+    NotRecorded(String),
+    /// The event's data was over the size bound.
+    #[error("the event of run {0} was over engine.history.maxEventSize: its data was not kept")]
+    EventNotKept(String),
+    /// A module the run used is not available.
+    #[error("{0}")]
+    Module(String),
+    /// The recorded CEL expression does not compile any more.
+    #[error("the recorded CEL filter does not compile: {0}")]
+    Cel(String),
+}
+
+/// A recorded value next to the replayed one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Compared<T> {
+    /// What the run did.
+    pub recorded: T,
+    /// What the replay did.
+    pub replayed: T,
+    /// Whether they agree.
+    pub same: bool,
+}
+
+impl<T: PartialEq> Compared<T> {
+    fn new(recorded: T, replayed: T) -> Self {
+        let same = recorded == replayed;
+        Compared {
+            recorded,
+            replayed,
+            same,
+        }
+    }
+}
+
+/// What a replay found.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayReport {
+    /// The run replayed.
+    pub run_id: String,
+    /// Whether everything agreed.
+    pub identical: bool,
+    /// The module versions replayed (filter, action).
+    pub modules: Vec<String>,
+    /// The filter's verdict (None: no filter, or it failed).
+    pub verdict: Compared<Option<bool>>,
+    /// The action's output.
+    pub output: Compared<Option<String>>,
+    /// The error, module versions ignored.
+    pub error: Compared<Option<String>>,
+    /// `interface.function args → outcome` of the calls, recorded and replayed.
+    pub calls: Compared<Vec<String>>,
+    /// Calls the recording could not answer, and recorded calls not made.
+    pub divergences: Vec<String>,
+}
+
+/// Replays `record` with these module versions (None: that part is not run).
+pub async fn replay(
+    runtime: &Runtime,
+    services: Arc<HostServices>,
+    record: &RunRecord,
+    filter: Option<&LoadedModule>,
+    action: Option<&LoadedModule>,
+) -> Result<ReplayReport, ReplayError> {
+    let recording = record
+        .recording
+        .as_deref()
+        .ok_or_else(|| ReplayError::NotRecorded(record.run_id.clone()))?;
+    let recorded_event = recording
+        .event
+        .as_ref()
+        .ok_or_else(|| ReplayError::NotRecorded(record.run_id.clone()))?;
+    let data = recorded_event
+        .data
+        .clone()
+        .ok_or_else(|| ReplayError::EventNotKept(record.run_id.clone()))?;
+    let event = Event {
+        id: record.event_id.clone(),
+        trigger: record.trigger.clone(),
+        source: record.source.clone(),
+        kind: record.kind.clone(),
+        time: recorded_event.time.clone(),
+        data,
+    };
+    // kv calls that reach a store at all find a scratch one.
+    let scratch = crate::state::StateStore::in_memory(Default::default())
+        .map_err(|e| ReplayError::Module(e.to_string()))?;
+    let trace = Arc::new(Trace::default());
+    let invocation = |calls: Vec<Call>| Invocation {
+        trace: Some(trace.clone()),
+        replay: Some(Arc::new(ReplaySource::new(calls, false))),
+        ..Invocation::new(
+            &record.trigger,
+            REPLAY_LIMITS,
+            Some(scratch.kv(&record.trigger)),
+            services.clone(),
+        )
+    };
+    let phase_calls = |phase: Phase, attempt: Option<u32>| -> Vec<Call> {
+        recording
+            .calls
+            .iter()
+            .filter(|c| c.phase == phase && attempt.is_none_or(|a| c.attempt == a))
+            .cloned()
+            .collect()
+    };
+    let mut divergences = Vec::new();
+    let mut modules = Vec::new();
+    let mut replayed_error = None;
+
+    // The filter, as recorded: CEL again, or a module.
+    let recorded_verdict = recording.verdict.as_ref().and_then(|v| v.passed);
+    let mut passed = Some(true);
+    let mut replayed_verdict = None;
+    if let Some(verdict) = &recording.verdict {
+        if verdict.filter == "cel" {
+            let expression = verdict.expression.clone().unwrap_or_default();
+            let cel = CelFilter::compile(&expression).map_err(ReplayError::Cel)?;
+            match cel.evaluate(&event) {
+                Ok(v) => replayed_verdict = Some(v),
+                Err(e) => replayed_error = Some(format!("filter: {e}")),
+            }
+        } else {
+            let module = filter.ok_or_else(|| {
+                ReplayError::Module(format!("the filter {} is not available", verdict.filter))
+            })?;
+            modules.push(module.label());
+            trace.enter(Phase::Filter, 0);
+            let inv = invocation(phase_calls(Phase::Filter, None));
+            let source = inv.replay.clone();
+            match runtime.call_filter(module, &inv, &event).await {
+                Ok(v) => replayed_verdict = Some(v),
+                Err(e) => replayed_error = Some(e.message),
+            }
+            divergences.extend(source.map(|s| s.divergences()).unwrap_or_default());
+        }
+        passed = replayed_verdict;
+    }
+
+    // The action: its last recorded attempt.
+    let mut output = None;
+    let last_attempt = record.attempts.last().map(|a| a.number).unwrap_or(1);
+    if passed == Some(true) && record.module.is_some() {
+        let module = action.ok_or_else(|| {
+            ReplayError::Module(format!(
+                "the action {} is not available",
+                record.module.as_deref().unwrap_or("?")
+            ))
+        })?;
+        modules.push(module.label());
+        trace.enter(Phase::Action, last_attempt);
+        let inv = invocation(phase_calls(Phase::Action, Some(last_attempt)));
+        let source = inv.replay.clone();
+        let params = recording.params.clone().unwrap_or_else(|| "{}".into());
+        match runtime.call_action(module, &inv, &event, &params).await {
+            Ok(out) => output = Some(crate::runs::cap_text(out, crate::runs::MAX_OUTPUT_BYTES)),
+            Err(e) => replayed_error = Some(e.message),
+        }
+        divergences.extend(source.map(|s| s.divergences()).unwrap_or_default());
+    }
+
+    let mut made = crate::runs::recording::Recording::default();
+    trace.take_into(&mut made);
+    let describe = |c: &Call| format!("{}.{} {} → {}", c.interface, c.function, c.args, c.outcome);
+    let recorded_calls: Vec<String> = recording
+        .calls
+        .iter()
+        .filter(|c| c.phase == Phase::Filter || c.attempt == last_attempt)
+        .map(describe)
+        .collect();
+    let made_calls: Vec<String> = made.calls.iter().map(describe).collect();
+    let recorded_output = (record.status == RunStatus::Succeeded)
+        .then(|| record.output.clone())
+        .flatten();
+    let verdict = Compared::new(recorded_verdict, replayed_verdict);
+    let output = Compared::new(recorded_output, output);
+    let error = Compared::new(
+        record.error.as_deref().map(without_versions),
+        replayed_error.as_deref().map(without_versions),
+    );
+    let calls = Compared::new(recorded_calls, made_calls);
+    let identical =
+        verdict.same && output.same && error.same && calls.same && divergences.is_empty();
+    Ok(ReplayReport {
+        run_id: record.run_id.clone(),
+        identical,
+        modules,
+        verdict,
+        output,
+        error,
+        calls,
+        divergences,
+    })
+}
+
+/// `name@0123456789ab` → `name@…`, and the engine's retry remark dropped:
+/// errors compare by what went wrong, not by which version said it.
+fn without_versions(message: &str) -> String {
+    let message = message
+        .strip_suffix(" (engine stopped before the next retry)")
+        .unwrap_or(message);
+    let bytes = message.as_bytes();
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        let rest = &bytes[i..];
+        let version = rest.first() == Some(&b'@')
+            && rest.len() >= 13
+            && rest[1..13].iter().all(|b| b.is_ascii_hexdigit())
+            && rest.get(13).is_none_or(|b| !b.is_ascii_hexdigit());
+        if version {
+            out.push_str("@…");
+            i += 13;
+        } else {
+            let ch = message[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_compare_without_module_versions() {
+        assert_eq!(
+            without_versions("m.wasm@0123456789ab returned an error: x@y"),
+            "m.wasm@… returned an error: x@y"
+        );
+        assert_eq!(
+            without_versions("boom (engine stopped before the next retry)"),
+            "boom"
+        );
+    }
+}
