@@ -298,6 +298,7 @@ impl Engine {
         );
         let shutdown_grace = config.engine.shutdown_grace;
         let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
+        let records_runs = config.engine.history.record_event_bytes.is_some();
         let sources = SourceContext {
             submitter: dispatcher.submitter(),
             runs: runs_tx,
@@ -329,6 +330,11 @@ impl Engine {
                 triggers: triggers.clone(),
                 history: history.clone(),
                 secrets: services.secrets.clone(),
+                replay: records_runs.then(|| crate::server::replay::ReplayContext {
+                    runtime: runtime.clone(),
+                    services: services.clone(),
+                    modules: Some(crate::runs::modules::ModuleStore::under(&options.state_dir)),
+                }),
             });
             server_state.set_ready(true);
         }

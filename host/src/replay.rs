@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capabilities::HostServices;
 use crate::cel::CelFilter;
@@ -54,7 +54,7 @@ pub enum ReplayError {
 }
 
 /// A recorded value next to the replayed one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compared<T> {
     /// What the run did.
     pub recorded: T,
@@ -76,7 +76,7 @@ impl<T: PartialEq> Compared<T> {
 }
 
 /// What a replay found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayReport {
     /// The run replayed.
@@ -95,6 +95,16 @@ pub struct ReplayReport {
     pub calls: Compared<Vec<String>>,
     /// Calls the recording could not answer, and recorded calls not made.
     pub divergences: Vec<String>,
+}
+
+/// Which part of a run a module file given without saying stands for: the
+/// filter when the run's filter module has that file name, else the action.
+pub fn is_filter_named(record: &RunRecord, file_name: &str) -> bool {
+    record
+        .filter
+        .as_deref()
+        .and_then(|l| l.rsplit_once('@'))
+        .is_some_and(|(name, _)| name == file_name)
 }
 
 /// Replays `record` with these module versions (None: that part is not run).

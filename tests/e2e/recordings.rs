@@ -333,6 +333,7 @@ triggers:
     let mut replay = std::process::Command::new(support::binary());
     replay
         .args(["replay", run_id, "--state-dir", &state_arg])
+        .args(["--server", "http://127.0.0.1:9"])
         .env("KUBECONFIG", &kube_env);
     let out = replay.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -351,7 +352,17 @@ triggers:
     assert_eq!(server.resource_version(), version);
 
     // Bad input is exit 2, named.
-    let (code, _, err) = run_cli(&["replay", "no-such-run", "--state-dir", &state_arg], None);
+    let (code, _, err) = run_cli(
+        &[
+            "replay",
+            "no-such-run",
+            "--state-dir",
+            &state_arg,
+            "--server",
+            "http://127.0.0.1:9",
+        ],
+        None,
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no run no-such-run"), "{err}");
 }
@@ -368,16 +379,8 @@ fn replaying_with_a_changed_module_reports_exactly_what_changed() {
     engine.wait_started();
     let record = fire_and_record(&engine, "remember", serde_json::json!({}));
     assert_eq!(record["status"], "succeeded", "{record}");
-    let (code, log) = engine.stop_and_log();
-    assert_eq!(code, 0, "{log}");
-    let run_id = record["runId"].as_str().unwrap();
-    let state_arg = state.display().to_string();
-
-    // The recorded version: identical.
-    let (code, out, err) = run_cli(&["replay", run_id, "--state-dir", &state_arg], None);
-    assert_eq!(code, 0, "{out}{err}");
-
-    // Another module under the same file name: its output and its calls differ.
+    let run_id = record["runId"].as_str().unwrap().to_string();
+    let base = engine.base_url();
     let changed = ws.path().join("changed");
     std::fs::create_dir_all(&changed).unwrap();
     std::fs::copy(
@@ -386,12 +389,18 @@ fn replaying_with_a_changed_module_reports_exactly_what_changed() {
     )
     .unwrap();
     let module_arg = changed.join("hostile.wasm").display().to_string();
-    let (code, out, err) = run_cli(
+
+    // Through the running engine's API: the recorded version is identical…
+    let (code, out, err) = run_cli(&["replay", &run_id, "--server", &base], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(": identical"), "{out}");
+    // …and another module under the same file name is not.
+    let (code, online, err) = run_cli(
         &[
             "replay",
-            run_id,
-            "--state-dir",
-            &state_arg,
+            &run_id,
+            "--server",
+            &base,
             "--module",
             &module_arg,
             "-o",
@@ -399,8 +408,83 @@ fn replaying_with_a_changed_module_reports_exactly_what_changed() {
         ],
         None,
     );
+    assert_eq!(code, 1, "{online}{err}");
+    // Bad requests are refused, named.
+    let post = |body: &str| {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{base}/api/v1/runs/{run_id}/replay"))
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (status, text) = post("not json");
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = post(r#"{"action": {"name": "x.wasm", "wasm": "%%%"}}"#);
+    assert!(
+        status == 422 && text.contains("not base64"),
+        "{status} {text}"
+    );
+    let (status, text) = post(r#"{"action": {"name": "x.wasm", "wasm": "AAAA"}}"#);
+    assert!(
+        status == 422 && text.contains("WebAssembly"),
+        "{status} {text}"
+    );
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{base}/api/v1/runs/no-such-run/replay"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+    // The kv write was answered from the recording: the store holds only the first run's.
+    assert_eq!(
+        log.matches("hostile mode kv-set starting").count(),
+        2,
+        "run and the API replay"
+    );
+
+    // From the stopped engine's state directory: the same answers.
+    let state_arg = state.display().to_string();
+    let local = [
+        "--state-dir",
+        state_arg.as_str(),
+        "--server",
+        "http://127.0.0.1:9",
+    ];
+    let (code, out, err) = run_cli(&[&["replay", run_id.as_str()][..], &local].concat(), None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_cli(
+        &[
+            &[
+                "replay",
+                run_id.as_str(),
+                "--module",
+                &module_arg,
+                "-o",
+                "json",
+            ][..],
+            &local,
+        ]
+        .concat(),
+        None,
+    );
     assert_eq!(code, 1, "{out}{err}");
+    let online: Value = serde_json::from_str(&online).unwrap();
     let report: Value = serde_json::from_str(&out).unwrap();
+    for field in [
+        "identical",
+        "verdict",
+        "output",
+        "error",
+        "calls",
+        "divergences",
+    ] {
+        assert_eq!(
+            online[field], report[field],
+            "API and local reports differ in {field}"
+        );
+    }
     assert_eq!(report["identical"], false);
     assert_eq!(report["verdict"]["same"], true, "no filter either way");
     assert_eq!(report["error"]["same"], true, "neither failed");

@@ -98,12 +98,14 @@ pub(crate) struct ReplayArgs {
     /// Another version of the run's action module.
     #[arg(long)]
     pub(crate) action: Option<PathBuf>,
-    /// The stopped engine's state directory [default: .wasmtrigger, as `run`].
+    /// The state directory read when no engine answers [default: .wasmtrigger, as `run`].
     #[arg(long, env = "STATE_DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub(crate) output: Format,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]

@@ -76,6 +76,16 @@ impl ApiClient {
         Ok(value)
     }
 
+    /// Replays a stored run inside the engine; `body` carries uploaded modules.
+    pub async fn replay(&self, id: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{id}/replay"),
+            Some(body),
+        )
+        .await
+    }
+
     /// Whether an engine answers at the address (its `/healthz`, which needs no token).
     pub async fn answers(&self) -> bool {
         self.http

@@ -29,7 +29,7 @@ pub(crate) async fn enqueue(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn client(server: &ServerArgs) -> anyhow::Result<ApiClient> {
+pub(crate) fn client(server: &ServerArgs) -> anyhow::Result<ApiClient> {
     let token = match (&server.api_token, &server.api_token_file) {
         (Some(token), _) => Some(token.trim().to_string()),
         (None, Some(file)) => Some(

@@ -21,6 +21,44 @@ use wasmtrigger::state::{KvLimits, STATE_FILE, StateError, StateStore};
 
 pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let bad = |m: String| anyhow::Error::new(BadInput(m));
+    // A running engine replays itself (it holds the state directory).
+    let api = super::remote::client(&args.server)?;
+    if api.answers().await {
+        let mut body = serde_json::Map::new();
+        for (part, file) in [
+            ("module", &args.module),
+            ("filter", &args.filter),
+            ("action", &args.action),
+        ] {
+            if let Some(file) = file {
+                use base64::Engine as _;
+                let wasm =
+                    std::fs::read(file).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+                body.insert(
+                    part.into(),
+                    serde_json::json!({
+                        "name": file_name(file),
+                        "wasm": base64::engine::general_purpose::STANDARD.encode(wasm),
+                    }),
+                );
+            }
+        }
+        let value = api
+            .replay(&args.run_id, serde_json::Value::Object(body))
+            .await
+            .map_err(|e| match e {
+                super::client::ClientError::Status(400..=499, _) => bad(e.to_string()),
+                other => other.into(),
+            })?;
+        let report: ReplayReport = serde_json::from_value(value)?;
+        return finish(args.output, &report);
+    }
+    if args.server.server.is_some() && args.state_dir.is_none() {
+        return Err(bad(format!(
+            "no engine answers at {}; to replay from a stopped engine's history, give its --state-dir",
+            args.server.server.as_deref().unwrap_or_default()
+        )));
+    }
     let dir = args
         .state_dir
         .clone()
@@ -59,11 +97,7 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // `--module FILE` stands for the part whose module has its file name.
     let (mut filter_file, mut action_file) = (args.filter.clone(), args.action.clone());
     if let Some(file) = &args.module {
-        let name = file_name(file);
-        let is_filter = filter_label
-            .as_deref()
-            .is_some_and(|l| l.rsplit_once('@').is_some_and(|(n, _)| n == name));
-        if is_filter {
+        if wasmtrigger::replay::is_filter_named(&record, &file_name(file)) {
             filter_file = Some(file.clone());
         } else {
             action_file = Some(file.clone());
@@ -113,7 +147,12 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .map_err(|e| bad(e.to_string()))?;
-    print_as(args.output, &report, || report_text(&report))?;
+    finish(args.output, &report)
+}
+
+/// Prints the report; exit 0 when identical, 1 when not.
+fn finish(output: super::args::Format, report: &ReplayReport) -> anyhow::Result<ExitCode> {
+    print_as(output, report, || report_text(report))?;
     Ok(if report.identical {
         ExitCode::SUCCESS
     } else {

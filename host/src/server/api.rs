@@ -5,6 +5,7 @@
 //!   is 1 to 10000 (default 100); a `trigger` neither running nor in the
 //!   history is 404;
 //! - `GET /api/v1/runs/{run_id}`;
+//! - `POST /api/v1/runs/{run_id}/replay` ([`super::replay`]);
 //! - `GET /api/v1/triggers` — state, last success/failure, counts, and
 //!   what each trigger starts on success and on failure;
 //! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`.
@@ -91,6 +92,10 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
                 Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
+        }
+        (Method::POST, ["api", "v1", "runs", id, "replay"]) => {
+            let id = id.to_string();
+            super::replay::handle(state, engine, &id, req).await
         }
         (Method::GET, ["api", "v1", "triggers"]) => {
             match engine.triggers.views(&engine.history).await {

@@ -17,6 +17,7 @@
 mod api;
 pub mod cloudevents;
 mod conn;
+pub mod replay;
 mod token;
 mod webhook;
 
@@ -51,6 +52,8 @@ pub struct ServerContext {
     pub history: Arc<RunStore>,
     /// Where webhook keys come from.
     pub secrets: SecretStore,
+    /// What replays need (None: runs are not recorded).
+    pub replay: Option<replay::ReplayContext>,
 }
 
 /// What request handlers share.
