@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::support::brokers::NatsServer;
-use crate::support::{EngineProcess, Workspace, runs_in_log};
+use crate::support::{self, EngineProcess, Workspace, stop_all};
 
 const CONSUMER: &str = "wasmtrigger-work";
 
@@ -28,40 +28,14 @@ triggers:
 }
 
 fn replicas(ws: &Workspace, config: &str, n: usize) -> Vec<EngineProcess> {
-    let path = ws.write("nats.yaml", config);
-    (0..n)
-        .map(|i| {
-            let state = ws.path().join(format!("state-{i}"));
-            let engine = EngineProcess::start(&path, &state, &[]);
-            engine.wait_started();
-            engine
-        })
-        .collect()
+    support::replicas(ws, "nats.yaml", config, n)
 }
 
-/// `n` of each run's `{"n": i}` body, with its status, from a log.
+/// The stream sequence of each run, with its status, from a log.
 fn processed(log: &str) -> Vec<(u64, String)> {
-    runs_in_log(log, "work")
-        .iter()
-        .map(|r| {
-            let id = r["event_id"].as_str().unwrap_or_default();
-            let seq = id.rsplit(':').next().unwrap_or_default();
-            (
-                seq.parse().unwrap_or(0),
-                r["status"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn stop_all(engines: Vec<EngineProcess>) -> Vec<String> {
-    engines
+    support::processed(log, "work")
         .into_iter()
-        .map(|e| {
-            let (code, log) = e.stop_and_log();
-            assert_eq!(code, 0, "replica exited badly:\n{log}");
-            log
-        })
+        .map(|(seq, status)| (seq.parse().unwrap_or(0), status))
         .collect()
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::redis_server::RedisServer;
-use crate::support::{EngineProcess, Workspace, runs_in_log};
+use crate::support::{self, EngineProcess, Workspace, runs_in_log, stop_all};
 
 const GROUP: &str = "wasmtrigger";
 
@@ -27,40 +27,13 @@ triggers:
     )
 }
 
-/// Starts `n` replicas on one config, each with its own state directory.
 fn replicas(ws: &Workspace, config: &str, n: usize) -> Vec<EngineProcess> {
-    let path = ws.write("queue.yaml", config);
-    (0..n)
-        .map(|i| {
-            let state = ws.path().join(format!("state-{i}"));
-            let engine = EngineProcess::start(&path, &state, &[]);
-            engine.wait_started();
-            engine
-        })
-        .collect()
+    support::replicas(ws, "queue.yaml", config, n)
 }
 
 /// Redis entry ids of the runs in a log, with their status.
 fn processed(log: &str) -> Vec<(String, String)> {
-    runs_in_log(log, "work")
-        .iter()
-        .map(|r| {
-            let id = r["event_id"].as_str().unwrap_or_default();
-            let entry = id.rsplit(':').next().unwrap_or_default().to_string();
-            (entry, r["status"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
-}
-
-fn stop_all(engines: Vec<EngineProcess>) -> Vec<String> {
-    engines
-        .into_iter()
-        .map(|e| {
-            let (code, log) = e.stop_and_log();
-            assert_eq!(code, 0, "replica exited badly:\n{log}");
-            log
-        })
-        .collect()
+    support::processed(log, "work")
 }
 
 #[test]

@@ -327,3 +327,42 @@ pub fn run_lines(lines: &[Value], trigger: &str) -> Vec<Value> {
         .cloned()
         .collect()
 }
+
+/// Starts `n` replicas of one config (written to `file` in `ws`), each with
+/// its own state directory, and waits until each has started.
+pub fn replicas(ws: &super::Workspace, file: &str, config: &str, n: usize) -> Vec<EngineProcess> {
+    let path = ws.write(file, config);
+    (0..n)
+        .map(|i| {
+            let state = ws.path().join(format!("state-{i}"));
+            let engine = EngineProcess::start(&path, &state, &[]);
+            engine.wait_started();
+            engine
+        })
+        .collect()
+}
+
+/// Stops every replica (each must exit 0) and returns their logs.
+pub fn stop_all(engines: Vec<EngineProcess>) -> Vec<String> {
+    engines
+        .into_iter()
+        .map(|e| {
+            let (code, log) = e.stop_and_log();
+            assert_eq!(code, 0, "replica exited badly:\n{log}");
+            log
+        })
+        .collect()
+}
+
+/// The runs of `trigger` in a log as (the last `:`-part of the event id —
+/// a queue's entry id or sequence —, status).
+pub fn processed(log: &str, trigger: &str) -> Vec<(String, String)> {
+    runs_in_log(log, trigger)
+        .iter()
+        .map(|r| {
+            let id = r["event_id"].as_str().unwrap_or_default();
+            let entry = id.rsplit(':').next().unwrap_or_default().to_string();
+            (entry, r["status"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}

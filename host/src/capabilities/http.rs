@@ -33,7 +33,6 @@ pub const CROSS_ORIGIN_HEADERS: &[&str] = &[
 
 impl Host for Capabilities {
     async fn send(&mut self, request: Request) -> Result<Response, WitError> {
-        let started = std::time::Instant::now();
         let body = request.body.as_deref().unwrap_or_default();
         let args = format!(
             "{} {} ({} header(s), {})",
@@ -42,15 +41,10 @@ impl Host for Capabilities {
             request.headers.len(),
             body_summary(body)
         );
-        let result = match self.replayed(("http", "send"), &args, replayed_response) {
-            Some(answer) => answer,
-            None => self.send_checked(request).await,
-        };
-        self.note(
+        self.traced(
             ("http", "send"),
-            || args,
-            started,
-            &result,
+            args,
+            replayed_response,
             |r| {
                 serde_json::json!({
                     "status": r.status,
@@ -60,8 +54,9 @@ impl Host for Capabilities {
                     "bodySha256": crate::runs::recording::sha256_hex(&r.body),
                 })
             },
-        );
-        result
+            async |c: &mut Self| c.send_checked(request).await,
+        )
+        .await
     }
 }
 

@@ -151,22 +151,27 @@ fn text_answer(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
+/// A kube call through [`Capabilities::traced`]: objects are JSON text.
+macro_rules! kube_call {
+    ($caps:expr, $function:literal, $args:expr, $live:expr) => {
+        $caps
+            .traced(
+                ("kube", $function),
+                $args,
+                replayed_object,
+                |t| text_answer(t),
+                $live,
+            )
+            .await
+    };
+}
+
 impl Host for Capabilities {
     async fn get(&mut self, target: Target, name: String) -> Result<String, WitError> {
-        let started = std::time::Instant::now();
         let args = describe_target(&target, Some(&name));
-        let result = match self.replayed(("kube", "get"), &args, replayed_object) {
-            Some(answer) => answer,
-            None => self.kube_get(target, name).await,
-        };
-        self.note(
-            ("kube", "get"),
-            || args,
-            started,
-            &result,
-            |t| text_answer(t),
-        );
-        result
+        kube_call!(self, "get", args, async |c: &mut Self| c
+            .kube_get(target, name)
+            .await)
     }
 
     async fn list_objects(
@@ -174,7 +179,6 @@ impl Host for Capabilities {
         target: Target,
         label_selector: Option<String>,
     ) -> Result<String, WitError> {
-        let started = std::time::Instant::now();
         let args = format!(
             "{}{}",
             describe_target(&target, None),
@@ -183,35 +187,16 @@ impl Host for Capabilities {
                 .map(|l| format!(" with labels {l:?}"))
                 .unwrap_or_default()
         );
-        let result = match self.replayed(("kube", "list-objects"), &args, replayed_object) {
-            Some(answer) => answer,
-            None => self.kube_list(target, label_selector).await,
-        };
-        self.note(
-            ("kube", "list-objects"),
-            || args,
-            started,
-            &result,
-            |t| text_answer(t),
-        );
-        result
+        kube_call!(self, "list-objects", args, async |c: &mut Self| c
+            .kube_list(target, label_selector)
+            .await)
     }
 
     async fn create(&mut self, target: Target, object: String) -> Result<String, WitError> {
-        let started = std::time::Instant::now();
         let args = format!("{}: {object}", describe_target(&target, None));
-        let result = match self.replayed(("kube", "create"), &args, replayed_object) {
-            Some(answer) => answer,
-            None => self.kube_create(target, object).await,
-        };
-        self.note(
-            ("kube", "create"),
-            || args,
-            started,
-            &result,
-            |t| text_answer(t),
-        );
-        result
+        kube_call!(self, "create", args, async |c: &mut Self| c
+            .kube_create(target, object)
+            .await)
     }
 
     async fn apply(
@@ -220,20 +205,10 @@ impl Host for Capabilities {
         name: String,
         object: String,
     ) -> Result<String, WitError> {
-        let started = std::time::Instant::now();
         let args = format!("{}: {object}", describe_target(&target, Some(&name)));
-        let result = match self.replayed(("kube", "apply"), &args, replayed_object) {
-            Some(answer) => answer,
-            None => self.kube_apply(target, name, object).await,
-        };
-        self.note(
-            ("kube", "apply"),
-            || args,
-            started,
-            &result,
-            |t| text_answer(t),
-        );
-        result
+        kube_call!(self, "apply", args, async |c: &mut Self| c
+            .kube_apply(target, name, object)
+            .await)
     }
 
     async fn patch(
@@ -243,40 +218,25 @@ impl Host for Capabilities {
         patch_type: PatchType,
         patch: String,
     ) -> Result<String, WitError> {
-        let started = std::time::Instant::now();
         let args = format!(
             "{} ({patch_type:?}): {patch}",
             describe_target(&target, Some(&name))
         );
-        let result = match self.replayed(("kube", "patch"), &args, replayed_object) {
-            Some(answer) => answer,
-            None => self.kube_patch(target, name, patch_type, patch).await,
-        };
-        self.note(
-            ("kube", "patch"),
-            || args,
-            started,
-            &result,
-            |t| text_answer(t),
-        );
-        result
+        kube_call!(self, "patch", args, async |c: &mut Self| c
+            .kube_patch(target, name, patch_type, patch)
+            .await)
     }
 
     async fn delete(&mut self, target: Target, name: String) -> Result<(), WitError> {
-        let started = std::time::Instant::now();
         let args = describe_target(&target, Some(&name));
-        let result = match self.replayed(("kube", "delete"), &args, |_| Some(())) {
-            Some(answer) => answer,
-            None => self.kube_delete(target, name).await,
-        };
-        self.note(
+        self.traced(
             ("kube", "delete"),
-            || args,
-            started,
-            &result,
+            args,
+            |_| Some(()),
             |_| serde_json::Value::Null,
-        );
-        result
+            async |c: &mut Self| c.kube_delete(target, name).await,
+        )
+        .await
     }
 }
 

@@ -42,25 +42,19 @@ impl Capabilities {
 impl Capabilities {
     /// A kv call, recorded in the run's trace with its answer.
     async fn kv_call<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
-        &self,
+        &mut self,
         function: &str,
         args: String,
         call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, WitError> {
-        let started = std::time::Instant::now();
-        let replayed = self.replayed(("kv", function), &args, |v| serde_json::from_value(v).ok());
-        let result = match replayed {
-            Some(answer) => answer,
-            None => self.with_kv(call).await,
-        };
-        self.note(
+        self.traced(
             ("kv", function),
-            || args,
-            started,
-            &result,
+            args,
+            |v| serde_json::from_value(v).ok(),
             |v| serde_json::to_value(v).unwrap_or_default(),
-        );
-        result
+            async |c: &mut Self| c.with_kv(call).await,
+        )
+        .await
     }
 }
 

@@ -215,6 +215,27 @@ impl Capabilities {
         });
     }
 
+    /// One capability call, the same way for every capability: answered from
+    /// the recording in a replay (`decode` reads the recorded JSON), else made
+    /// by `live`; recorded in the run's trace either way (`answer` writes the
+    /// JSON kept).
+    async fn traced<T>(
+        &mut self,
+        call: (&str, &str),
+        args: String,
+        decode: impl FnOnce(serde_json::Value) -> Option<T>,
+        answer: impl FnOnce(&T) -> serde_json::Value,
+        live: impl AsyncFnOnce(&mut Self) -> Result<T, WitError>,
+    ) -> Result<T, WitError> {
+        let started = std::time::Instant::now();
+        let result = match self.replayed(call, &args, decode) {
+            Some(recorded) => recorded,
+            None => live(self).await,
+        };
+        self.note(call, || args, started, &result, answer);
+        result
+    }
+
     /// In a replay, the recorded answer to this call (`decode` turns its JSON
     /// into the guest's value), or a refusal when the recording has none; None
     /// when the call is to be made for real (no replay, or a live one).

@@ -73,6 +73,13 @@ impl Loader<'_> {
         }
     }
 
+    /// The largest message a broker source takes: `given` (default 1 MiB), checked.
+    fn message_size(&mut self, at: (&Path, &str), field: &str, given: Option<u64>) -> u64 {
+        let bytes = given.unwrap_or(1 << 20);
+        self.bounded(at, field, bytes, MAX_MESSAGE, " bytes");
+        bytes
+    }
+
     pub(super) fn redis_queue(
         &mut self,
         file: &Path,
@@ -105,14 +112,8 @@ impl Loader<'_> {
         }
         let batch = spec.batch.unwrap_or(16);
         self.bounded(at, "source.batch", batch as u64, 1000, "");
-        let max_entry_bytes = spec.max_entry_size.map(|b| b.0).unwrap_or(1 << 20);
-        self.bounded(
-            at,
-            "source.maxEntrySize",
-            max_entry_bytes,
-            MAX_MESSAGE,
-            " bytes",
-        );
+        let max_entry_bytes =
+            self.message_size(at, "source.maxEntrySize", spec.max_entry_size.map(|b| b.0));
         if self.errors.len() > before {
             return None;
         }
@@ -176,13 +177,10 @@ impl Loader<'_> {
         }
         let batch = spec.batch.unwrap_or(64);
         self.bounded(at, "source.batch", batch as u64, 1000, "");
-        let max_message_bytes = spec.max_message_size.map(|b| b.0).unwrap_or(1 << 20);
-        self.bounded(
+        let max_message_bytes = self.message_size(
             at,
             "source.maxMessageSize",
-            max_message_bytes,
-            MAX_MESSAGE,
-            " bytes",
+            spec.max_message_size.map(|b| b.0),
         );
         if self.errors.len() > before {
             return None;
@@ -248,13 +246,10 @@ impl Loader<'_> {
             let message = "expected at most 4294967295s (about 136 years)".to_string();
             self.error(file, Some(label), Some("source.sessionExpiry"), message);
         }
-        let max_message_bytes = spec.max_message_size.map(|b| b.0).unwrap_or(1 << 20);
-        self.bounded(
+        let max_message_bytes = self.message_size(
             at,
             "source.maxMessageSize",
-            max_message_bytes,
-            MAX_MESSAGE,
-            " bytes",
+            spec.max_message_size.map(|b| b.0),
         );
         if self.errors.len() > before {
             return None;
