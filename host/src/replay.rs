@@ -5,7 +5,9 @@
 //!
 //! - A call the recording has no answer for (a different call, one more than
 //!   recorded, or one whose answer was over the size bound) is a
-//!   *divergence*: it is answered `failed` and reported.
+//!   *divergence*: it is answered `failed` and reported — unless the replay
+//!   is *live*, which makes such calls for real under the trigger's grants
+//!   (listed as `madeLive`, not as divergences).
 //! - `secrets.get` is answered with a stand-in (`[secret NAME]`): secret values
 //!   are never recorded.
 //! - kv calls made live would go to a scratch namespace thrown away after the
@@ -95,6 +97,9 @@ pub struct ReplayReport {
     pub calls: Compared<Vec<String>>,
     /// Calls the recording could not answer, and recorded calls not made.
     pub divergences: Vec<String>,
+    /// Calls a live replay made for real (the recording had no answer).
+    #[serde(default)]
+    pub made_live: Vec<String>,
 }
 
 /// Which part of a run a module file given without saying stands for: the
@@ -107,13 +112,15 @@ pub fn is_filter_named(record: &RunRecord, file_name: &str) -> bool {
         .is_some_and(|(name, _)| name == file_name)
 }
 
-/// Replays `record` with these module versions (None: that part is not run).
+/// Replays `record` with these module versions (None: that part is not run);
+/// `live`: the trigger's grants, under which calls the recording cannot
+/// answer are made for real (None: they are refused).
 pub async fn replay(
     runtime: &Runtime,
     services: Arc<HostServices>,
     record: &RunRecord,
-    filter: Option<&LoadedModule>,
-    action: Option<&LoadedModule>,
+    (filter, action): (Option<&LoadedModule>, Option<&LoadedModule>),
+    live: Option<Arc<crate::capabilities::ActionAccess>>,
 ) -> Result<ReplayReport, ReplayError> {
     let recording = record
         .recording
@@ -141,7 +148,7 @@ pub async fn replay(
     let trace = Arc::new(Trace::default());
     let invocation = |calls: Vec<Call>| Invocation {
         trace: Some(trace.clone()),
-        replay: Some(Arc::new(ReplaySource::new(calls, false))),
+        replay: Some(Arc::new(ReplaySource::new(calls, live.is_some()))),
         ..Invocation::new(
             &record.trigger,
             REPLAY_LIMITS,
@@ -158,6 +165,7 @@ pub async fn replay(
             .collect()
     };
     let mut divergences = Vec::new();
+    let mut made_live = Vec::new();
     let mut modules = Vec::new();
     let mut replayed_error = None;
 
@@ -185,7 +193,10 @@ pub async fn replay(
                 Ok(v) => replayed_verdict = Some(v),
                 Err(e) => replayed_error = Some(e.message),
             }
-            divergences.extend(source.map(|s| s.divergences()).unwrap_or_default());
+            if let Some(source) = source {
+                divergences.extend(source.divergences());
+                made_live.extend(source.made_live());
+            }
         }
         passed = replayed_verdict;
     }
@@ -202,14 +213,20 @@ pub async fn replay(
         })?;
         modules.push(module.label());
         trace.enter(Phase::Action, last_attempt);
-        let inv = invocation(phase_calls(Phase::Action, Some(last_attempt)));
+        let inv = Invocation {
+            access: live.clone(),
+            ..invocation(phase_calls(Phase::Action, Some(last_attempt)))
+        };
         let source = inv.replay.clone();
         let params = recording.params.clone().unwrap_or_else(|| "{}".into());
         match runtime.call_action(module, &inv, &event, &params).await {
             Ok(out) => output = Some(crate::runs::cap_text(out, crate::runs::MAX_OUTPUT_BYTES)),
             Err(e) => replayed_error = Some(e.message),
         }
-        divergences.extend(source.map(|s| s.divergences()).unwrap_or_default());
+        if let Some(source) = source {
+            divergences.extend(source.divergences());
+            made_live.extend(source.made_live());
+        }
     }
 
     let mut made = crate::runs::recording::Recording::default();
@@ -243,6 +260,7 @@ pub async fn replay(
         error,
         calls,
         divergences,
+        made_live,
     })
 }
 

@@ -501,3 +501,73 @@ fn replaying_with_a_changed_module_reports_exactly_what_changed() {
         serde_json::json!([r#"kv.set "seen" = "twice": recorded, not made"#])
     );
 }
+
+#[test]
+fn a_live_replay_makes_the_calls_the_recording_cannot_answer_under_the_grants() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(TestServer::start());
+    let ws = Workspace::new();
+    // A 10,000-byte response: its recording keeps 4 KiB of the body, so it cannot be replayed.
+    let config = ws.write(
+        "big.yaml",
+        &format!(
+            "triggers:\n  - name: big\n    source: {{ type: schedule, every: 24h }}\n    action: {{ module: hostile.wasm, params: {{ mode: http, request: {{ method: GET, url: \"{}\" }} }}, grants: {{ http: [\"{}\"] }} }}\n",
+            server.url("/big?bytes=10000"),
+            server.grant()
+        ),
+    );
+    let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
+    engine.wait_started();
+    let record = fire_and_record(&engine, "big", serde_json::json!({}));
+    assert_eq!(record["status"], "succeeded", "{record}");
+    let run_id = record["runId"].as_str().unwrap().to_string();
+    let base = engine.base_url();
+    assert_eq!(server.seen().len(), 1);
+
+    let (code, out, err) = run_cli(&["replay", &run_id, "--server", &base, "-o", "json"], None);
+    assert_eq!(code, 1, "{out}{err}");
+    let refused: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        refused["divergences"][0]
+            .as_str()
+            .unwrap()
+            .contains("its recorded answer is not whole"),
+        "{refused:#}"
+    );
+    assert_eq!(server.seen().len(), 1, "a replay sends nothing");
+
+    let (_, out, err) = run_cli(
+        &["replay", &run_id, "--server", &base, "--live", "-o", "json"],
+        None,
+    );
+    let live: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(live["divergences"], serde_json::json!([]), "{live:#}");
+    assert!(
+        live["madeLive"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("http.send GET"),
+        "{live:#}"
+    );
+    assert_eq!(live["error"]["same"], true, "{live:#}");
+    assert_eq!(server.seen().len(), 2, "the live call went out, once");
+
+    // Offline, there are no grants to go live with.
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+    let state = ws.state_dir().display().to_string();
+    let (code, _, err) = run_cli(
+        &[
+            "replay",
+            &run_id,
+            "--state-dir",
+            &state,
+            "--server",
+            "http://127.0.0.1:9",
+            "--live",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--live needs the running engine"), "{err}");
+}

@@ -247,12 +247,25 @@ impl Capabilities {
     ) -> Option<Result<T, WitError>> {
         use crate::runs::recording::Replayed;
         let replay = self.replay.as_ref()?;
+        let refused = || {
+            Some(Err(WitError::Failed(
+                "replay: the recording has no answer for this call".into(),
+            )))
+        };
         match replay.answer(interface, function, args) {
-            Replayed::Answer(outcome, answer) if outcome == "ok" => {
-                Some(decode(answer).ok_or_else(|| {
-                    WitError::Failed("replay: the recorded answer does not fit this call".into())
-                }))
-            }
+            Replayed::Answer(outcome, answer) if outcome == "ok" => match decode(answer) {
+                Some(value) => Some(Ok(value)),
+                None => {
+                    // Kept in part only (a body over the bound): not an answer.
+                    replay.unanswered(
+                        interface,
+                        function,
+                        args,
+                        "its recorded answer is not whole",
+                    );
+                    if replay.live { None } else { refused() }
+                }
+            },
             Replayed::Answer(outcome, answer) => {
                 let message = answer["message"].as_str().unwrap_or_default().to_string();
                 Some(Err(match outcome.as_str() {
@@ -263,9 +276,7 @@ impl Capabilities {
                 }))
             }
             Replayed::Missing if replay.live => None,
-            Replayed::Missing => Some(Err(WitError::Failed(
-                "replay: the recording has no answer for this call".into(),
-            ))),
+            Replayed::Missing => refused(),
         }
     }
 

@@ -98,6 +98,9 @@ pub(crate) struct ReplayArgs {
     /// Another version of the run's action module.
     #[arg(long)]
     pub(crate) action: Option<PathBuf>,
+    /// Make the calls the recording has no answer for, for real, under the trigger's grants (needs the running engine).
+    #[arg(long)]
+    pub(crate) live: bool,
     /// The state directory read when no engine answers [default: .wasmtrigger, as `run`].
     #[arg(long, env = "STATE_DIR")]
     pub(crate) state_dir: Option<PathBuf>,

@@ -43,6 +43,9 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        if args.live {
+            body.insert("live".into(), serde_json::Value::Bool(true));
+        }
         let value = api
             .replay(&args.run_id, serde_json::Value::Object(body))
             .await
@@ -52,6 +55,11 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             })?;
         let report: ReplayReport = serde_json::from_value(value)?;
         return finish(args.output, &report);
+    }
+    if args.live {
+        return Err(bad(
+            "--live needs the running engine (it holds the trigger's grants); start it or drop --live".into(),
+        ));
     }
     if args.server.server.is_some() && args.state_dir.is_none() {
         return Err(bad(format!(
@@ -142,8 +150,8 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         &runtime,
         services,
         &record,
-        filter.as_ref(),
-        action.as_ref(),
+        (filter.as_ref(), action.as_ref()),
+        None,
     )
     .await
     .map_err(|e| bad(e.to_string()))?;
@@ -212,6 +220,9 @@ fn report_text(report: &ReplayReport) -> String {
     }
     for d in &report.divergences {
         out.push_str(&format!("divergence: {d}\n"));
+    }
+    for call in &report.made_live {
+        out.push_str(&format!("made live: {call}\n"));
     }
     out
 }

@@ -297,6 +297,7 @@ pub struct ReplaySource {
     /// Let calls the recording has no answer for through (under the trigger's grants).
     pub live: bool,
     divergences: Mutex<Vec<String>>,
+    made_live: Mutex<Vec<String>>,
 }
 
 /// What the recording says to a call.
@@ -314,6 +315,7 @@ impl ReplaySource {
             calls: Mutex::new(calls.into()),
             live,
             divergences: Mutex::default(),
+            made_live: Mutex::default(),
         }
     }
 
@@ -340,11 +342,28 @@ impl ReplaySource {
             None => "the recording has no more calls".to_string(),
         };
         drop(calls);
-        self.divergences
-            .lock()
+        self.unanswered(interface, function, &args, &why);
+        Replayed::Missing
+    }
+
+    /// Notes a call the recording cannot answer: a divergence, or (live) a call made for real.
+    pub fn unanswered(&self, interface: &str, function: &str, args: &str, why: &str) {
+        let list = if self.live {
+            &self.made_live
+        } else {
+            &self.divergences
+        };
+        list.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(format!("{interface}.{function} {args}: {why}"));
-        Replayed::Missing
+    }
+
+    /// Calls a live replay made for real, with why the recording could not answer them.
+    pub fn made_live(&self) -> Vec<String> {
+        self.made_live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Calls the recording could not answer, and recorded calls never made.

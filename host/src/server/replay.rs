@@ -1,7 +1,7 @@
 //! `POST /api/v1/runs/{id}/replay`: replays a stored run inside the running
 //! engine ([`crate::replay`]), against the module versions kept for it or
 //! against versions uploaded with the request:
-//! `{"module"|"filter"|"action": {"name": "x.wasm", "wasm": BASE64}}` (the
+//! `{"module"|"filter"|"action": {"name": "x.wasm", "wasm": BASE64}, "live": true}` (the
 //! body at most [`MAX_BODY`] bytes). Answers the report; 422 when the run
 //! cannot be replayed (not recorded, module not kept or not a module).
 
@@ -77,12 +77,31 @@ pub(super) async fn handle(
             Err(message) => return error(StatusCode::UNPROCESSABLE_ENTITY, &message),
         }
     }
+    // Live: calls the recording cannot answer go out under the trigger's grants as they are now.
+    let live = if request["live"] == true {
+        let Some(trigger) = engine.triggers.trigger(&record.trigger).await else {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!(
+                    "trigger `{}` is not running: a live replay needs its grants",
+                    record.trigger
+                ),
+            );
+        };
+        let action = &trigger.config().action;
+        Some(Arc::new(crate::capabilities::ActionAccess {
+            grants: action.grants.clone(),
+            http: action.http,
+        }))
+    } else {
+        None
+    };
     let report = crate::replay::replay(
         &context.runtime,
         context.services.clone(),
         &record,
-        loaded[0].as_ref(),
-        loaded[1].as_ref(),
+        (loaded[0].as_ref(), loaded[1].as_ref()),
+        live,
     )
     .await;
     match report {
