@@ -97,7 +97,13 @@ fn logging_flags_stay_out_of_each_command_help() {
 /// Every listing speaks `-o table|json|yaml`, and the three say the same.
 #[test]
 fn modules_list_as_table_json_and_yaml() {
-    let dir = support::modules().display().to_string();
+    // A directory of its own: other tests add modules to the shared one
+    // while this one lists it three times.
+    let ws = Workspace::new();
+    for name in ["counter.wasm", "log-event.wasm", "ready-replicas.wasm"] {
+        std::fs::copy(support::module(name), ws.path().join(name)).unwrap();
+    }
+    let dir = ws.path().display().to_string();
     let (code, table, err) = support::run_cli(&["modules", &dir], None);
     assert_eq!(code, 0, "{err}");
     assert!(table.starts_with("MODULE"), "{table}");
