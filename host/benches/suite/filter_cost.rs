@@ -245,6 +245,9 @@ pub async fn languages(mode: Mode) -> Table {
         ("Python", "ready-replicas-py.wasm"),
         ("JavaScript", "ready-replicas-js.wasm"),
         ("C++", "ready-replicas-cpp.wasm"),
+        // Not ready-replicas: C has no JSON parser to write it with. The
+        // raw-bindings filter shows what C costs without one.
+        ("C (skip-deletes: no JSON parsing)", "skip-deletes-c.wasm"),
     ] {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).expect("language module");
