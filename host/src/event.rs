@@ -17,6 +17,9 @@ pub struct Event {
     pub time: String,
     /// The payload as JSON text.
     pub data: String,
+    /// For an event resubmitted by `redrive`: the run it repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_of: Option<String>,
 }
 
 impl Event {
@@ -29,6 +32,7 @@ impl Event {
             kind: kind.to_string(),
             time: now_rfc3339(),
             data: data.to_string(),
+            redrive_of: None,
         }
     }
 
@@ -72,6 +76,7 @@ impl Event {
                 .map(str::to_string)
                 .unwrap_or_else(now_rfc3339),
             data,
+            redrive_of: None,
         })
     }
 }

@@ -141,6 +141,7 @@ pub async fn replay(
         kind: record.kind.clone(),
         time: recorded_event.time.clone(),
         data,
+        redrive_of: None,
     };
     // kv calls that reach a store at all find a scratch one.
     let scratch = crate::state::StateStore::in_memory(Default::default())

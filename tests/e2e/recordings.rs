@@ -257,30 +257,7 @@ fn retention_drops_module_versions_no_record_names_any_more() {
 
 /// Fires `trigger` on `engine` with `data` and returns its stored run record.
 fn fire_and_record(engine: &EngineProcess, trigger: &str, data: Value) -> Value {
-    let response = reqwest::blocking::Client::new()
-        .post(format!(
-            "{}/api/v1/triggers/{trigger}/fire",
-            engine.base_url()
-        ))
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "data": data }).to_string())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let run = engine.wait_runs(trigger, 1).remove(0);
-    let run_id = run["run_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + support::DEADLINE;
-    loop {
-        if let Some(r) = engine
-            .stored_runs(trigger)
-            .into_iter()
-            .find(|r| r["runId"] == run_id)
-        {
-            return r;
-        }
-        assert!(std::time::Instant::now() < deadline, "record not stored");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fire_and_record_nth(engine, trigger, data)
 }
 
 #[test]
@@ -570,4 +547,132 @@ fn a_live_replay_makes_the_calls_the_recording_cannot_answer_under_the_grants() 
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--live needs the running engine"), "{err}");
+}
+
+#[test]
+fn redrive_resubmits_exactly_the_failed_events_of_a_window() {
+    let ws = Workspace::new();
+    let config = ws.write(
+        "flaky.yaml",
+        "triggers:\n  - name: flaky\n    source: { type: schedule, every: 24h }\n    action: { module: hostile.wasm, params: { mode: work }, retry: { max: 0 } }\n",
+    );
+    let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
+    engine.wait_started();
+    let base = engine.base_url();
+    let failing = serde_json::json!({"body": {"failures": 1}});
+    let fine = serde_json::json!({"body": {}});
+    // Two failures before the window…
+    for _ in 0..2 {
+        fire_and_record_nth(&engine, "flaky", failing.clone());
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let window = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_millis(20));
+    // …and three failures and two successes in it.
+    let mut in_window = Vec::new();
+    for data in [&failing, &fine, &failing, &fine, &failing] {
+        let record = fire_and_record_nth(&engine, "flaky", data.clone());
+        if record["status"] == "failed" {
+            in_window.push(record["runId"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(in_window.len(), 3);
+    in_window.sort();
+    let ids = |v: &Value, key: &str| -> Vec<String> {
+        let mut ids: Vec<String> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["runId"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let redrive = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "redrive",
+            "--trigger",
+            "flaky",
+            "--since",
+            &window,
+            "--server",
+            &base,
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+
+    // A dry run lists exactly them; with a module that handles them, all are kept;
+    // with the module that failed, none is.
+    let dry = redrive(&["--dry-run"]);
+    assert_eq!(ids(&dry, "redriven"), in_window);
+    let fixed_module = support::module("log-event.wasm").display().to_string();
+    let checked = redrive(&["--dry-run", "--module", &fixed_module]);
+    assert_eq!(ids(&checked, "redriven"), in_window, "{checked:#}");
+    assert!(
+        checked["replayed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["fixed"] == true)
+    );
+    let same_module = support::module("hostile.wasm").display().to_string();
+    let still = redrive(&["--dry-run", "--module", &same_module]);
+    assert_eq!(ids(&still, "redriven"), Vec::<String>::new(), "{still:#}");
+    assert_eq!(engine.runs("flaky").len(), 7, "dry runs resubmit nothing");
+
+    // The real thing: three new events, each run naming the run it repeats.
+    let done = redrive(&[]);
+    assert_eq!(ids(&done, "redriven"), in_window);
+    engine.wait_runs("flaky", 10);
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    let mut redriven_of = loop {
+        let stored = engine.stored_runs("flaky");
+        let of: Vec<String> = stored
+            .iter()
+            .filter_map(|r| r["redriveOf"].as_str().map(str::to_string))
+            .collect();
+        if of.len() == 3 {
+            break of;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stored:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    redriven_of.sort();
+    assert_eq!(redriven_of, in_window);
+    let (code, log) = engine.stop_and_log();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// Fires `trigger` once more and returns the record of that run (the newest).
+fn fire_and_record_nth(engine: &EngineProcess, trigger: &str, data: Value) -> Value {
+    let before = engine.runs(trigger).len();
+    let response = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/api/v1/triggers/{trigger}/fire",
+            engine.base_url()
+        ))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "data": data }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let run = engine.wait_runs(trigger, before + 1).remove(before);
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        if let Some(r) = engine
+            .stored_runs(trigger)
+            .into_iter()
+            .find(|r| r["runId"] == run_id)
+        {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "record not stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -75,6 +75,8 @@ pub(crate) enum Command {
     Fire(FireArgs),
     /// Re-run a recorded run with every capability call answered from its recording; print the differences.
     Replay(ReplayArgs),
+    /// Resubmit a trigger's recorded events (failed ones by default) to a running engine, as new events.
+    Redrive(RedriveArgs),
     /// Write a ready-to-build filter or action project (Rust, Python or JavaScript).
     New(NewArgs),
     /// Add a work item to a Redis stream drained by `type: redis-queue` triggers.
@@ -83,6 +85,33 @@ pub(crate) enum Command {
     Rbac(RbacArgs),
     /// Print the Trigger CustomResourceDefinition (as checked in at deploy/crd/trigger.yaml).
     Crd,
+}
+
+#[derive(Args)]
+pub(crate) struct RedriveArgs {
+    /// The trigger whose runs' events are resubmitted.
+    #[arg(long)]
+    pub(crate) trigger: String,
+    /// Runs with this status: failed, succeeded, filtered or any.
+    #[arg(long, default_value = "failed")]
+    pub(crate) status: String,
+    /// Only runs started since this RFC 3339 time or this long ago (e.g. 1h).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// At most this many runs (1 to 10000).
+    #[arg(long, default_value = "1000", value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub(crate) limit: u16,
+    /// Replay each run against this module first and resubmit only those it handles without an error.
+    #[arg(long)]
+    pub(crate) module: Option<PathBuf>,
+    /// List what would be resubmitted; resubmit nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: Format,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]

@@ -86,6 +86,16 @@ impl ApiClient {
         .await
     }
 
+    /// Resubmits a trigger's recorded events; `body` selects them.
+    pub async fn redrive(&self, trigger: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/triggers/{trigger}/redrive"),
+            Some(body),
+        )
+        .await
+    }
+
     /// Whether an engine answers at the address (its `/healthz`, which needs no token).
     pub async fn answers(&self) -> bool {
         self.http

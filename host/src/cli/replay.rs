@@ -1,15 +1,19 @@
-//! `wasmtrigger replay RUN_ID`: loads a recorded run from a stopped engine's
-//! state directory, finds its module versions (kept by content under
-//! `recorded-modules/`) or takes other ones, replays it
-//! ([`wasmtrigger::replay`]) and prints what differs. Exit 0: identical;
-//! 1: different; 2: bad input.
+//! `wasmtrigger replay RUN_ID`: asks the running engine to replay a recorded
+//! run, or loads it from a stopped engine's state directory, finds its module
+//! versions (kept by content under `recorded-modules/`) or takes other ones,
+//! replays it ([`wasmtrigger::replay`]) and prints what differs. Exit 0:
+//! identical; 1: different; 2: bad input.
+//!
+//! `wasmtrigger redrive --trigger T`: resubmits recorded events through the
+//! running engine; with `--module FILE`, only those whose replay against
+//! FILE ends without an error.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::BadInput;
-use super::args::ReplayArgs;
+use super::args::{RedriveArgs, ReplayArgs};
 use super::remote::print_as;
 use wasmtrigger::capabilities::HostServices;
 use wasmtrigger::capabilities::secrets::SecretStore;
@@ -223,6 +227,113 @@ fn report_text(report: &ReplayReport) -> String {
     }
     for call in &report.made_live {
         out.push_str(&format!("made live: {call}\n"));
+    }
+    out
+}
+
+pub(crate) async fn redrive(args: RedriveArgs) -> anyhow::Result<ExitCode> {
+    let bad = |m: String| anyhow::Error::new(BadInput(m));
+    let api = super::remote::client(&args.server)?;
+    if !api.answers().await {
+        return Err(bad(
+            "redrive needs the running engine: the events go through its dispatcher and journal"
+                .into(),
+        ));
+    }
+    let mut selection = serde_json::json!({
+        "status": args.status,
+        "limit": args.limit,
+        "dryRun": true,
+    });
+    if let Some(since) = &args.since {
+        selection["since"] = since.clone().into();
+    }
+    let to_status = |e: super::client::ClientError| match e {
+        super::client::ClientError::Status(400..=499, _) => bad(e.to_string()),
+        other => other.into(),
+    };
+    let mut checked = Vec::new();
+    if let Some(file) = &args.module {
+        // Replay every candidate against the module; keep the ones it handles.
+        use base64::Engine as _;
+        let wasm = std::fs::read(file).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+        let module = serde_json::json!({
+            "name": file_name(file),
+            "wasm": base64::engine::general_purpose::STANDARD.encode(wasm),
+        });
+        let candidates = api
+            .redrive(&args.trigger, selection.clone())
+            .await
+            .map_err(to_status)?;
+        let mut keep = Vec::new();
+        for run in candidates["redriven"].as_array().into_iter().flatten() {
+            let id = run["runId"].as_str().unwrap_or_default().to_string();
+            let report = api
+                .replay(&id, serde_json::json!({ "module": module }))
+                .await
+                .map_err(to_status)?;
+            let fixed = report["error"]["replayed"].is_null();
+            checked.push(serde_json::json!({ "runId": id, "fixed": fixed, "error": report["error"]["replayed"] }));
+            if fixed {
+                keep.push(id);
+            }
+        }
+        selection["runIds"] = keep.into();
+    }
+    selection["dryRun"] = args.dry_run.into();
+    let mut result = if args.module.is_some()
+        && selection["runIds"]
+            .as_array()
+            .is_some_and(|ids| ids.is_empty())
+    {
+        serde_json::json!({ "dryRun": args.dry_run, "redriven": [], "skipped": [] })
+    } else {
+        api.redrive(&args.trigger, selection)
+            .await
+            .map_err(to_status)?
+    };
+    if args.module.is_some() {
+        result["replayed"] = checked.into();
+    }
+    print_as(args.output, &result, || redrive_text(&result))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The redrive for people: one line per run.
+fn redrive_text(result: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for run in result["replayed"].as_array().into_iter().flatten() {
+        let verdict = if run["fixed"] == true {
+            "the module handles it".to_string()
+        } else {
+            format!("still fails: {}", run["error"].as_str().unwrap_or(""))
+        };
+        out.push_str(&format!(
+            "replayed {}: {verdict}\n",
+            run["runId"].as_str().unwrap_or("")
+        ));
+    }
+    let dry = result["dryRun"] == true;
+    for run in result["redriven"].as_array().into_iter().flatten() {
+        let id = run["runId"].as_str().unwrap_or("");
+        if dry {
+            out.push_str(&format!("would resubmit the event of run {id}\n"));
+        } else {
+            out.push_str(&format!(
+                "resubmitted the event of run {id} as event {}\n",
+                run["eventId"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    for run in result["skipped"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "skipped run {}: {}\n",
+            run["runId"].as_str().unwrap_or(""),
+            run["reason"].as_str().unwrap_or("")
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no runs matched\n");
     }
     out
 }

@@ -42,6 +42,9 @@ pub(crate) fn run_text(run: &RunRecord) -> String {
     if run.replayed {
         let _ = writeln!(out, "delivery {} (replayed after a restart)", run.delivery);
     }
+    if let Some(original) = &run.redrive_of {
+        let _ = writeln!(out, "redrive of run {original}");
+    }
     if let Some(upstream) = &run.upstream {
         let _ = writeln!(
             out,

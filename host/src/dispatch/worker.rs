@@ -302,6 +302,7 @@ fn run_record(
         upstream: job.upstream.take(),
         delivery: job.delivery,
         replayed: job.delivery > 1,
+        redrive_of: job.event.redrive_of.clone(),
         recording: job.recording.take().map(|mut recording| {
             if let Some(trace) = job.trace.take() {
                 trace.take_into(&mut recording);

@@ -523,6 +523,7 @@ mod tests {
             upstream: None,
             delivery: 1,
             replayed: false,
+            redrive_of: None,
             recording: None,
         }
     }

@@ -8,7 +8,8 @@
 //! - `POST /api/v1/runs/{run_id}/replay` ([`super::replay`]);
 //! - `GET /api/v1/triggers` — state, last success/failure, counts, and
 //!   what each trigger starts on success and on failure;
-//! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`.
+//! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`;
+//! - `POST /api/v1/triggers/{name}/redrive` ([`super::redrive`]).
 //!
 //! `fire` never skips a trigger's own authentication: a webhook trigger with
 //! `auth` other than `none` cannot be fired here (403); its events come only
@@ -96,6 +97,10 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
         (Method::POST, ["api", "v1", "runs", id, "replay"]) => {
             let id = id.to_string();
             super::replay::handle(state, engine, &id, req).await
+        }
+        (Method::POST, ["api", "v1", "triggers", name, "redrive"]) => {
+            let name = name.to_string();
+            super::redrive::handle(state, engine, &name, req).await
         }
         (Method::GET, ["api", "v1", "triggers"]) => {
             match engine.triggers.views(&engine.history).await {

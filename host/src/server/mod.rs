@@ -17,6 +17,7 @@
 mod api;
 pub mod cloudevents;
 mod conn;
+mod redrive;
 pub mod replay;
 mod token;
 mod webhook;
