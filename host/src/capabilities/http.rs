@@ -8,7 +8,9 @@
 //! followed. A host name must not resolve to loopback, link-local or the
 //! engine's own listener unless its grant allows it ([`super::egress`]). A
 //! whole exchange, redirects and body included, must fit the per-request
-//! timeout, and the body the response-size cap.
+//! timeout, and the body the response-size cap. In a dry run, a request other
+//! than GET or HEAD is checked like any other and then not sent: the guest gets
+//! `202` with `x-wasmtrigger-dry-run: true` and no body.
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -57,6 +59,19 @@ impl Host for Capabilities {
             async |c: &mut Self| c.send_checked(request).await,
         )
         .await
+    }
+}
+
+/// What a dry run answers instead of sending a request that is not GET or
+/// HEAD: `202` with `x-wasmtrigger-dry-run: true` and no body.
+fn dry_run_response() -> Response {
+    Response {
+        status: 202,
+        headers: vec![Header {
+            name: "x-wasmtrigger-dry-run".into(),
+            value: "true".into(),
+        }],
+        body: Vec::new(),
     }
 }
 
@@ -133,6 +148,9 @@ impl Capabilities {
                 &asked,
                 "destination not granted to this trigger",
             ));
+        }
+        if caps.dry_run.is_some() && method != Method::GET && method != Method::HEAD {
+            return Ok(dry_run_response());
         }
         let exchange = Exchange {
             services: caps.services.clone(),

@@ -1,6 +1,8 @@
 //! `kube`: the Kubernetes API for actions, under `grants.kube`. A call is
 //! checked against the trigger's grants before any request is made; the
 //! kind is resolved through discovery (cached per process by the connector).
+//! In a dry run, writes are sent as server-side dry runs (`dryRun=All`): the
+//! API server validates and answers, and stores nothing.
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
@@ -273,9 +275,15 @@ impl Capabilities {
         let object: DynamicObject = serde_json::from_value(value)
             .map_err(|e| WitError::Invalid(format!("not a Kubernetes object: {e}")))?;
         to_text(
-            &api.create(&PostParams::default(), &object)
-                .await
-                .map_err(guest_error)?,
+            &api.create(
+                &PostParams {
+                    dry_run: self.dry_run.is_some(),
+                    ..PostParams::default()
+                },
+                &object,
+            )
+            .await
+            .map_err(guest_error)?,
         )
     }
 
@@ -287,7 +295,8 @@ impl Capabilities {
     ) -> Result<String, WitError> {
         let value = parse(&object, "the object")?;
         let api = self.kube_api(KubeVerb::Apply, &target, Some(&name)).await?;
-        let params = PatchParams::apply(FIELD_MANAGER);
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.dry_run = self.dry_run.is_some();
         to_text(
             &api.patch(&name, &params, &Patch::Apply(value))
                 .await
@@ -313,9 +322,16 @@ impl Capabilities {
             ),
         };
         to_text(
-            &api.patch(&name, &PatchParams::default(), &patch)
-                .await
-                .map_err(guest_error)?,
+            &api.patch(
+                &name,
+                &PatchParams {
+                    dry_run: self.dry_run.is_some(),
+                    ..PatchParams::default()
+                },
+                &patch,
+            )
+            .await
+            .map_err(guest_error)?,
         )
     }
 
@@ -323,9 +339,15 @@ impl Capabilities {
         let api = self
             .kube_api(KubeVerb::Delete, &target, Some(&name))
             .await?;
-        api.delete(&name, &DeleteParams::default())
-            .await
-            .map(drop)
-            .map_err(guest_error)
+        api.delete(
+            &name,
+            &DeleteParams {
+                dry_run: self.dry_run.is_some(),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .map(drop)
+        .map_err(guest_error)
     }
 }

@@ -3,6 +3,14 @@
 //! Secret values never reach the store: a key or value holding one is stored
 //! with it redacted, so kv cannot carry a secret past the grant that gave it
 //! (a later run without the grant, or a file copied off the state directory).
+//!
+//! In a dry run ([`Overlay`]) reads see the trigger's real values and writes
+//! go to a scratch copy thrown away with the run: a key is copied into the
+//! scratch namespace the first time the run touches it (a prefix, the first
+//! time the run lists it), then every call works on the copy.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use super::Capabilities;
 use super::bindings::WitError;
@@ -14,10 +22,12 @@ impl Capabilities {
     /// owns what it needs: `HostState` itself is not `Sync`.
     fn with_kv<T: Send + 'static>(
         &self,
+        touched: Touch,
         call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
     ) -> impl Future<Output = Result<T, WitError>> + Send + 'static {
         self.count(super::Capability::Kv);
         let ns = self.kv.clone();
+        let overlay = self.dry_run.clone();
         let (trigger, module) = (self.trigger.clone(), self.module.clone());
         async move {
             let Some(ns) = ns else {
@@ -25,9 +35,15 @@ impl Capabilities {
                     "kv is not available in this context".into(),
                 ));
             };
-            let result = tokio::task::spawn_blocking(move || call(&ns))
-                .await
-                .map_err(|e| WitError::Failed(format!("kv call did not complete: {e}")))?;
+            let result = tokio::task::spawn_blocking(move || match overlay {
+                Some(overlay) => {
+                    overlay.copy_in(&ns, &touched)?;
+                    call(&overlay.scratch)
+                }
+                None => call(&ns),
+            })
+            .await
+            .map_err(|e| WitError::Failed(format!("kv call did not complete: {e}")))?;
             result.map_err(|e| match e {
                 StateError::Invalid(why) => WitError::Invalid(why),
                 other => {
@@ -43,7 +59,7 @@ impl Capabilities {
     /// A kv call, recorded in the run's trace with its answer.
     async fn kv_call<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
         &mut self,
-        function: &str,
+        (function, touched): (&str, Touch),
         args: String,
         call: impl FnOnce(&KvNamespace) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, WitError> {
@@ -52,7 +68,7 @@ impl Capabilities {
             args,
             |v| serde_json::from_value(v).ok(),
             |v| serde_json::to_value(v).unwrap_or_default(),
-            async |c: &mut Self| c.with_kv(call).await,
+            async |c: &mut Self| c.with_kv(touched, call).await,
         )
         .await
     }
@@ -60,26 +76,34 @@ impl Capabilities {
 
 impl Host for Capabilities {
     async fn get(&mut self, key: String) -> Result<Option<String>, WitError> {
-        self.kv_call("get", format!("{key:?}"), move |kv| kv.get(&key))
+        let touched = Touch::Key(key.clone());
+        self.kv_call(("get", touched), format!("{key:?}"), move |kv| kv.get(&key))
             .await
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), WitError> {
         let (key, value) = (hidden(key), hidden(value));
         let args = format!("{key:?} = {value:?}");
-        self.kv_call("set", args, move |kv| kv.set(&key, &value))
+        let touched = Touch::Key(key.clone());
+        self.kv_call(("set", touched), args, move |kv| kv.set(&key, &value))
             .await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
-        self.kv_call("delete", format!("{key:?}"), move |kv| kv.delete(&key))
-            .await
+        let touched = Touch::Key(key.clone());
+        self.kv_call(("delete", touched), format!("{key:?}"), move |kv| {
+            kv.delete(&key)
+        })
+        .await
     }
 
     async fn list_keys(&mut self, prefix: String) -> Result<Vec<String>, WitError> {
         let args = format!("prefix {prefix:?}");
-        self.kv_call("list-keys", args, move |kv| kv.list_keys(&prefix))
-            .await
+        let touched = Touch::Prefix(prefix.clone());
+        self.kv_call(("list-keys", touched), args, move |kv| {
+            kv.list_keys(&prefix)
+        })
+        .await
     }
 
     async fn compare_and_swap(
@@ -91,7 +115,8 @@ impl Host for Capabilities {
         let (key, new) = (hidden(key), new.map(hidden));
         let expected = expected.map(hidden);
         let args = format!("{key:?}: {expected:?} -> {new:?}");
-        self.kv_call("compare-and-swap", args, move |kv| {
+        let touched = Touch::Key(key.clone());
+        self.kv_call(("compare-and-swap", touched), args, move |kv| {
             kv.compare_and_swap(&key, expected.as_deref(), new.as_deref())
         })
         .await
@@ -99,8 +124,70 @@ impl Host for Capabilities {
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
         let args = format!("{key:?} by {delta}");
-        self.kv_call("increment", args, move |kv| kv.increment(&key, delta))
-            .await
+        let touched = Touch::Key(key.clone());
+        self.kv_call(("increment", touched), args, move |kv| {
+            kv.increment(&key, delta)
+        })
+        .await
+    }
+}
+
+/// What a kv call reads or writes, for the dry-run overlay.
+pub enum Touch {
+    /// One key.
+    Key(String),
+    /// Every key under a prefix.
+    Prefix(String),
+}
+
+/// A dry run's kv: the real namespace read through, writes kept in scratch.
+pub struct Overlay {
+    scratch: KvNamespace,
+    copied: Mutex<HashSet<String>>,
+    listed: Mutex<HashSet<String>>,
+}
+
+impl Overlay {
+    /// A fresh overlay for the trigger `trigger`.
+    pub fn new(trigger: &str) -> Result<Self, StateError> {
+        let store = crate::state::StateStore::in_memory(Default::default())?;
+        Ok(Overlay {
+            scratch: store.kv(trigger),
+            copied: Mutex::default(),
+            listed: Mutex::default(),
+        })
+    }
+
+    /// Copies what `touched` names from `real` into scratch, once per key.
+    fn copy_in(&self, real: &KvNamespace, touched: &Touch) -> Result<(), StateError> {
+        let keys = match touched {
+            Touch::Key(key) => vec![key.clone()],
+            Touch::Prefix(prefix) => {
+                if !self
+                    .listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(prefix.clone())
+                {
+                    return Ok(());
+                }
+                real.list_keys(prefix)?
+            }
+        };
+        for key in keys {
+            if !self
+                .copied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone())
+            {
+                continue;
+            }
+            if let Some(value) = real.get(&key)? {
+                self.scratch.set(&key, &value)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ pub mod bindings;
 pub mod egress;
 mod http;
 mod kube;
-mod kv;
+pub mod kv;
 mod log;
 pub mod secrets;
 
@@ -184,6 +184,9 @@ pub struct Capabilities {
     pub trace: Option<Arc<crate::runs::recording::Trace>>,
     /// In a replay: the recording that answers the calls.
     pub replay: Option<Arc<crate::runs::recording::ReplaySource>>,
+    /// Some in a dry run, holding where kv writes go instead of the store ([`kv::Overlay`]);
+    /// kube writes are server-side dry runs and HTTP other than GET and HEAD is not sent.
+    pub dry_run: Option<Arc<kv::Overlay>>,
 }
 
 impl Capabilities {

@@ -42,6 +42,12 @@ pub(crate) fn run_text(run: &RunRecord) -> String {
     if run.replayed {
         let _ = writeln!(out, "delivery {} (replayed after a restart)", run.delivery);
     }
+    if run.dry_run {
+        let _ = writeln!(
+            out,
+            "dry run: kube writes were server-side dry runs, HTTP other than GET/HEAD was not sent, kv writes were thrown away"
+        );
+    }
     if let Some(original) = &run.redrive_of {
         let _ = writeln!(out, "redrive of run {original}");
     }

@@ -339,6 +339,8 @@ pub struct TriggerConfig {
     pub action: ActionConfig,
     /// Which of its events must run one at a time, in order.
     pub ordering: OrderingConfig,
+    /// Runs the action with its side effects suppressed (a staged automation).
+    pub dry_run: bool,
 }
 
 impl TriggerConfig {

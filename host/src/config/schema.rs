@@ -204,6 +204,7 @@ pub struct TriggerSpec {
     #[serde(default)]
     pub description: Option<String>,
     pub ordering: Option<OrderingSpec>,
+    pub dry_run: Option<bool>,
 }
 
 /// `ordering:` — `none`, or `{key: CEL}`.

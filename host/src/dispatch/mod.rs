@@ -105,6 +105,8 @@ pub struct Job {
     pub(crate) trace: Option<Arc<crate::runs::recording::Trace>>,
     /// The recording being built (event, verdict), when runs are recorded.
     pub(crate) recording: Option<Box<crate::runs::recording::Recording>>,
+    /// For a dry-run trigger: the run's kv overlay (side effects suppressed).
+    pub(crate) dry_run: Option<Arc<crate::capabilities::kv::Overlay>>,
 }
 
 /// Called once when a run ends, with its record; `abandoned` is true when the
@@ -142,6 +144,7 @@ impl Job {
             key: None,
             trace: None,
             recording: None,
+            dry_run: None,
         }
     }
 }

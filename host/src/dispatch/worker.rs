@@ -104,6 +104,17 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
     }
     let trigger = job.trigger.clone();
     let config = trigger.config();
+    if config.dry_run && job.dry_run.is_none() {
+        match crate::capabilities::kv::Overlay::new(&trigger.name) {
+            Ok(overlay) => job.dry_run = Some(Arc::new(overlay)),
+            Err(e) => {
+                let error = InvokeError::new(FailureKind::Host, format!("dry run: {e}"));
+                let started = (Instant::now(), now_rfc3339());
+                job.attempts.push(attempt(1, started, Some(&error)));
+                return finish(ctx, job, RunStatus::Failed, None, Some(error));
+            }
+        }
+    }
     if !job.filter_passed {
         if let Some(trace) = &job.trace {
             trace.enter(Phase::Filter, 0);
@@ -131,6 +142,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                         job.filter = Some(module.label());
                         let inv = Invocation {
                             trace: job.trace.clone(),
+                            dry_run: job.dry_run.clone(),
                             ..Invocation::new(
                                 &trigger.name,
                                 used.limits,
@@ -196,6 +208,7 @@ async fn process(ctx: &Arc<WorkerContext>, mut job: Job) {
                     http: action.http,
                 })),
                 trace: job.trace.clone(),
+                dry_run: job.dry_run.clone(),
                 ..Invocation::new(
                     &trigger.name,
                     action.module.limits,
@@ -303,6 +316,7 @@ fn run_record(
         delivery: job.delivery,
         replayed: job.delivery > 1,
         redrive_of: job.event.redrive_of.clone(),
+        dry_run: job.trigger.config().dry_run,
         recording: job.recording.take().map(|mut recording| {
             if let Some(trace) = job.trace.take() {
                 trace.take_into(&mut recording);

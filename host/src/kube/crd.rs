@@ -64,6 +64,9 @@ pub struct TriggerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "string_or_object")]
     pub ordering: Option<Value>,
+    /// Run the action with its side effects suppressed, as `dryRun:` in the config file.
+    #[serde(default, rename = "dryRun", skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
 }
 
 /// What the engine reports about a Trigger.
@@ -158,6 +161,9 @@ pub fn as_config_entry(name: &str, spec: &TriggerSpec) -> Value {
     }
     if let Some(ordering) = &spec.ordering {
         entry["ordering"] = ordering.clone();
+    }
+    if let Some(dry_run) = spec.dry_run {
+        entry["dryRun"] = dry_run.into();
     }
     entry
 }

@@ -153,6 +153,9 @@ pub struct RunRecord {
     /// earlier delivery may have run, in part or whole, before a crash.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// Whether the trigger was a dry run (side effects suppressed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// For a redriven event: the run whose event it repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redrive_of: Option<String>,

@@ -524,6 +524,7 @@ mod tests {
             delivery: 1,
             replayed: false,
             redrive_of: None,
+            dry_run: false,
             recording: None,
         }
     }

@@ -58,6 +58,8 @@ pub struct Invocation {
     pub trace: Option<Arc<crate::runs::recording::Trace>>,
     /// In a replay: the recording that answers capability calls.
     pub replay: Option<Arc<crate::runs::recording::ReplaySource>>,
+    /// Some in a dry run: side effects suppressed, kv writes kept here.
+    pub dry_run: Option<Arc<crate::capabilities::kv::Overlay>>,
 }
 
 impl Invocation {
@@ -76,6 +78,7 @@ impl Invocation {
             services,
             trace: None,
             replay: None,
+            dry_run: None,
         }
     }
 }
@@ -158,6 +161,7 @@ impl Runtime {
             http_requests: 0,
             trace: inv.trace.clone(),
             replay: inv.replay.clone(),
+            dry_run: inv.dry_run.clone(),
         };
         let mut store = Store::new(
             &self.engine,

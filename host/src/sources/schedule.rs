@@ -236,6 +236,7 @@ mod tests {
             }),
             filter: None,
             ordering: crate::config::OrderingConfig::None,
+            dry_run: false,
             action: crate::config::ActionConfig {
                 module: crate::config::ModuleUse {
                     name: "a.wasm".into(),

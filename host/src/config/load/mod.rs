@@ -11,6 +11,7 @@ mod builtin;
 mod chain;
 mod engine;
 mod kube_watch;
+mod ordering;
 mod schedule;
 mod webhook;
 
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::schema::{ActionSpec, FilterSpec, OrderingKeySpec, OrderingSpec, TriggerSpec};
+use super::schema::{ActionSpec, FilterSpec, TriggerSpec};
 use super::*;
 
 /// Source types this build knows, for error messages.
@@ -428,45 +429,13 @@ impl Loader<'_> {
             filter,
             action,
             ordering,
+            dry_run: spec.dry_run.unwrap_or(false),
         };
         let missing = builtin::missing_grants(&trigger);
         for (field, message) in &missing {
             self.error(file, Some(&label), Some(field), message.clone());
         }
         missing.is_empty().then_some(trigger)
-    }
-
-    /// `ordering:`, defaulting to the object's uid for kube-watch and to none elsewhere.
-    fn ordering(
-        &mut self,
-        file: &Path,
-        label: &str,
-        spec: Option<OrderingSpec>,
-        source: &SourceConfig,
-    ) -> Option<OrderingConfig> {
-        match spec {
-            None if matches!(source, SourceConfig::KubeWatch(_)) => {
-                Some(OrderingConfig::Key(OrderingKey::ObjectUid))
-            }
-            None => Some(OrderingConfig::None),
-            Some(OrderingSpec::Word(word)) if word == "none" => Some(OrderingConfig::None),
-            Some(OrderingSpec::Word(word)) => {
-                let message = format!(
-                    "unknown ordering `{word}`: expected `none` or `{{ key: CEL-EXPRESSION }}`"
-                );
-                self.error(file, Some(label), Some("ordering"), message);
-                None
-            }
-            Some(OrderingSpec::Key(OrderingKeySpec { key })) => {
-                match OrderingKey::from_expression(&key) {
-                    Ok(key) => Some(OrderingConfig::Key(key)),
-                    Err(message) => {
-                        self.error(file, Some(label), Some("ordering.key"), message);
-                        None
-                    }
-                }
-            }
-        }
     }
 
     /// Reads one part of a trigger (`filter`, `action`) as `S`, errors located under `key.`.
