@@ -330,6 +330,7 @@ impl Engine {
                 triggers: triggers.clone(),
                 history: history.clone(),
                 secrets: services.secrets.clone(),
+                shadows: dispatcher.shadows().clone(),
                 replay: records_runs.then(|| crate::server::replay::ReplayContext {
                     runtime: runtime.clone(),
                     services: services.clone(),

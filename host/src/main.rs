@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Fire(args) => cli::remote::fire(args).await,
             Command::Replay(args) => cli::replay::replay(args).await,
             Command::Redrive(args) => cli::replay::redrive(args).await,
+            Command::Shadow(args) => cli::replay::shadow(args).await,
             Command::New(args) => cli::offline::new_project(args),
             Command::Enqueue(args) => cli::remote::enqueue(args).await,
             Command::Rbac(args) => cli::offline::rbac(args),

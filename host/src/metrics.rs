@@ -38,6 +38,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// `trigger`, `outcome` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub trigger: String,
+    pub outcome: String,
+}
+
 /// `trigger`, `source` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
@@ -136,6 +143,8 @@ pub struct Metrics {
     pub queue_lag: Family<TriggerLabels, Gauge>,
     /// Work-queue entries delivered but not yet acknowledged, per trigger.
     pub queue_pending: Family<TriggerLabels, Gauge>,
+    /// Shadow runs by how they compared (`match`, `diff`, `error`).
+    pub shadow_runs: Family<OutcomeLabels, Counter>,
     readings: Arc<OnceLock<ReadingsFn>>,
 }
 
@@ -201,6 +210,12 @@ impl Metrics {
             "Webhook responses by status code",
             webhook_responses.clone(),
         );
+        let shadow_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "shadow_runs",
+            "Shadow candidate runs by how they compared with the primary",
+            shadow_runs.clone(),
+        );
         let readings: Arc<OnceLock<ReadingsFn>> = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector {
             readings: readings.clone(),
@@ -217,6 +232,7 @@ impl Metrics {
             webhook_responses,
             queue_lag,
             queue_pending,
+            shadow_runs,
             readings,
         })
     }
@@ -227,6 +243,16 @@ impl Metrics {
             trigger: trigger.to_string(),
         };
         self.queue_lag.get_or_create(&labels).set(value);
+    }
+
+    /// Counts a shadow run by how it compared.
+    pub fn shadow_run(&self, trigger: &str, outcome: &str) {
+        self.shadow_runs
+            .get_or_create(&OutcomeLabels {
+                trigger: trigger.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Sets a work queue's pending (unacknowledged) entries.

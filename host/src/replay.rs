@@ -67,7 +67,8 @@ pub struct Compared<T> {
 }
 
 impl<T: PartialEq> Compared<T> {
-    fn new(recorded: T, replayed: T) -> Self {
+    /// The pair, and whether they agree.
+    pub fn new(recorded: T, replayed: T) -> Self {
         let same = recorded == replayed;
         Compared {
             recorded,
@@ -267,7 +268,7 @@ pub async fn replay(
 
 /// `name@0123456789ab` → `name@…`, and the engine's retry remark dropped:
 /// errors compare by what went wrong, not by which version said it.
-fn without_versions(message: &str) -> String {
+pub fn without_versions(message: &str) -> String {
     let message = message
         .strip_suffix(" (engine stopped before the next retry)")
         .unwrap_or(message);

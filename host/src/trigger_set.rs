@@ -388,4 +388,6 @@ fn same_trigger(a: &TriggerConfig, b: &TriggerConfig) -> bool {
         && a.action == b.action
         && a.ordering == b.ordering
         && a.description == b.description
+        && a.dry_run == b.dry_run
+        && a.shadow == b.shadow
 }

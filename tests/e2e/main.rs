@@ -36,5 +36,6 @@ mod reload;
 mod sandbox;
 mod scaffold;
 mod schedules;
+mod shadow;
 mod trigger_objects;
 mod workflows;

@@ -86,11 +86,13 @@ impl EngineProcess {
             "run".into(),
             "--config".into(),
             config.display().to_string(),
-            "--modules".into(),
-            modules().display().to_string(),
             "--state-dir".into(),
             state_dir.display().to_string(),
         ];
+        // The shared test modules, unless the test brings its own directory.
+        if !extra.contains(&"--modules") {
+            args.extend(["--modules".to_string(), modules().display().to_string()]);
+        }
         if !extra.contains(&"--listen") {
             // Parallel engines must not share a port: let the kernel pick one.
             args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);

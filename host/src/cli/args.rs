@@ -77,6 +77,8 @@ pub(crate) enum Command {
     Replay(ReplayArgs),
     /// Resubmit a trigger's recorded events (failed ones by default) to a running engine, as new events.
     Redrive(RedriveArgs),
+    /// Show how a trigger's shadow candidate compares with its action: counts and the latest differences.
+    Shadow(ShadowArgs),
     /// Write a ready-to-build filter or action project (Rust, Python or JavaScript).
     New(NewArgs),
     /// Add a work item to a Redis stream drained by `type: redis-queue` triggers.
@@ -85,6 +87,17 @@ pub(crate) enum Command {
     Rbac(RbacArgs),
     /// Print the Trigger CustomResourceDefinition (as checked in at deploy/crd/trigger.yaml).
     Crd,
+}
+
+#[derive(Args)]
+pub(crate) struct ShadowArgs {
+    /// The trigger.
+    pub(crate) trigger: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: Format,
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
 }
 
 #[derive(Args)]

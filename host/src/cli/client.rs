@@ -86,6 +86,16 @@ impl ApiClient {
         .await
     }
 
+    /// A trigger's shadow counts and latest comparisons.
+    pub async fn shadow(&self, trigger: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/triggers/{trigger}/shadow"),
+            None,
+        )
+        .await
+    }
+
     /// Resubmits a trigger's recorded events; `body` selects them.
     pub async fn redrive(&self, trigger: &str, body: Value) -> Result<Value, ClientError> {
         self.call(

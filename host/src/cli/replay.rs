@@ -4,6 +4,9 @@
 //! replays it ([`wasmtrigger::replay`]) and prints what differs. Exit 0:
 //! identical; 1: different; 2: bad input.
 //!
+//! `wasmtrigger shadow TRIGGER`: the shadow candidate's counts and latest
+//! differences, from the running engine.
+//!
 //! `wasmtrigger redrive --trigger T`: resubmits recorded events through the
 //! running engine; with `--module FILE`, only those whose replay against
 //! FILE ends without an error.
@@ -13,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::BadInput;
-use super::args::{RedriveArgs, ReplayArgs};
+use super::args::{RedriveArgs, ReplayArgs, ShadowArgs};
 use super::remote::print_as;
 use wasmtrigger::capabilities::HostServices;
 use wasmtrigger::capabilities::secrets::SecretStore;
@@ -334,6 +337,49 @@ fn redrive_text(result: &serde_json::Value) -> String {
     }
     if out.is_empty() {
         out.push_str("no runs matched\n");
+    }
+    out
+}
+
+pub(crate) async fn shadow(args: ShadowArgs) -> anyhow::Result<ExitCode> {
+    let api = super::remote::client(&args.server)?;
+    let view = api.shadow(&args.trigger).await.map_err(|e| match e {
+        super::client::ClientError::Status(404, _) => anyhow::Error::new(BadInput(e.to_string())),
+        other => other.into(),
+    })?;
+    print_as(args.output, &view, || shadow_text(&view))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Counts, then each latest comparison that did not match.
+fn shadow_text(view: &serde_json::Value) -> String {
+    let mut out = format!(
+        "trigger {}: candidate {} on {}% of events\nmatch {}  diff {}  error {}\n",
+        view["trigger"].as_str().unwrap_or(""),
+        view["candidate"].as_str().unwrap_or(""),
+        (view["sample"].as_f64().unwrap_or(0.0) * 100.0).round(),
+        view["matched"],
+        view["differed"],
+        view["errors"]
+    );
+    for run in view["latest"].as_array().into_iter().flatten() {
+        if run["outcome"] == "match" {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n{} run {} ({}):\n",
+            run["outcome"].as_str().unwrap_or(""),
+            run["runId"].as_str().unwrap_or(""),
+            run["candidate"].as_str().unwrap_or("")
+        ));
+        for part in ["output", "error", "calls"] {
+            if run[part]["same"] == false {
+                out.push_str(&format!(
+                    "  {part}:\n    primary:   {}\n    candidate: {}\n",
+                    run[part]["recorded"], run[part]["replayed"]
+                ));
+            }
+        }
     }
     out
 }

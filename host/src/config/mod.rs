@@ -6,6 +6,7 @@
 //! can list them all at once.
 
 mod brokers;
+mod chains;
 pub mod cron;
 pub mod document;
 pub mod grants;
@@ -25,6 +26,7 @@ use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
 pub use brokers::{Endpoint, MqttConfig, MqttProtocol, NatsConfig, RedisQueueConfig};
+pub use chains::{ChainCondition, ChainConfig, ChainMode, Outcome};
 pub use load::{
     builtin_kube_needs, chain_errors, load, load_declarations, load_partial, load_trigger,
     schedule_warnings, warnings,
@@ -341,6 +343,17 @@ pub struct TriggerConfig {
     pub ordering: OrderingConfig,
     /// Runs the action with its side effects suppressed (a staged automation).
     pub dry_run: bool,
+    /// A candidate action run after the primary, side effects suppressed, and compared.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// `shadow:` of a trigger.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShadowConfig {
+    /// The candidate module (limits as the action's).
+    pub module: ModuleUse,
+    /// The share of events it runs on, 0.0 to 1.0.
+    pub sample: f64,
 }
 
 impl TriggerConfig {
@@ -375,7 +388,7 @@ impl TriggerConfig {
         refs
     }
 
-    /// The modules this trigger uses: its filter module, if any, and its action.
+    /// The modules this trigger uses: its filter module, if any, its action and its shadow.
     pub fn module_names(&self) -> Vec<String> {
         let filter = match &self.filter {
             Some(FilterConfig::Module(m)) => Some(m.name.clone()),
@@ -383,7 +396,14 @@ impl TriggerConfig {
         };
         filter
             .into_iter()
-            .chain([self.action.module.name.clone()])
+            .chain(self.action_modules().into_iter().map(|m| m.name.clone()))
+            .collect()
+    }
+
+    /// The modules run as actions: the action's, and the shadow candidate's.
+    pub fn action_modules(&self) -> Vec<&ModuleUse> {
+        std::iter::once(&self.action.module)
+            .chain(self.shadow.as_ref().map(|s| &s.module))
             .collect()
     }
 }
@@ -420,54 +440,6 @@ impl SourceConfig {
             SourceConfig::KubeWatch(_) => "kube-watch",
         }
     }
-}
-
-/// How an upstream run ended, as a chain condition sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The run succeeded.
-    Success,
-    /// The run failed (after its retries).
-    Failure,
-}
-
-impl Outcome {
-    /// Name as in config (`success`, `failure`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-        }
-    }
-}
-
-/// One upstream condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChainCondition {
-    /// The upstream trigger.
-    pub of: String,
-    /// The outcomes that satisfy the condition.
-    pub on: Vec<Outcome>,
-}
-
-/// How conditions combine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChainMode {
-    /// Any condition fires the trigger (`of:` is `any:` with one condition).
-    Any,
-    /// Every condition must be met within the window (fan-in).
-    All,
-}
-
-/// A chain source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChainConfig {
-    /// Any or all.
-    pub mode: ChainMode,
-    /// The upstream conditions.
-    pub conditions: Vec<ChainCondition>,
-    /// For `all`: how close together the upstream runs must end.
-    pub window: Duration,
 }
 
 /// Webhook authentication.

@@ -205,6 +205,18 @@ pub struct TriggerSpec {
     pub description: Option<String>,
     pub ordering: Option<OrderingSpec>,
     pub dry_run: Option<bool>,
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// `shadow: {module, sample}`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like `{ module: candidate.wasm, sample: 0.1 }`"
+)]
+pub struct ShadowSpec {
+    pub module: String,
+    pub sample: Option<f64>,
 }
 
 /// `ordering:` — `none`, or `{key: CEL}`.

@@ -8,6 +8,7 @@
 mod backoff;
 mod key;
 pub mod queue;
+pub mod shadow;
 mod worker;
 
 use std::sync::Arc;
@@ -404,6 +405,7 @@ pub struct Dispatcher {
     queue: Arc<Queue>,
     recorder: RunRecorder,
     stats: Arc<DispatchStats>,
+    shadows: Arc<shadow::ShadowLog>,
 }
 
 impl Dispatcher {
@@ -419,6 +421,7 @@ impl Dispatcher {
     ) -> Self {
         let queue = Queue::new(settings.queue_size);
         let stats = Arc::new(DispatchStats::default());
+        let shadows = Arc::new(shadow::ShadowLog::default());
         let stopping = CancellationToken::new();
         let abort = CancellationToken::new();
         let ctx = Arc::new(worker::WorkerContext {
@@ -432,6 +435,8 @@ impl Dispatcher {
             stopping: stopping.clone(),
             abort: abort.clone(),
             record_event_bytes: settings.history.record_event_bytes,
+            shadows: shadows.clone(),
+            metrics: metrics.clone(),
         });
         let workers = (0..settings.workers)
             .map(|id| {
@@ -452,7 +457,13 @@ impl Dispatcher {
             queue,
             recorder,
             stats,
+            shadows,
         }
+    }
+
+    /// Every trigger's shadow comparisons.
+    pub fn shadows(&self) -> &Arc<shadow::ShadowLog> {
+        &self.shadows
     }
 
     /// A handle for sources.

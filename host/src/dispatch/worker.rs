@@ -33,6 +33,10 @@ pub(super) struct WorkerContext {
     pub journal: Option<Journal>,
     /// Largest event data a recording keeps (None: runs are not recorded).
     pub record_event_bytes: Option<u64>,
+    /// Shadow comparisons.
+    pub shadows: Arc<super::shadow::ShadowLog>,
+    /// Counters (shadow runs).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The worker loop: runs jobs until the engine stops; then drains what is
@@ -328,7 +332,7 @@ fn run_record(
 
 /// Writes the run record, updates counters and releases the trigger's slot.
 fn finish(
-    ctx: &WorkerContext,
+    ctx: &Arc<WorkerContext>,
     mut job: Job,
     status: RunStatus,
     output: Option<String>,
@@ -353,6 +357,7 @@ fn finish(
     if let Some(on_done) = &job.on_done {
         on_done(&record, false);
     }
+    super::shadow::maybe_start(ctx, &job.trigger, &job.event, &record);
     job.trigger.completed();
     // Last: the next job of the key starts after this one is recorded.
     ctx.queue.done(job.key.as_ref());

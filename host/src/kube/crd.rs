@@ -67,6 +67,10 @@ pub struct TriggerSpec {
     /// Run the action with its side effects suppressed, as `dryRun:` in the config file.
     #[serde(default, rename = "dryRun", skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// A candidate action shadowing the action, as `shadow:` in the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object")]
+    pub shadow: Option<Value>,
 }
 
 /// What the engine reports about a Trigger.
@@ -164,6 +168,9 @@ pub fn as_config_entry(name: &str, spec: &TriggerSpec) -> Value {
     }
     if let Some(dry_run) = spec.dry_run {
         entry["dryRun"] = dry_run.into();
+    }
+    if let Some(shadow) = &spec.shadow {
+        entry["shadow"] = shadow.clone();
     }
     entry
 }

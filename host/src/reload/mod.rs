@@ -422,15 +422,16 @@ fn module_uses(config: &Config) -> Vec<(String, PathBuf, Vec<World>)> {
                 .or_insert_with(|| (m.path.clone(), Vec::new()));
             entry.1.push(World::Filter);
         }
-        let m = &t.action.module;
-        // Builtins are embedded: no file to watch.
-        if crate::builtins::is_builtin(&m.name) {
-            continue;
+        for m in t.action_modules() {
+            // Builtins are embedded: no file to watch.
+            if crate::builtins::is_builtin(&m.name) {
+                continue;
+            }
+            let entry = uses
+                .entry(m.name.clone())
+                .or_insert_with(|| (m.path.clone(), Vec::new()));
+            entry.1.push(World::Action);
         }
-        let entry = uses
-            .entry(m.name.clone())
-            .or_insert_with(|| (m.path.clone(), Vec::new()));
-        entry.1.push(World::Action);
     }
     let mut list: Vec<_> = uses
         .into_iter()

@@ -98,15 +98,20 @@ pub async fn load_for_config(
                     world: World::Filter,
                 });
         }
-        let m = &t.action.module;
-        uses.entry((m.name.clone(), m.path.clone()))
-            .or_default()
-            .push(Use {
-                trigger: &t.name,
-                file: &t.file,
-                field: "action.module",
-                world: World::Action,
-            });
+        for (m, field) in t
+            .action_modules()
+            .into_iter()
+            .zip(["action.module", "shadow.module"])
+        {
+            uses.entry((m.name.clone(), m.path.clone()))
+                .or_default()
+                .push(Use {
+                    trigger: &t.name,
+                    file: &t.file,
+                    field,
+                    world: World::Action,
+                });
+        }
     }
     let compiles: Vec<_> = uses
         .keys()

@@ -9,7 +9,9 @@
 //! - `GET /api/v1/triggers` — state, last success/failure, counts, and
 //!   what each trigger starts on success and on failure;
 //! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`;
-//! - `POST /api/v1/triggers/{name}/redrive` ([`super::redrive`]).
+//! - `POST /api/v1/triggers/{name}/redrive` ([`super::redrive`]);
+//! - `GET /api/v1/triggers/{name}/shadow` — the shadow candidate's counts and
+//!   latest comparisons ([`crate::dispatch::shadow`]).
 //!
 //! `fire` never skips a trigger's own authentication: a webhook trigger with
 //! `auth` other than `none` cannot be fired here (403); its events come only
@@ -97,6 +99,27 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
         (Method::POST, ["api", "v1", "runs", id, "replay"]) => {
             let id = id.to_string();
             super::replay::handle(state, engine, &id, req).await
+        }
+        (Method::GET, ["api", "v1", "triggers", name, "shadow"]) => {
+            let Some(trigger) = engine.triggers.trigger(name).await else {
+                return error(StatusCode::NOT_FOUND, "no trigger with that name");
+            };
+            let Some(shadow) = trigger.config().shadow.clone() else {
+                return error(StatusCode::NOT_FOUND, "this trigger has no shadow");
+            };
+            let view = engine.shadows.view(name).unwrap_or_default();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "trigger": name,
+                    "candidate": shadow.module.name,
+                    "sample": shadow.sample,
+                    "matched": view.matched,
+                    "differed": view.differed,
+                    "errors": view.errors,
+                    "latest": view.latest,
+                }),
+            )
         }
         (Method::POST, ["api", "v1", "triggers", name, "redrive"]) => {
             let name = name.to_string();

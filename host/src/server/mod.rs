@@ -55,6 +55,8 @@ pub struct ServerContext {
     pub secrets: SecretStore,
     /// What replays need (None: runs are not recorded).
     pub replay: Option<replay::ReplayContext>,
+    /// Shadow comparisons.
+    pub shadows: Arc<crate::dispatch::shadow::ShadowLog>,
 }
 
 /// What request handlers share.

@@ -237,6 +237,7 @@ mod tests {
             filter: None,
             ordering: crate::config::OrderingConfig::None,
             dry_run: false,
+            shadow: None,
             action: crate::config::ActionConfig {
                 module: crate::config::ModuleUse {
                     name: "a.wasm".into(),

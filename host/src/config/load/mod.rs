@@ -417,6 +417,9 @@ impl Loader<'_> {
         let source = source?;
         let ordering = self.ordering(file, &label, spec.ordering, &source);
         let action = action?;
+        let shadow = spec
+            .shadow
+            .and_then(|s| self.shadow(file, &label, s, &action.module));
         if self.errors.len() > before {
             return None;
         }
@@ -430,6 +433,7 @@ impl Loader<'_> {
             action,
             ordering,
             dry_run: spec.dry_run.unwrap_or(false),
+            shadow,
         };
         let missing = builtin::missing_grants(&trigger);
         for (field, message) in &missing {

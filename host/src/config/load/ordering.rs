@@ -1,8 +1,9 @@
-//! `ordering:` of a trigger: `none`, or `{ key: EXPRESSION }`.
+//! The trigger-wide settings beside source, filter and action: `ordering:`
+//! (`none`, or `{ key: EXPRESSION }`) and `shadow:` (`{ module, sample }`).
 
 use std::path::Path;
 
-use super::super::schema::{OrderingKeySpec, OrderingSpec};
+use super::super::schema::{OrderingKeySpec, OrderingSpec, ShadowSpec};
 use super::super::*;
 use super::Loader;
 
@@ -38,5 +39,30 @@ impl Loader<'_> {
                 }
             }
         }
+    }
+
+    /// `shadow:`: the candidate runs with the action's limits on a share of the events.
+    pub(super) fn shadow(
+        &mut self,
+        file: &Path,
+        label: &str,
+        spec: ShadowSpec,
+        action: &ModuleUse,
+    ) -> Option<ShadowConfig> {
+        let sample = spec.sample.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample) {
+            let message =
+                format!("{sample} is out of range: expected 0.0 to 1.0 (the share of events)");
+            self.error(file, Some(label), Some("shadow.sample"), message);
+            return None;
+        }
+        let module = self.module_use(file, label, "shadow", &spec.module, None, None)?;
+        Some(ShadowConfig {
+            module: ModuleUse {
+                limits: action.limits,
+                ..module
+            },
+            sample,
+        })
     }
 }
