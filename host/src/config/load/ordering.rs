@@ -66,3 +66,46 @@ impl Loader<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+
+    const TRIGGER: &str = "triggers:\n  - name: t\n    source: { type: schedule, every: 1h }\n    action: { module: a.wasm, timeout: 5s }\n";
+
+    #[test]
+    fn shadow_takes_a_module_and_a_share_of_events() {
+        let config = loaded(&format!(
+            "{TRIGGER}    shadow: {{ module: b.wasm, sample: 0.25 }}\n"
+        ));
+        let shadow = config.triggers[0].shadow.as_ref().unwrap();
+        assert_eq!(
+            (shadow.module.name.as_str(), shadow.sample),
+            ("b.wasm", 0.25)
+        );
+        assert_eq!(
+            shadow.module.limits.timeout.as_secs(),
+            5,
+            "the action's limits"
+        );
+        assert_eq!(
+            config.triggers[0].module_names(),
+            vec!["a.wasm".to_string(), "b.wasm".to_string()]
+        );
+        assert_problem(
+            &format!("{TRIGGER}    shadow: {{ module: b.wasm, sample: 1.5 }}\n"),
+            "shadow.sample",
+            "expected 0.0 to 1.0",
+        );
+        assert_problem(
+            &format!("{TRIGGER}    shadow: {{ module: '../b.wasm' }}\n"),
+            "shadow.module",
+            "",
+        );
+        assert_problem(
+            &format!("{TRIGGER}    shadow: {{ module: b.wasm, every: 2 }}\n"),
+            "shadow.every",
+            "unknown field",
+        );
+    }
+}
