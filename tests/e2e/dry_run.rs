@@ -3,8 +3,7 @@
 //! change nothing, HTTP other than GET/HEAD is not sent, kv writes are thrown
 //! away with the run — and every record says it was a dry run.
 
-use serde_json::{Value, json};
-use wasmtrigger_test_apiserver::ApiServer;
+use serde_json::Value;
 
 use crate::support::http_server::TestServer;
 use crate::support::{self, EngineProcess, Workspace};
@@ -22,21 +21,10 @@ fn fire(engine: &EngineProcess, trigger: &str) {
 
 #[test]
 fn a_dry_run_trigger_changes_nothing_and_says_so() {
-    let server = ApiServer::start(&[]);
-    server
-        .create(
-            "apps",
-            "deployments",
-            "default",
-            json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 1}}),
-        )
-        .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let hooks = rt.block_on(TestServer::start());
     let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (server, kube_env) = crate::support::cluster::with_web_deployment(&ws);
     let config = ws.write(
         "staged.yaml",
         &format!(
@@ -75,7 +63,6 @@ triggers:
             grant = hooks.grant()
         ),
     );
-    let kube_env = kubeconfig.display().to_string();
     let engine = EngineProcess::start_with_env(
         &config,
         &ws.state_dir(),

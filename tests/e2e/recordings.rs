@@ -262,21 +262,8 @@ fn fire_and_record(engine: &EngineProcess, trigger: &str, data: Value) -> Value 
 
 #[test]
 fn replaying_a_kube_patching_run_sends_nothing_and_is_identical() {
-    use wasmtrigger_test_apiserver::ApiServer;
-    let server = ApiServer::start(&[]);
-    server
-        .create(
-            "apps",
-            "deployments",
-            "default",
-            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": "default"},
-                "spec": {"replicas": 1}}),
-        )
-        .unwrap();
     let ws = Workspace::new();
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (server, kube_env) = crate::support::cluster::with_web_deployment(&ws);
     let config = ws.write(
         "patch.yaml",
         r#"
@@ -293,7 +280,6 @@ triggers:
 "#,
     );
     let state = ws.state_dir();
-    let kube_env = kubeconfig.display().to_string();
     let engine =
         EngineProcess::start_with_env(&config, &state, &[], &[("KUBECONFIG", kube_env.as_str())]);
     engine.wait_started();

@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use wasmtrigger_test_apiserver::ApiServer;
+use serde_json::Value;
 
 use crate::support::http_server::TestServer;
 use crate::support::{self, EngineProcess, Workspace, run_cli};
@@ -142,20 +141,9 @@ triggers:
 
 #[test]
 fn a_shadowed_patch_candidate_leaves_objects_untouched_while_the_primary_patches() {
-    let server = ApiServer::start(&[]);
-    server
-        .create(
-            "apps",
-            "deployments",
-            "default",
-            json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 1}}),
-        )
-        .unwrap();
     let ws = Workspace::new();
     let modules = modules(&ws, "patch-resource.wasm");
-    let kubeconfig = ws.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (server, kube_env) = crate::support::cluster::with_web_deployment(&ws);
     let config = ws.write(
         "patch.yaml",
         r#"
@@ -171,7 +159,6 @@ triggers:
     shadow: { module: candidate.wasm }
 "#,
     );
-    let kube_env = kubeconfig.display().to_string();
     let engine = EngineProcess::start_with_env(
         &config,
         &ws.state_dir(),

@@ -87,3 +87,23 @@ impl LeastPrivilege {
         );
     }
 }
+
+/// A plain test API server holding Deployment `default/web` (1 replica),
+/// and a kubeconfig for it written into `ws` (its path, for `KUBECONFIG`).
+pub fn with_web_deployment(ws: &Workspace) -> (ApiServer, String) {
+    let server = ApiServer::start(&[]);
+    server
+        .create(
+            "apps",
+            "deployments",
+            "default",
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 1}}),
+        )
+        .expect("create default/web");
+    let kubeconfig = ws.path().join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig)
+        .expect("write the kubeconfig");
+    (server, kubeconfig.display().to_string())
+}
