@@ -8,17 +8,6 @@ use serde_json::Value;
 use crate::support::http_server::TestServer;
 use crate::support::{self, EngineProcess, Workspace};
 
-fn fire(engine: &EngineProcess, trigger: &str) {
-    let response = reqwest::blocking::Client::new()
-        .post(format!(
-            "{}/api/v1/triggers/{trigger}/fire",
-            engine.base_url()
-        ))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
-}
-
 #[test]
 fn a_dry_run_trigger_changes_nothing_and_says_so() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -78,7 +67,7 @@ triggers:
         "stage-count",
         "stage-count",
     ] {
-        fire(&engine, trigger);
+        engine.fire(trigger, None);
     }
     for (trigger, n) in [
         ("stage-patch", 1),

@@ -55,13 +55,7 @@ triggers:
             .unwrap();
     // Fired with the Deployment as the event's data, as a kube-watch would carry it.
     let sent: Value = serde_json::from_str(&deployment).unwrap();
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/api/v1/triggers/notify/fire", engine.base_url()))
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "data": sent }).to_string())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    engine.fire("notify", Some(&sent));
     let run = engine.wait_runs("notify", 1).remove(0);
     assert_eq!(run["status"], "succeeded", "{run}");
     let run_id = run["run_id"].as_str().unwrap().to_string();
@@ -637,16 +631,7 @@ fn redrive_resubmits_exactly_the_failed_events_of_a_window() {
 /// Fires `trigger` once more and returns the record of that run (the newest).
 fn fire_and_record_nth(engine: &EngineProcess, trigger: &str, data: Value) -> Value {
     let before = engine.runs(trigger).len();
-    let response = reqwest::blocking::Client::new()
-        .post(format!(
-            "{}/api/v1/triggers/{trigger}/fire",
-            engine.base_url()
-        ))
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "data": data }).to_string())
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    engine.fire(trigger, Some(&data));
     let run = engine.wait_runs(trigger, before + 1).remove(before);
     let run_id = run["run_id"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + support::DEADLINE;

@@ -13,14 +13,7 @@ use crate::support::{self, EngineProcess, Workspace, run_cli};
 
 fn fire(engine: &EngineProcess, trigger: &str, times: usize) {
     for _ in 0..times {
-        let response = reqwest::blocking::Client::new()
-            .post(format!(
-                "{}/api/v1/triggers/{trigger}/fire",
-                engine.base_url()
-            ))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 202);
+        engine.fire(trigger, None);
     }
 }
 

@@ -204,6 +204,22 @@ impl EngineProcess {
         run_lines(&self.lines.lines.lock().unwrap(), trigger)
     }
 
+    /// Fires `trigger` through the API (`data` as the event's data, if any);
+    /// the engine must accept it (202).
+    pub fn fire(&self, trigger: &str, data: Option<&Value>) {
+        let mut request = reqwest::blocking::Client::new().post(format!(
+            "{}/api/v1/triggers/{trigger}/fire",
+            self.base_url()
+        ));
+        if let Some(data) = data {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "data": data }).to_string());
+        }
+        let status = request.send().expect("fire").status();
+        assert_eq!(status, 202, "firing {trigger}");
+    }
+
     /// Waits for at least `n` run records of `trigger` and returns them.
     pub fn wait_runs(&self, trigger: &str, n: usize) -> Vec<Value> {
         self.wait_for(&format!("{n} runs of {trigger}"), |lines| {

@@ -113,15 +113,19 @@ pub(crate) async fn endpoint_url(
     }
 }
 
-/// A consumer or client name for this process: the host name and process id.
-pub(crate) fn process_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// The host name (a pod's name in Kubernetes), or `wasmtrigger` if there is none.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "wasmtrigger".into());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "wasmtrigger".into())
+}
+
+/// A consumer or client name for this process: the host name and process id.
+pub(crate) fn process_name() -> String {
+    format!("{}-{}", host_name(), std::process::id())
 }
 
 /// A message payload as event data: JSON when it parses, else text when it

@@ -319,12 +319,7 @@ pub async fn run(
 /// `wasmtrigger-TRIGGER-HOST`: stable across restarts on one host (a pod
 /// name), so the persistent session is found again.
 fn default_client_id(trigger: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    format!("wasmtrigger-{trigger}-{host}")
+    format!("wasmtrigger-{trigger}-{}", super::host_name())
 }
 
 /// Builds the client for `url` (credentials in it are used, never logged).
