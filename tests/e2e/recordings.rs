@@ -605,6 +605,36 @@ fn redrive_resubmits_exactly_the_failed_events_of_a_window() {
     assert_eq!(ids(&still, "redriven"), Vec::<String>::new(), "{still:#}");
     assert_eq!(engine.runs("flaky").len(), 7, "dry runs resubmit nothing");
 
+    // Bad requests are refused, named; an unknown trigger is 404.
+    for (path, body, status, says) in [
+        (
+            "flaky",
+            r#"{"status": "bogus"}"#,
+            400,
+            "expected failed, succeeded, filtered or any",
+        ),
+        ("flaky", "not json", 400, "body is not JSON"),
+        ("flaky", r#"{"since": "yesterday-ish"}"#, 400, ""),
+        ("nope", "{}", 404, "no trigger"),
+    ] {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{base}/api/v1/triggers/{path}/redrive"))
+            .body(body)
+            .send()
+            .unwrap();
+        let code = r.status().as_u16();
+        let text = r.text().unwrap();
+        assert!(
+            code == status && text.contains(says),
+            "{body}: {code} {text}"
+        );
+    }
+    assert_eq!(
+        engine.runs("flaky").len(),
+        7,
+        "refused requests resubmit nothing"
+    );
+
     // The real thing: three new events, each run naming the run it repeats.
     let done = redrive(&[]);
     assert_eq!(ids(&done, "redriven"), in_window);
