@@ -16,7 +16,12 @@ fn main() -> ExitCode {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
     };
-    if let Err(e) = logging::init(format, &cli.log_level) {
+    let quiet = matches!(cli.command, Command::Test(_));
+    let level = cli
+        .log_level
+        .as_deref()
+        .unwrap_or(if quiet { "error" } else { "info" });
+    if let Err(e) = logging::init(format, level) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
             Command::Fire(args) => cli::remote::fire(args).await,
             Command::Replay(args) => cli::replay::replay(args).await,
             Command::Redrive(args) => cli::replay::redrive(args).await,
+            Command::Test(args) => cli::module_test::test(args).await,
             Command::Shadow(args) => cli::replay::shadow(args).await,
             Command::New(args) => cli::offline::new_project(args),
             Command::Enqueue(args) => cli::remote::enqueue(args).await,

@@ -220,8 +220,13 @@ impl Host for Capabilities {
         patch_type: PatchType,
         patch: String,
     ) -> Result<String, WitError> {
+        let kind = match patch_type {
+            PatchType::Merge => "merge",
+            PatchType::Strategic => "strategic",
+            PatchType::Json => "json",
+        };
         let args = format!(
-            "{} ({patch_type:?}): {patch}",
+            "{} ({kind}): {patch}",
             describe_target(&target, Some(&name))
         );
         kube_call!(self, "patch", args, async |c: &mut Self| c

@@ -114,7 +114,8 @@ impl Host for Capabilities {
     ) -> Result<bool, WitError> {
         let (key, new) = (hidden(key), new.map(hidden));
         let expected = expected.map(hidden);
-        let args = format!("{key:?}: {expected:?} -> {new:?}");
+        let shown = |v: &Option<String>| v.as_ref().map_or("(absent)".into(), |v| format!("{v:?}"));
+        let args = format!("{key:?}: {} -> {}", shown(&expected), shown(&new));
         let touched = Touch::Key(key.clone());
         self.kv_call(("compare-and-swap", touched), args, move |kv| {
             kv.compare_and_swap(&key, expected.as_deref(), new.as_deref())

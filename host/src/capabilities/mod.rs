@@ -252,7 +252,7 @@ impl Capabilities {
         let replay = self.replay.as_ref()?;
         let refused = || {
             Some(Err(WitError::Failed(
-                "replay: the recording has no answer for this call".into(),
+                "replay: no recorded or canned answer for this call".into(),
             )))
         };
         match replay.answer(interface, function, args) {

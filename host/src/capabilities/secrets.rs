@@ -252,15 +252,22 @@ pub async fn merge_imports(
     Ok(serde_json::Value::Object(object).to_string())
 }
 
+/// What a recording keeps as the answer to `secrets.get`.
+pub const SECRET_NOT_RECORDED: &str = "(value given; not recorded)";
+
 impl Host for Capabilities {
     async fn get(&mut self, name: String) -> Result<String, WitError> {
-        // A replay gets a stand-in, and the value is never recorded: only that it was given.
+        // The value is never recorded, only that it was given: a replay gets
+        // a stand-in, a fixture the test value it gives.
         let stand_in = format!("[secret {name}]");
         self.traced(
             ("secrets", "get"),
             format!("{name:?}"),
-            |_| Some(stand_in),
-            |_| serde_json::json!("(value given; not recorded)"),
+            |answer| match answer {
+                serde_json::Value::String(given) if given != SECRET_NOT_RECORDED => Some(given),
+                _ => Some(stand_in),
+            },
+            |_| serde_json::json!(SECRET_NOT_RECORDED),
             async |c: &mut Self| c.secret_checked(&name).await,
         )
         .await

@@ -32,15 +32,10 @@ pub(crate) struct Cli {
         default_value = "text"
     )]
     pub(crate) log_format: LogFormatArg,
-    /// Log level or tracing filter, e.g. `info` or `wasmtrigger::guest=debug,info`.
-    #[arg(
-        long,
-        global = true,
-        hide = true,
-        env = "LOG_LEVEL",
-        default_value = "info"
-    )]
-    pub(crate) log_level: String,
+    /// Log level or tracing filter, e.g. `info` or `wasmtrigger::guest=debug,info`
+    /// [default: info; error for `test`, which shows a failed fixture's guest log itself].
+    #[arg(long, global = true, hide = true, env = "LOG_LEVEL")]
+    pub(crate) log_level: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -75,6 +70,8 @@ pub(crate) enum Command {
     Fire(FireArgs),
     /// Re-run a recorded run with every capability call answered from its recording; print the differences.
     Replay(ReplayArgs),
+    /// Run module tests: fixture files (an event, canned capability answers, what should come of it), offline.
+    Test(TestArgs),
     /// Resubmit a trigger's recorded events (failed ones by default) to a running engine, as new events.
     Redrive(RedriveArgs),
     /// Show how a trigger's shadow candidate compares with its action: counts and the latest differences.
@@ -299,6 +296,19 @@ pub(crate) struct HistoryArgs {
     pub(crate) state_dir: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub(crate) struct TestArgs {
+    /// Fixture files, or directories searched for *.fixture.json, *.fixture.yaml and *.fixture.yml.
+    #[arg(default_value = ".")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Directory holding the modules fixtures name, when they are not next to the fixture.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) modules: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub(crate) output: Format,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum RunsCommand {
     /// Show one run in full.
@@ -308,6 +318,13 @@ pub(crate) enum RunsCommand {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// Write a recorded run as a module-test fixture (JSON), for `wasmtrigger test`.
+    Export {
+        /// The run id.
+        run_id: String,
         #[command(flatten)]
         history: HistoryArgs,
     },

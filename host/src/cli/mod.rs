@@ -5,6 +5,7 @@ pub mod args;
 mod check;
 mod client;
 mod invoke;
+pub mod module_test;
 pub mod offline;
 pub mod remote;
 pub mod replay;

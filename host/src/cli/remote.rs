@@ -166,6 +166,13 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         print_as(output, &run, || super::run_view::run_text(&run))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(RunsCommand::Export { run_id, history }) = args.show {
+        let run = History::open(&history).await?.run(&run_id).await?;
+        let fixture =
+            wasmtrigger::replay::fixture::from_record(&run).map_err(|e| BadInput(e.to_string()))?;
+        println!("{}", serde_json::to_string_pretty(&fixture)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let status = match args.status.as_deref() {
         None => None,
         Some("filtered") => Some(RunStatus::Filtered),

@@ -293,9 +293,12 @@ impl Trace {
 /// and notes the calls made that the recording could not answer.
 #[derive(Debug)]
 pub struct ReplaySource {
-    calls: Mutex<std::collections::VecDeque<Call>>,
+    /// The answers, each with whether its arguments must match.
+    calls: Mutex<std::collections::VecDeque<(Call, bool)>>,
     /// Let calls the recording has no answer for through (under the trigger's grants).
     pub live: bool,
+    /// A fixture's canned answers, not a recording (for the wording).
+    canned: bool,
     divergences: Mutex<Vec<String>>,
     made_live: Mutex<Vec<String>>,
 }
@@ -312,10 +315,29 @@ impl ReplaySource {
     /// Answers from `calls` (one phase's calls, in order).
     pub fn new(calls: Vec<Call>, live: bool) -> Self {
         ReplaySource {
-            calls: Mutex::new(calls.into()),
+            calls: Mutex::new(calls.into_iter().map(|c| (c, true)).collect()),
             live,
+            canned: false,
             divergences: Mutex::default(),
             made_live: Mutex::default(),
+        }
+    }
+
+    /// Answers from a fixture's canned answers, in order; `false` next to
+    /// one: it answers its call whatever the arguments.
+    pub fn canned(calls: Vec<(Call, bool)>) -> Self {
+        ReplaySource {
+            canned: true,
+            calls: Mutex::new(calls.into()),
+            ..ReplaySource::new(Vec::new(), false)
+        }
+    }
+
+    fn holder(&self) -> &'static str {
+        if self.canned {
+            "the fixture"
+        } else {
+            "the recording"
         }
     }
 
@@ -325,21 +347,35 @@ impl ReplaySource {
         let args = cut(&crate::redact::redact_str(args), MAX_SUMMARY);
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let why = match calls.front() {
-            Some(c) if c.interface == interface && c.function == function && c.args == args => {
+            Some((c, exact))
+                if c.interface == interface
+                    && c.function == function
+                    && (!exact || c.args == args) =>
+            {
                 match calls.pop_front() {
-                    Some(Call {
-                        outcome,
-                        answer: Some(answer),
-                        ..
-                    }) => return Replayed::Answer(outcome, answer),
+                    Some((
+                        Call {
+                            outcome,
+                            answer: Some(answer),
+                            ..
+                        },
+                        _,
+                    )) => return Replayed::Answer(outcome, answer),
                     _ => "its recorded answer was over the size bound".to_string(),
                 }
             }
-            Some(c) => format!(
-                "the recording has {}.{} {} here",
-                c.interface, c.function, c.args
+            Some((c, exact)) => format!(
+                "{} has {}.{}{} here",
+                self.holder(),
+                c.interface,
+                c.function,
+                if *exact {
+                    format!(" {}", c.args)
+                } else {
+                    String::new()
+                }
             ),
-            None => "the recording has no more calls".to_string(),
+            None => format!("{} has no more answers", self.holder()),
         };
         drop(calls);
         self.unanswered(interface, function, &args, &why);
@@ -373,11 +409,23 @@ impl ReplaySource {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for c in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            all.push(format!(
-                "{}.{} {}: recorded, not made",
-                c.interface, c.function, c.args
-            ));
+        for (c, exact) in self.calls.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            all.push(if self.canned {
+                let args = if *exact {
+                    c.args.as_str()
+                } else {
+                    "(any arguments)"
+                };
+                format!(
+                    "{}.{} {args}: answer given, never asked for",
+                    c.interface, c.function
+                )
+            } else {
+                format!(
+                    "{}.{} {}: recorded, not made",
+                    c.interface, c.function, c.args
+                )
+            });
         }
         all
     }

@@ -23,12 +23,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::HostServices;
-use crate::cel::CelFilter;
 use crate::config::Limits;
 use crate::event::Event;
-use crate::runs::recording::{Call, Phase, ReplaySource, Trace};
+use crate::runs::recording::{Call, Phase, ReplaySource};
 use crate::runs::{RunRecord, RunStatus};
-use crate::runtime::{Invocation, LoadedModule, Runtime};
+use crate::runtime::{LoadedModule, Runtime};
+
+pub mod fixture;
+pub mod rerun;
+
+use rerun::FilterRun;
 
 /// Bounds of a replayed call (the recording does not keep the trigger's).
 pub const REPLAY_LIMITS: Limits = Limits {
@@ -127,143 +131,111 @@ pub async fn replay(
         .recording
         .as_deref()
         .ok_or_else(|| ReplayError::NotRecorded(record.run_id.clone()))?;
-    let recorded_event = recording
-        .event
-        .as_ref()
-        .ok_or_else(|| ReplayError::NotRecorded(record.run_id.clone()))?;
-    let data = recorded_event
-        .data
-        .clone()
-        .ok_or_else(|| ReplayError::EventNotKept(record.run_id.clone()))?;
-    let event = Event {
-        id: record.event_id.clone(),
-        trigger: record.trigger.clone(),
-        source: record.source.clone(),
-        kind: record.kind.clone(),
-        time: recorded_event.time.clone(),
-        data,
-        redrive_of: None,
-    };
-    // kv calls that reach a store at all find a scratch one.
-    let scratch = crate::state::StateStore::in_memory(Default::default())
-        .map_err(|e| ReplayError::Module(e.to_string()))?;
-    let trace = Arc::new(Trace::default());
-    let invocation = |calls: Vec<Call>| Invocation {
-        trace: Some(trace.clone()),
-        replay: Some(Arc::new(ReplaySource::new(calls, live.is_some()))),
-        ..Invocation::new(
-            &record.trigger,
-            REPLAY_LIMITS,
-            Some(scratch.kv(&record.trigger)),
-            services.clone(),
-        )
-    };
-    let phase_calls = |phase: Phase, attempt: Option<u32>| -> Vec<Call> {
-        recording
+    let event = recorded_event(record)?;
+    let last_attempt = record.attempts.last().map(|a| a.number).unwrap_or(1);
+    let phase_calls = |phase: Phase, attempt: Option<u32>| -> Arc<ReplaySource> {
+        let calls = recording
             .calls
             .iter()
             .filter(|c| c.phase == phase && attempt.is_none_or(|a| c.attempt == a))
             .cloned()
-            .collect()
+            .collect();
+        Arc::new(ReplaySource::new(calls, live.is_some()))
     };
-    let mut divergences = Vec::new();
-    let mut made_live = Vec::new();
-    let mut modules = Vec::new();
-    let mut replayed_error = None;
-
     // The filter, as recorded: CEL again, or a module.
-    let recorded_verdict = recording.verdict.as_ref().and_then(|v| v.passed);
-    let mut passed = Some(true);
-    let mut replayed_verdict = None;
-    if let Some(verdict) = &recording.verdict {
-        if verdict.filter == "cel" {
-            let expression = verdict.expression.clone().unwrap_or_default();
-            let cel = CelFilter::compile(&expression).map_err(ReplayError::Cel)?;
-            match cel.evaluate(&event) {
-                Ok(v) => replayed_verdict = Some(v),
-                Err(e) => replayed_error = Some(format!("filter: {e}")),
-            }
-        } else {
-            let module = filter.ok_or_else(|| {
-                ReplayError::Module(format!("the filter {} is not available", verdict.filter))
-            })?;
-            modules.push(module.label());
-            trace.enter(Phase::Filter, 0);
-            let inv = invocation(phase_calls(Phase::Filter, None));
-            let source = inv.replay.clone();
-            match runtime.call_filter(module, &inv, &event).await {
-                Ok(v) => replayed_verdict = Some(v),
-                Err(e) => replayed_error = Some(e.message),
-            }
-            if let Some(source) = source {
-                divergences.extend(source.divergences());
-                made_live.extend(source.made_live());
-            }
-        }
-        passed = replayed_verdict;
-    }
+    let filter = match &recording.verdict {
+        None => FilterRun::None,
+        Some(v) if v.filter == "cel" => FilterRun::Cel(v.expression.as_deref().unwrap_or_default()),
+        Some(v) => FilterRun::Module(filter.ok_or_else(|| {
+            ReplayError::Module(format!("the filter {} is not available", v.filter))
+        })?),
+    };
+    // The action: its last recorded attempt, when the run had one.
+    let action = match (&record.module, action) {
+        (None, _) => Ok(None),
+        (Some(_), Some(module)) => Ok(Some(module)),
+        (Some(label), None) => Err(ReplayError::Module(format!(
+            "the action {label} is not available"
+        ))),
+    };
+    let made = rerun::rerun(
+        runtime,
+        services,
+        rerun::Rerun {
+            event,
+            filter,
+            action,
+            params: recording.params.clone().unwrap_or_else(|| "{}".into()),
+            attempt: last_attempt,
+            answers: (
+                phase_calls(Phase::Filter, None),
+                phase_calls(Phase::Action, Some(last_attempt)),
+            ),
+            live,
+        },
+    )
+    .await?;
 
-    // The action: its last recorded attempt.
-    let mut output = None;
-    let last_attempt = record.attempts.last().map(|a| a.number).unwrap_or(1);
-    if passed == Some(true) && record.module.is_some() {
-        let module = action.ok_or_else(|| {
-            ReplayError::Module(format!(
-                "the action {} is not available",
-                record.module.as_deref().unwrap_or("?")
-            ))
-        })?;
-        modules.push(module.label());
-        trace.enter(Phase::Action, last_attempt);
-        let inv = Invocation {
-            access: live.clone(),
-            ..invocation(phase_calls(Phase::Action, Some(last_attempt)))
-        };
-        let source = inv.replay.clone();
-        let params = recording.params.clone().unwrap_or_else(|| "{}".into());
-        match runtime.call_action(module, &inv, &event, &params).await {
-            Ok(out) => output = Some(crate::runs::cap_text(out, crate::runs::MAX_OUTPUT_BYTES)),
-            Err(e) => replayed_error = Some(e.message),
-        }
-        if let Some(source) = source {
-            divergences.extend(source.divergences());
-            made_live.extend(source.made_live());
-        }
-    }
-
-    let mut made = crate::runs::recording::Recording::default();
-    trace.take_into(&mut made);
-    let describe = |c: &Call| format!("{}.{} {} → {}", c.interface, c.function, c.args, c.outcome);
     let recorded_calls: Vec<String> = recording
         .calls
         .iter()
         .filter(|c| c.phase == Phase::Filter || c.attempt == last_attempt)
-        .map(describe)
+        .map(describe_call)
         .collect();
-    let made_calls: Vec<String> = made.calls.iter().map(describe).collect();
+    let made_calls: Vec<String> = made.calls.iter().map(describe_call).collect();
     let recorded_output = (record.status == RunStatus::Succeeded)
         .then(|| record.output.clone())
         .flatten();
-    let verdict = Compared::new(recorded_verdict, replayed_verdict);
-    let output = Compared::new(recorded_output, output);
+    let verdict = Compared::new(
+        recording.verdict.as_ref().and_then(|v| v.passed),
+        made.verdict,
+    );
+    let output = Compared::new(recorded_output, made.output);
     let error = Compared::new(
         record.error.as_deref().map(without_versions),
-        replayed_error.as_deref().map(without_versions),
+        made.error.as_deref().map(without_versions),
     );
     let calls = Compared::new(recorded_calls, made_calls);
     let identical =
-        verdict.same && output.same && error.same && calls.same && divergences.is_empty();
+        verdict.same && output.same && error.same && calls.same && made.divergences.is_empty();
     Ok(ReplayReport {
         run_id: record.run_id.clone(),
         identical,
-        modules,
+        modules: made.modules,
         verdict,
         output,
         error,
         calls,
-        divergences,
-        made_live,
+        divergences: made.divergences,
+        made_live: made.made_live,
     })
+}
+
+/// The event of a recorded run, as its filter and action got it.
+pub fn recorded_event(record: &RunRecord) -> Result<Event, ReplayError> {
+    let recorded = record
+        .recording
+        .as_deref()
+        .and_then(|r| r.event.as_ref())
+        .ok_or_else(|| ReplayError::NotRecorded(record.run_id.clone()))?;
+    let data = recorded
+        .data
+        .clone()
+        .ok_or_else(|| ReplayError::EventNotKept(record.run_id.clone()))?;
+    Ok(Event {
+        id: record.event_id.clone(),
+        trigger: record.trigger.clone(),
+        source: record.source.clone(),
+        kind: record.kind.clone(),
+        time: recorded.time.clone(),
+        data,
+        redrive_of: None,
+    })
+}
+
+/// `interface.function args → outcome`: a call as reports list it.
+pub fn describe_call(c: &Call) -> String {
+    format!("{}.{} {} → {}", c.interface, c.function, c.args, c.outcome)
 }
 
 /// `name@0123456789ab` → `name@…`, and the engine's retry remark dropped:
