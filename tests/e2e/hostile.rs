@@ -952,6 +952,10 @@ fn secrets_in_every_shape_from_every_provider_reach_no_output() {
         }
     }
     for id in &ids {
+        let (_, out, err) = run_cli(&[&["runs", "export", id][..], &server_arg].concat(), None);
+        written.push(("runs export".into(), out + &err));
+    }
+    for id in &ids {
         written.push((
             format!("GET /api/v1/runs/{id}"),
             support::http_get(&format!("{base}/api/v1/runs/{id}")),
@@ -1564,4 +1568,67 @@ fn unauthenticated_requests_do_not_become_api_server_calls() {
     }
     let during = reads() - before;
     assert!(during <= 2, "{during} Secret reads for 200 requests");
+}
+
+#[test]
+fn fixture_files_that_are_huge_deep_malformed_or_point_elsewhere_fail_alone() {
+    let ws = Workspace::new();
+    let deep_json = format!(
+        "{{\"action\": {{\"module\": \"counter.wasm\"}}, \"event\": {{\"data\": {}{}}}, \"expect\": {{\"output\": \"1\"}}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let deep_yaml = format!(
+        "action: {{ module: counter.wasm }}\nevent: {{ data: {}{} }}\nexpect: {{ output: '1' }}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    // A billion-laughs alias bomb.
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let prev = (b'a' + i - 1) as char;
+        let name = (b'a' + i) as char;
+        bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+    }
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("deep.fixture.json", deep_json, "deep.fixture.json: not valid JSON"),
+        ("deep.fixture.yaml", deep_yaml, "deep.fixture.yaml: not valid YAML"),
+        ("bomb.fixture.yaml", bomb, "aliases (`*name`) are bounded"),
+        ("binary.fixture.json", "\u{0}\u{1}\u{2}garbage".into(), "not valid JSON"),
+        (
+            "elsewhere.fixture.yaml",
+            "name: elsewhere\naction: { module: ../../../../../../etc/passwd }\nevent: { data: {} }\nexpect: { output: x }\n".into(),
+            "not a WebAssembly file",
+        ),
+        (
+            "kinds.fixture.yaml",
+            "name: kinds\naction: { module: counter.wasm }\nevent: { data: {} }\ncalls: [ { call: fs.read, answer: x } ]\nexpect: { output: x }\n".into(),
+            "expected interface.function",
+        ),
+    ];
+    for (file, text, _) in &cases {
+        ws.write(&format!("hostile/{file}"), text);
+    }
+    let huge = ws.path().join("hostile/huge.fixture.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
+    ws.write(
+        "hostile/fine.fixture.yaml",
+        "name: fine\naction: { module: counter.wasm }\nevent: { data: {} }\ncalls: [ { call: kv.increment, answer: 1 } ]\nexpect: { output: '1' }\n",
+    );
+    let dir = ws.path().join("hostile").display().to_string();
+    let modules = support::modules().display().to_string();
+    let (code, out, err) = run_cli(&["test", &dir, "--modules", &modules], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.ends_with("1 passed, 7 failed\n"), "{out}");
+    for (_, _, says) in &cases {
+        assert!(out.contains(says), "{says:?} is not in {out}");
+    }
+    assert!(
+        out.contains("larger than the 4 MiB a fixture may have"),
+        "{out}"
+    );
+    assert!(out.contains("ok    ") && out.contains(": fine"), "{out}");
 }

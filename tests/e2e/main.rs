@@ -24,6 +24,7 @@ mod kube_watch;
 mod languages;
 mod layers;
 mod leader;
+mod module_tests;
 mod mqtt;
 mod nats;
 mod newcomer;

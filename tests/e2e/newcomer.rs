@@ -247,6 +247,10 @@ fn the_readme_first_trigger_walkthrough_runs_as_written() {
         lines.contains(&"true"),
         "invoke passed the sample: {stdout}"
     );
+    assert!(
+        lines.contains(&"1 passed, 0 failed"),
+        "the project's module test passed: {stdout}"
+    );
     let run = lines
         .iter()
         .skip_while(|l| !l.starts_with("RUN ID"))

@@ -249,11 +249,6 @@ fn retention_drops_module_versions_no_record_names_any_more() {
     assert_eq!(code, 0, "{log}");
 }
 
-/// Fires `trigger` on `engine` with `data` and returns its stored run record.
-fn fire_and_record(engine: &EngineProcess, trigger: &str, data: Value) -> Value {
-    fire_and_record_nth(engine, trigger, data)
-}
-
 #[test]
 fn replaying_a_kube_patching_run_sends_nothing_and_is_identical() {
     let ws = Workspace::new();
@@ -277,7 +272,7 @@ triggers:
     let engine =
         EngineProcess::start_with_env(&config, &state, &[], &[("KUBECONFIG", kube_env.as_str())]);
     engine.wait_started();
-    let record = fire_and_record(&engine, "label-web", serde_json::json!({"go": true}));
+    let record = engine.fire_and_record("label-web", serde_json::json!({"go": true}));
     assert_eq!(record["status"], "succeeded", "{record}");
     let (code, log) = engine.stop_and_log();
     assert_eq!(code, 0, "{log}");
@@ -334,7 +329,7 @@ fn replaying_with_a_changed_module_reports_exactly_what_changed() {
     let state = ws.state_dir();
     let engine = EngineProcess::start(&config, &state, &[]);
     engine.wait_started();
-    let record = fire_and_record(&engine, "remember", serde_json::json!({}));
+    let record = engine.fire_and_record("remember", serde_json::json!({}));
     assert_eq!(record["status"], "succeeded", "{record}");
     let run_id = record["runId"].as_str().unwrap().to_string();
     let base = engine.base_url();
@@ -475,7 +470,7 @@ fn a_live_replay_makes_the_calls_the_recording_cannot_answer_under_the_grants() 
     );
     let engine = EngineProcess::start(&config, &ws.state_dir(), &[]);
     engine.wait_started();
-    let record = fire_and_record(&engine, "big", serde_json::json!({}));
+    let record = engine.fire_and_record("big", serde_json::json!({}));
     assert_eq!(record["status"], "succeeded", "{record}");
     let run_id = record["runId"].as_str().unwrap().to_string();
     let base = engine.base_url();
@@ -543,7 +538,7 @@ fn redrive_resubmits_exactly_the_failed_events_of_a_window() {
     let fine = serde_json::json!({"body": {}});
     // Two failures before the window…
     for _ in 0..2 {
-        fire_and_record_nth(&engine, "flaky", failing.clone());
+        engine.fire_and_record("flaky", failing.clone());
     }
     std::thread::sleep(Duration::from_millis(20));
     let window = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -551,7 +546,7 @@ fn redrive_resubmits_exactly_the_failed_events_of_a_window() {
     // …and three failures and two successes in it.
     let mut in_window = Vec::new();
     for data in [&failing, &fine, &failing, &fine, &failing] {
-        let record = fire_and_record_nth(&engine, "flaky", data.clone());
+        let record = engine.fire_and_record("flaky", data.clone());
         if record["status"] == "failed" {
             in_window.push(record["runId"].as_str().unwrap().to_string());
         }
@@ -656,24 +651,4 @@ fn redrive_resubmits_exactly_the_failed_events_of_a_window() {
     assert_eq!(redriven_of, in_window);
     let (code, log) = engine.stop_and_log();
     assert_eq!(code, 0, "{log}");
-}
-
-/// Fires `trigger` once more and returns the record of that run (the newest).
-fn fire_and_record_nth(engine: &EngineProcess, trigger: &str, data: Value) -> Value {
-    let before = engine.runs(trigger).len();
-    engine.fire(trigger, Some(&data));
-    let run = engine.wait_runs(trigger, before + 1).remove(before);
-    let run_id = run["run_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + support::DEADLINE;
-    loop {
-        if let Some(r) = engine
-            .stored_runs(trigger)
-            .into_iter()
-            .find(|r| r["runId"] == run_id)
-        {
-            return r;
-        }
-        assert!(std::time::Instant::now() < deadline, "record not stored");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -73,6 +73,10 @@ fn scaffold_builds_and_runs(kind: &str, lang: &str) {
         assert_eq!(output["params"]["greeting"], "hello");
         assert_eq!(output["kind"], "post");
     }
+    // The fixture the project ships passes, from the project directory.
+    let (code, out, err) = support::run_cli_in(&dir, &["test"], None);
+    assert_eq!(code, 0, "{kind}/{lang}: {out}{err}");
+    assert!(out.ends_with("1 passed, 0 failed\n"), "{out}");
     run_as_suggested(&dir, &name, kind);
 }
 

@@ -103,7 +103,13 @@ pub fn check_config(config: &Path) -> (i32, String, String) {
 
 /// Runs the binary to completion and returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    run_cli_in(Path::new("."), args, stdin)
+}
+
+/// [`run_cli`] from the directory `dir`.
+pub fn run_cli_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(binary())
+        .current_dir(dir)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -220,6 +220,26 @@ impl EngineProcess {
         assert_eq!(status, 202, "firing {trigger}");
     }
 
+    /// Fires `trigger` once more and returns the stored record of that run.
+    pub fn fire_and_record(&self, trigger: &str, data: Value) -> Value {
+        let before = self.runs(trigger).len();
+        self.fire(trigger, Some(&data));
+        let run = self.wait_runs(trigger, before + 1).remove(before);
+        let run_id = run["run_id"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + crate::support::DEADLINE;
+        loop {
+            if let Some(r) = self
+                .stored_runs(trigger)
+                .into_iter()
+                .find(|r| r["runId"] == run_id)
+            {
+                return r;
+            }
+            assert!(std::time::Instant::now() < deadline, "record not stored");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Waits for at least `n` run records of `trigger` and returns them.
     pub fn wait_runs(&self, trigger: &str, n: usize) -> Vec<Value> {
         self.wait_for(&format!("{n} runs of {trigger}"), |lines| {

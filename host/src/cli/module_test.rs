@@ -19,6 +19,20 @@ use wasmtrigger::runtime::{LoadedModule, Runtime, RuntimeSettings};
 
 /// Most log lines shown under a failed fixture.
 const SHOWN_LOGS: usize = 20;
+/// Largest fixture file read: a config document's bound.
+const MAX_FIXTURE_BYTES: u64 = wasmtrigger::config::document::MAX_DOCUMENT_BYTES as u64;
+
+/// A fixture file's text; a larger one than [`MAX_FIXTURE_BYTES`] is refused unread.
+fn read(file: &Path) -> Result<String, String> {
+    let size = std::fs::metadata(file).map_err(|e| e.to_string())?.len();
+    if size > MAX_FIXTURE_BYTES {
+        return Err(format!(
+            "{size} bytes: larger than the {} MiB a fixture may have",
+            MAX_FIXTURE_BYTES >> 20
+        ));
+    }
+    std::fs::read_to_string(file).map_err(|e| e.to_string())
+}
 
 /// Modules, compiled once per file.
 struct Modules {
@@ -97,7 +111,7 @@ pub(crate) async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for file in &files {
         let shown = file.display().to_string();
-        let fixtures = match std::fs::read_to_string(file)
+        let fixtures = match read(file)
             .map_err(|e| format!("{shown}: {e}"))
             .and_then(|text| fixture::parse(file, &text).map_err(|e| e.to_string()))
         {

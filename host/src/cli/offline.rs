@@ -212,6 +212,7 @@ pub(crate) fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
     println!("  {once}    # once");
     println!("  ./build.sh");
     println!("  wasmtrigger invoke {name}.wasm --file event.json{params}");
+    println!("  wasmtrigger test    # runs sample.fixture.json, the module's first test");
     if world == World::Filter {
         println!(
             "  cp PATH/TO/log-event.wasm .    # the action triggers.yaml pairs the filter with"

@@ -215,6 +215,28 @@ pub fn scaffold(
         "data": { "body": body, "headers": {}, "contentType": "application/json" },
     });
     let event_text = serde_json::to_string_pretty(&event).unwrap_or_default() + "\n";
+    // A module test on the same event: what `wasmtrigger test` runs.
+    let module = format!("{name}.wasm");
+    let fixture = if filter {
+        serde_json::json!({
+            "name": "the sample event passes",
+            "filter": { "module": module },
+            "event": event,
+            "expect": { "verdict": true, "calls": [] },
+        })
+    } else {
+        serde_json::json!({
+            "name": "counts its runs (kv answers 41) and returns them",
+            "action": { "module": module, "params": { "greeting": "hello" } },
+            "event": event,
+            "calls": [ { "call": "kv.increment", "args": "\"runs\" by 1", "answer": 41 } ],
+            "expect": {
+                "output": { "runs": 41, "kind": "post", "params": { "greeting": "hello" } },
+                "calls": [ "kv.increment \"runs\" by 1" ],
+            },
+        })
+    };
+    let fixture_text = serde_json::to_string_pretty(&fixture).unwrap_or_default() + "\n";
     let body_text = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
     let triggers_text = if filter {
         format!(
@@ -229,6 +251,7 @@ pub fn scaffold(
         files.push(("wit/plugin.wit", WIT, false));
     }
     files.push(("event.json", &event_text, false));
+    files.push(("sample.fixture.json", &fixture_text, false));
     files.push(("body.json", &body_text, false));
     files.push(("triggers.yaml", &triggers_text, false));
     files.push(("README.md", README, false));
