@@ -331,6 +331,7 @@ impl Engine {
                 history: history.clone(),
                 secrets: services.secrets.clone(),
                 shadows: dispatcher.shadows().clone(),
+                runs: triggers.sources().runs.clone(),
                 replay: records_runs.then(|| crate::server::replay::ReplayContext {
                     runtime: runtime.clone(),
                     services: services.clone(),

@@ -84,6 +84,20 @@ pub struct TriggerView {
     pub summary: TriggerSummary,
 }
 
+/// A trigger (or a config change) that could not be applied, and why: the
+/// previous version keeps running, or, for a new trigger, nothing does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// The trigger it is about, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Where it came from: `files`, or `Trigger NAMESPACE/NAME`.
+    pub origin: String,
+    /// What is wrong, as `check` words it.
+    pub message: String,
+}
+
 /// The composed config: the files' triggers, then each object trigger whose
 /// name no file trigger uses (a file wins a name).
 pub fn compose(files: &Config, objects: &[TriggerConfig]) -> Config {
@@ -109,6 +123,8 @@ pub struct TriggerSet {
     config: std::sync::Mutex<Arc<Config>>,
     /// The triggers applied from Trigger objects (the second input).
     objects: Mutex<Vec<TriggerConfig>>,
+    /// What the last config change and the last object reconcile could not apply.
+    problems: std::sync::Mutex<(Vec<Problem>, Vec<Problem>)>,
 }
 
 /// The inputs, held: while a driver holds them no other input changes the set.
@@ -160,7 +176,24 @@ impl TriggerSet {
                 ..config.clone()
             })),
             objects: Mutex::new(Vec::new()),
+            problems: std::sync::Mutex::default(),
         })
+    }
+
+    /// Notes what the config files' last change could not apply (empty: it applied).
+    pub fn set_file_problems(&self, problems: Vec<Problem>) {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).0 = problems;
+    }
+
+    /// Notes which Trigger objects are invalid, and why.
+    pub fn set_object_problems(&self, problems: Vec<Problem>) {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).1 = problems;
+    }
+
+    /// What could not be applied: the files' problems, then the objects'.
+    pub fn problems(&self) -> Vec<Problem> {
+        let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        problems.0.iter().chain(&problems.1).cloned().collect()
     }
 
     /// The config currently applied.

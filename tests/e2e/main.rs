@@ -39,4 +39,5 @@ mod scaffold;
 mod schedules;
 mod shadow;
 mod trigger_objects;
+mod ui;
 mod workflows;

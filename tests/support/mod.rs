@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod brokers;
+pub mod browser;
 pub mod cli;
 pub mod cluster;
 pub mod guests;

@@ -131,6 +131,9 @@ impl ApiClient {
         if let Some(e) = &query.event {
             params.append_pair("event", e);
         }
+        if let Some(b) = &query.before {
+            params.append_pair("before", b);
+        }
         if let Some(l) = query.limit {
             params.append_pair("limit", &l.to_string());
         }

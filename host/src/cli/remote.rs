@@ -191,6 +191,7 @@ pub(crate) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         status,
         since,
         event: None,
+        before: None,
         limit: Some(usize::from(args.limit)),
     };
     let runs = History::open(&args.history).await?.runs(&query).await?;

@@ -175,6 +175,19 @@ pub async fn run(shared: SyncContext, scope: TriggerObjects, stop: CancellationT
                 if pending {
                     pending = false;
                     let verdicts = reconcile(&shared, &scope, &objects).await;
+                    shared.triggers.set_object_problems(
+                        verdicts
+                            .iter()
+                            .filter_map(|((namespace, name), verdict)| {
+                                let message = verdict.as_ref().err()?;
+                                Some(crate::trigger_set::Problem {
+                                    trigger: Some(name.clone()),
+                                    origin: format!("Trigger {namespace}/{name}"),
+                                    message: message.clone(),
+                                })
+                            })
+                            .collect(),
+                    );
                     for (key, verdict) in verdicts {
                         if let Some(o) = objects.get_mut(&key)
                             && set_condition(&mut o.status, o.generation, verdict)

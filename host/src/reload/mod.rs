@@ -29,7 +29,16 @@ use crate::capabilities::secrets::SecretStore;
 use crate::config::{self, Config, EngineOverrides, FilterConfig};
 use crate::metrics::ReloadStats;
 use crate::runtime::{World, load_for_config};
-use crate::trigger_set::{TriggerSet, compose};
+use crate::trigger_set::{Problem, TriggerSet, compose};
+
+/// A config error as the web page and the API show it.
+fn problem(error: &config::ConfigError) -> Problem {
+    Problem {
+        trigger: error.trigger.clone(),
+        origin: "files".into(),
+        message: error.to_string(),
+    }
+}
 
 /// Where a reload reads the config from, the way `run` was given it.
 #[derive(Clone, Debug)]
@@ -252,9 +261,15 @@ impl Reloader {
         let config = match loaded {
             Ok(Ok(config)) => config,
             Ok(Err(errors)) => {
-                return self.reject_config(errors.0.iter().map(|e| e.to_string()).collect());
+                return self.reject_config(errors.0.iter().map(problem).collect());
             }
-            Err(e) => return self.reject_config(vec![format!("config loader failed: {e}")]),
+            Err(e) => {
+                return self.reject_config(vec![Problem {
+                    trigger: None,
+                    origin: "files".into(),
+                    message: format!("config loader failed: {e}"),
+                }]);
+            }
         };
         // Triggers from Trigger objects stay, unless a file now defines the name.
         let inputs = self.shared.triggers.inputs().await;
@@ -268,18 +283,19 @@ impl Reloader {
             .collect();
         let (modules, errors) = load_for_config(self.shared.triggers.runtime(), &config).await;
         if !errors.is_empty() {
-            return self.reject_config(errors.iter().map(|e| e.to_string()).collect());
+            return self.reject_config(errors.iter().map(problem).collect());
         }
         let secrets = &self.shared.secrets;
         let key_problems =
             crate::capabilities::secrets::webhook_key_problems(&config.triggers, secrets, false)
                 .await;
         if !key_problems.is_empty() {
-            return self.reject_config(key_problems.iter().map(|e| e.to_string()).collect());
+            return self.reject_config(key_problems.iter().map(problem).collect());
         }
         crate::capabilities::secrets::preload_secrets(&config.triggers, secrets).await;
         self.modules_seen.extend(fingerprints);
         let change = self.shared.triggers.apply(config, modules).await;
+        self.shared.triggers.set_file_problems(Vec::new());
         drop(inputs);
         self.shared
             .stats
@@ -288,16 +304,18 @@ impl Reloader {
         change.log("config reloaded");
     }
 
-    fn reject_config(&self, problems: Vec<String>) {
+    fn reject_config(&self, problems: Vec<Problem>) {
         self.shared
             .stats
             .config_rejections
             .fetch_add(1, Ordering::Relaxed);
         for problem in &problems {
-            tracing::error!("{problem}");
+            tracing::error!("{}", problem.message);
         }
+        let count = problems.len();
+        self.shared.triggers.set_file_problems(problems);
         tracing::error!(
-            problems = problems.len(),
+            problems = count,
             "config change rejected; the previous config keeps running"
         );
     }

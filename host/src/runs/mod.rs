@@ -2,6 +2,7 @@
 //! every finished record is handed to the configured sinks (the log today;
 //! stored history, metrics and chained triggers hook in the same way).
 
+mod index;
 pub mod journal;
 mod log_sink;
 pub mod modules;

@@ -27,10 +27,8 @@ use super::modules::{ModuleStore, versions_in};
 use super::{RunRecord, RunSink, RunStatus};
 use crate::state::{StateError, StateStore};
 
-/// run id -> record (JSON).
-const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
-/// (trigger, run id) -> (), for per-trigger queries and retention.
-const BY_TRIGGER: TableDefinition<(&str, &str), ()> = TableDefinition::new("runs_by_trigger");
+use super::index::{BY_EVENT, BY_STATUS, BY_TRIGGER, END, Indexes, Keys, RUNS, status_key};
+
 /// trigger -> summary (JSON).
 const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_summaries");
 /// module version -> stored records that name it ([`super::modules`]).
@@ -101,6 +99,9 @@ pub struct RunQuery {
     /// Only runs of this event.
     #[serde(default)]
     pub event: Option<String>,
+    /// Only runs that started before this run (its id), for paging.
+    #[serde(default)]
+    pub before: Option<String>,
     /// At most this many (newest first).
     pub limit: Option<usize>,
 }
@@ -164,8 +165,10 @@ impl RunStore {
         modules: Option<ModuleStore>,
     ) -> Result<Arc<Self>, StateError> {
         let tx = state.db().begin_write()?;
-        tx.open_table(RUNS)?;
-        tx.open_table(BY_TRIGGER)?;
+        {
+            let runs = tx.open_table(RUNS)?;
+            Indexes::open(&tx)?.build_if_missing(&runs)?;
+        }
         tx.open_table(SUMMARIES)?;
         tx.open_table(MODULE_REFS)?;
         tx.commit()?;
@@ -272,7 +275,7 @@ impl RunStore {
         let mut gone = Vec::new();
         {
             let mut runs = tx.open_table(RUNS)?;
-            let mut by_trigger = tx.open_table(BY_TRIGGER)?;
+            let mut indexes = Indexes::open(&tx)?;
             let mut summaries = tx.open_table(SUMMARIES)?;
             let mut refs = tx.open_table(MODULE_REFS)?;
             let mut touched: BTreeMap<&str, ()> = BTreeMap::new();
@@ -283,7 +286,7 @@ impl RunStore {
                     let versions = versions_in(r.filter.as_deref(), r.module.as_deref());
                     count_refs(&mut refs, &versions, 1)?;
                 }
-                by_trigger.insert((r.trigger.as_str(), r.run_id.as_str()), ())?;
+                indexes.add(r)?;
                 let mut summary: TriggerSummary = summaries
                     .get(r.trigger.as_str())?
                     .and_then(|v| serde_json::from_slice(v.value()).ok())
@@ -306,18 +309,20 @@ impl RunStore {
                 summaries.insert(r.trigger.as_str(), json.as_slice())?;
                 touched.insert(r.trigger.as_str(), ());
             }
+            // Count retention: the oldest over the cap go, found without listing the rest.
             for trigger in touched.keys() {
-                let ids: Vec<String> = by_trigger
-                    .range((*trigger, "")..=(*trigger, "\u{10ffff}"))?
-                    .map(|e| e.map(|(k, _)| k.value().1.to_string()))
-                    .collect::<Result<_, _>>()?;
-                let excess = ids.len().saturating_sub(self.retention.max_per_trigger);
-                for id in &ids[..excess] {
-                    by_trigger.remove((*trigger, id.as_str()))?;
-                    let removed = runs
-                        .remove(id.as_str())?
-                        .map(|v| versions_of_stored(v.value()));
-                    gone.extend(count_refs(&mut refs, &removed.unwrap_or_default(), -1)?);
+                let stored = usize::try_from(indexes.count(trigger)?).unwrap_or(usize::MAX);
+                let excess = stored.saturating_sub(self.retention.max_per_trigger);
+                for id in indexes.oldest(trigger, excess)? {
+                    let Some(removed) = runs.remove(id.as_str())? else {
+                        continue;
+                    };
+                    if let Some(keys) = Keys::of_stored(removed.value()) {
+                        indexes.remove(&keys)?;
+                    }
+                    let versions = versions_of_stored(removed.value());
+                    drop(removed);
+                    gone.extend(count_refs(&mut refs, &versions, -1)?);
                 }
             }
         }
@@ -346,25 +351,24 @@ impl RunStore {
         let mut gone = Vec::new();
         let removed = {
             let mut runs = tx.open_table(RUNS)?;
-            let mut by_trigger = tx.open_table(BY_TRIGGER)?;
+            let mut indexes = Indexes::open(&tx)?;
             let mut refs = tx.open_table(MODULE_REFS)?;
-            let old: Vec<(String, String, Vec<String>)> = runs
+            let old: Vec<(String, Option<Keys>, Vec<String>)> = runs
                 .range(..cutoff_id.as_str())?
                 .filter_map(|e| e.ok())
                 .map(|(k, v)| {
-                    let trigger = serde_json::from_slice::<RunRecord>(v.value())
-                        .map(|r| r.trigger)
-                        .unwrap_or_default();
                     (
                         k.value().to_string(),
-                        trigger,
+                        Keys::of_stored(v.value()),
                         versions_of_stored(v.value()),
                     )
                 })
                 .collect();
-            for (id, trigger, versions) in &old {
+            for (id, keys, versions) in &old {
                 runs.remove(id.as_str())?;
-                by_trigger.remove((trigger.as_str(), id.as_str()))?;
+                if let Some(keys) = keys {
+                    indexes.remove(keys)?;
+                }
                 gone.extend(count_refs(&mut refs, versions, -1)?);
             }
             old.len()
@@ -380,7 +384,9 @@ impl RunStore {
     }
 
     /// Records matching the query, newest start first (run ids are UUIDv7
-    /// stamped with the start time, so key order is start order).
+    /// stamped with the start time, so key order is start order). An event
+    /// id, or a trigger with a status, is looked up in its index; `before`
+    /// and `since` bound the range, so a page costs its own records.
     pub fn list(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StateError> {
         let tx = self.state.db().begin_read()?;
         let runs = tx.open_table(RUNS)?;
@@ -388,42 +394,67 @@ impl RunStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let before = query.before.as_deref().unwrap_or(END);
         let keep = |r: &RunRecord| {
             query.status.is_none_or(|s| r.status == s)
                 && query.event.as_deref().is_none_or(|e| r.event_id == e)
-                && query
-                    .since
-                    .as_deref()
-                    .is_none_or(|since| r.started_at.as_str() >= since)
+                && query.trigger.as_deref().is_none_or(|t| r.trigger == t)
         };
         let mut out = Vec::new();
-        let mut take = |bytes: &[u8]| -> bool {
-            if let Ok(r) = serde_json::from_slice::<RunRecord>(bytes)
-                && keep(&r)
+        // false: stop (the page is full, or the rest started before `since`).
+        let mut take = |id: &str| -> Result<bool, StateError> {
+            let Some(v) = runs.get(id)? else {
+                return Ok(true);
+            };
+            let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) else {
+                return Ok(true);
+            };
+            if query
+                .since
+                .as_deref()
+                .is_some_and(|since| r.started_at.as_str() < since)
             {
+                return Ok(false);
+            }
+            if keep(&r) {
                 out.push(r);
             }
-            out.len() < limit
+            Ok(out.len() < limit)
         };
-        match &query.trigger {
-            Some(trigger) => {
-                let index = tx.open_table(BY_TRIGGER)?;
+        match (&query.event, &query.trigger, query.status) {
+            (Some(event), _, _) => {
+                let index = tx.open_table(BY_EVENT)?;
                 for entry in index
-                    .range((trigger.as_str(), "")..=(trigger.as_str(), "\u{10ffff}"))?
+                    .range((event.as_str(), "")..(event.as_str(), before))?
                     .rev()
                 {
-                    let (key, _) = entry?;
-                    if let Some(v) = runs.get(key.value().1)?
-                        && !take(v.value())
-                    {
+                    if !take(entry?.0.value().1)? {
                         break;
                     }
                 }
             }
-            None => {
-                for entry in runs.iter()?.rev() {
-                    let (_, v) = entry?;
-                    if !take(v.value()) {
+            (None, Some(trigger), Some(status)) => {
+                let index = tx.open_table(BY_STATUS)?;
+                let (t, s) = (trigger.as_str(), status_key(status));
+                for entry in index.range((t, s, "")..(t, s, before))?.rev() {
+                    if !take(entry?.0.value().2)? {
+                        break;
+                    }
+                }
+            }
+            (None, Some(trigger), None) => {
+                let index = tx.open_table(BY_TRIGGER)?;
+                let t = trigger.as_str();
+                for entry in index.range((t, "")..(t, before))?.rev() {
+                    if !take(entry?.0.value().1)? {
+                        break;
+                    }
+                }
+            }
+            (None, None, _) => {
+                for entry in runs.range(..before)?.rev() {
+                    let (key, _) = entry?;
+                    if !take(key.value())? {
                         break;
                     }
                 }

@@ -1,13 +1,19 @@
 //! The JSON API used by `wasmtrigger runs`, `runs show`, `triggers` and `fire`:
 //!
-//! - `GET /api/v1/runs?trigger=&status=&since=&event=&limit=` — newest start
-//!   first; `since` is RFC 3339 or a duration back from now (`15m`); `limit`
-//!   is 1 to 10000 (default 100); a `trigger` neither running nor in the
-//!   history is 404;
+//! - `GET /api/v1/runs?trigger=&status=&since=&event=&before=&limit=` —
+//!   newest start first; `since` is RFC 3339 or a duration back from now
+//!   (`15m`); `before` a run id, for the next page (runs that started before
+//!   it); `limit` is 1 to 10000 (default 100); a `trigger` neither running
+//!   nor in the history is 404;
+//! - `GET /api/v1/runs/stream[?trigger=]` — finished runs as server-sent
+//!   events ([`super::stream`]);
 //! - `GET /api/v1/runs/{run_id}`;
 //! - `POST /api/v1/runs/{run_id}/replay` ([`super::replay`]);
-//! - `GET /api/v1/triggers` — state, last success/failure, counts, and
-//!   what each trigger starts on success and on failure;
+//! - `GET /api/v1/triggers` — state, last success/failure, counts, what
+//!   each trigger starts on success and on failure, its module versions, runs
+//!   per minute over the last hour (`perMinute`, oldest first), its shadow's
+//!   counts; and `problems`: what the config files' last change or a Trigger
+//!   object could not apply (a trigger that is only there is `invalid`);
 //! - `POST /api/v1/triggers/{name}/fire` with optional `{"data": ...}`;
 //! - `POST /api/v1/triggers/{name}/redrive` ([`super::redrive`]);
 //! - `GET /api/v1/triggers/{name}/shadow` — the shadow candidate's counts and
@@ -84,6 +90,17 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
+        (Method::GET, ["api", "v1", "runs", "stream"]) => {
+            let trigger = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "trigger")
+                .map(|(_, v)| v.into_owned());
+            let reconnect = req.headers().contains_key("last-event-id");
+            let heartbeat = (state.limits.idle_timeout / 3).clamp(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(15),
+            );
+            super::stream::respond(engine.runs.subscribe(), trigger, reconnect, heartbeat)
+        }
         (Method::GET, ["api", "v1", "runs", id]) => {
             let (store, id) = (engine.history.clone(), id.to_string());
             match tokio::task::spawn_blocking(move || store.get(&id)).await {
@@ -125,12 +142,7 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
             let name = name.to_string();
             super::redrive::handle(state, engine, &name, req).await
         }
-        (Method::GET, ["api", "v1", "triggers"]) => {
-            match engine.triggers.views(&engine.history).await {
-                Ok(views) => json(StatusCode::OK, &serde_json::json!({ "triggers": views })),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-            }
-        }
+        (Method::GET, ["api", "v1", "triggers"]) => triggers(state, engine).await,
         (Method::POST, ["api", "v1", "triggers", name, "fire"]) => {
             let name = name.to_string();
             let Some(trigger) = engine.triggers.trigger(&name).await else {
@@ -188,7 +200,85 @@ pub(super) async fn handle(state: &Arc<ServerState>, req: Request<Incoming>) -> 
     }
 }
 
-/// Parses `trigger`, `status`, `since` and `limit` from a query string.
+/// The triggers with what the web page shows of each, and the problems.
+async fn triggers(state: &ServerState, engine: &super::ServerContext) -> Response<Body> {
+    let views = match engine.triggers.views(&engine.history).await {
+        Ok(views) => views,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let problems = engine.triggers.problems();
+    let mut list = Vec::new();
+    for view in &views {
+        let mut value = serde_json::to_value(view).unwrap_or_default();
+        if let Some(trigger) = engine.triggers.trigger(&view.name).await {
+            let config = trigger.config();
+            let mut modules = Vec::new();
+            if let Some(crate::config::FilterConfig::Module(m)) = &config.filter {
+                modules.push(m.name.clone());
+            }
+            modules.push(config.action.module.name.clone());
+            let labels: Vec<String> = modules
+                .iter()
+                .map(|name| {
+                    engine
+                        .triggers
+                        .registry()
+                        .get(name)
+                        .map(|m| m.label())
+                        .unwrap_or_else(|_| name.clone())
+                })
+                .collect();
+            value["modules"] = labels.into();
+            if config.shadow.is_some() {
+                let shadow = engine.shadows.view(&view.name).unwrap_or_default();
+                value["shadow"] = serde_json::json!({
+                    "matched": shadow.matched,
+                    "differed": shadow.differed,
+                    "errors": shadow.errors,
+                });
+            }
+        }
+        if let Some(activity) = state.activity.get() {
+            value["perMinute"] = activity.now(&view.name).into();
+        }
+        let own: Vec<&str> = problems
+            .iter()
+            .filter(|p| p.trigger.as_deref() == Some(view.name.as_str()))
+            .map(|p| p.message.as_str())
+            .collect();
+        if !own.is_empty() {
+            value["problems"] = own.into();
+        }
+        list.push(value);
+    }
+    // A trigger only a rejected change or an invalid object names is invalid.
+    for problem in &problems {
+        let Some(name) = &problem.trigger else {
+            continue;
+        };
+        if views.iter().any(|v| &v.name == name) || list.iter().any(|v| v["name"] == name.as_str())
+        {
+            continue;
+        }
+        let messages: Vec<&str> = problems
+            .iter()
+            .filter(|p| p.trigger.as_ref() == Some(name))
+            .map(|p| p.message.as_str())
+            .collect();
+        list.push(serde_json::json!({
+            "name": name,
+            "source": "-",
+            "state": "invalid",
+            "problems": messages,
+        }));
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "triggers": list, "problems": problems }),
+    )
+}
+
+/// Parses `trigger`, `status`, `since`, `event`, `before` and `limit` from a query string.
 fn run_query(query: &str) -> Result<RunQuery, String> {
     let mut q = RunQuery::default();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -208,6 +298,7 @@ fn run_query(query: &str) -> Result<RunQuery, String> {
             }
             "since" => q.since = Some(since(&value)?),
             "event" => q.event = Some(value.into_owned()),
+            "before" => q.before = Some(value.into_owned()),
             "limit" => {
                 q.limit = Some(
                     value

@@ -5,9 +5,13 @@
 //! bodies are read (`bodyTimeout`, see [`super::read_body`]).
 //!
 //! The watchdog sees the connection through [`Tracked`], which notes when
-//! the first byte of a request arrives, and through the service, which notes
-//! when a request's headers were complete (hyper calls it) and when its
-//! response was handed back.
+//! the first byte of a request arrives and when response bytes leave, and
+//! through the service, which notes when a request's headers were complete
+//! (hyper calls it) and when its response was handed back. A streamed
+//! response (the run stream) keeps the connection in its own phase, closed
+//! when no byte could be written for `idleTimeout`: the stream writes a
+//! heartbeat more often than that, so only a client that stopped reading is
+//! cut off.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,12 +26,15 @@ use crate::config::ServerLimits;
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
+const STREAMING: u8 = 3;
 
 /// Where a connection is in its request cycle, and since when.
 pub(super) struct Phase {
     phase: AtomicU8,
     /// Milliseconds since `origin` when the phase began.
     since_ms: AtomicU64,
+    /// Milliseconds since `origin` when response bytes were last written.
+    wrote_ms: AtomicU64,
     origin: Instant,
 }
 
@@ -36,6 +43,7 @@ impl Phase {
         Arc::new(Phase {
             phase: AtomicU8::new(IDLE),
             since_ms: AtomicU64::new(0),
+            wrote_ms: AtomicU64::new(0),
             origin: Instant::now(),
         })
     }
@@ -56,6 +64,17 @@ impl Phase {
         self.set(IDLE);
     }
 
+    /// The response handed back is a stream: the connection lives while it is written.
+    pub(super) fn streaming(&self) {
+        self.wrote();
+        self.set(STREAMING);
+    }
+
+    fn wrote(&self) {
+        self.wrote_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Bytes arrived: if the connection was idle, a request has begun.
     fn bytes_arrived(&self) {
         if self
@@ -73,11 +92,17 @@ impl Phase {
     pub(super) async fn overstayed(&self, limits: &ServerLimits) -> &'static str {
         loop {
             let phase = self.phase.load(Ordering::Acquire);
-            let since = Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
+            let since = if phase == STREAMING {
+                self.wrote_ms.load(Ordering::Relaxed)
+            } else {
+                self.since_ms.load(Ordering::Relaxed)
+            };
+            let since = Duration::from_millis(since);
             let in_phase = self.origin.elapsed().saturating_sub(since);
             let (limit, what) = match phase {
                 IDLE => (limits.idle_timeout, "idle timeout"),
                 HEAD => (limits.header_timeout, "header timeout"),
+                STREAMING => (limits.idle_timeout, "stream not read"),
                 // The handler bounds its own body reads; check back later.
                 _ => (limits.header_timeout, ""),
             };
@@ -127,7 +152,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.phase.wrote();
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -143,7 +172,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.phase.wrote();
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

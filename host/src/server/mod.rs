@@ -14,12 +14,15 @@
 //! one budget for request-body bytes held in memory across all requests;
 //! accept errors back off instead of spinning.
 
+pub mod activity;
 mod api;
 pub mod cloudevents;
 mod conn;
 mod redrive;
 pub mod replay;
+mod stream;
 mod token;
+mod ui;
 mod webhook;
 
 pub use api::since;
@@ -30,6 +33,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -57,6 +61,8 @@ pub struct ServerContext {
     pub replay: Option<replay::ReplayContext>,
     /// Shadow comparisons.
     pub shadows: Arc<crate::dispatch::shadow::ShadowLog>,
+    /// Finished runs, as they finish (the run stream, the activity counts).
+    pub runs: tokio::sync::broadcast::Sender<Arc<crate::runs::RunRecord>>,
 }
 
 /// What request handlers share.
@@ -68,6 +74,8 @@ pub struct ServerState {
     limits: ServerLimits,
     /// Request-body bytes that may be held at once, across all requests.
     body_budget: Arc<Semaphore>,
+    /// Runs per minute per trigger, counted once the engine is attached.
+    activity: OnceLock<Arc<activity::Activity>>,
 }
 
 impl ServerState {
@@ -87,11 +95,15 @@ impl ServerState {
             ready: AtomicBool::new(false),
             limits,
             body_budget: Arc::new(Semaphore::new(budget)),
+            activity: OnceLock::new(),
         })
     }
 
     /// Hands the running engine to the handlers.
     pub fn attach(&self, engine: ServerContext) {
+        let _ = self
+            .activity
+            .set(activity::Activity::follow(engine.runs.subscribe()));
         let _ = self.engine.set(engine);
     }
 
@@ -170,7 +182,16 @@ async fn serve_connection(stream: tokio::net::TcpStream, state: Arc<ServerState>
             async move {
                 phase.busy();
                 let response = route(state, req).await;
-                phase.idle();
+                let streamed = response.as_ref().is_ok_and(|r| {
+                    r.headers()
+                        .get(hyper::header::CONTENT_TYPE)
+                        .is_some_and(|v| v == stream::CONTENT_TYPE)
+                });
+                if streamed {
+                    phase.streaming();
+                } else {
+                    phase.idle();
+                }
                 response
             }
         })
@@ -244,14 +265,19 @@ pub(crate) fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// A response body.
-pub(crate) type Body = Full<Bytes>;
+/// A response body: whole, or a stream (the run stream).
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A whole response body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(format!("{body}\n"))))
+        .body(full(format!("{body}\n")))
         .unwrap_or_default()
 }
 
@@ -264,7 +290,9 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(text)))
+        .header("x-content-type-options", "nosniff")
+        .header("cache-control", "no-store")
+        .body(full(text))
         .unwrap_or_default()
 }
 
@@ -291,8 +319,10 @@ async fn route(
                 "content-type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(state.metrics.encode())))
+            .body(full(state.metrics.encode()))
             .unwrap_or_default(),
+        (&Method::GET, "/") => ui::redirect(),
+        (&Method::GET, p) if p == "/ui" || p.starts_with("/ui/") => ui::asset(p),
         (_, p) if p.starts_with("/hooks/") => webhook::handle(&state, req).await,
         (_, p) if p.starts_with("/api/") => api::handle(&state, req).await,
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),

@@ -70,6 +70,7 @@ pub(super) async fn handle(
             .collect()
     });
     let query = RunQuery {
+        before: None,
         trigger: Some(name.to_string()),
         status,
         since,
