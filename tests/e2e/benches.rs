@@ -64,3 +64,8 @@ fn queue_drain() {
 fn memory() {
     smoke("memory");
 }
+
+#[test]
+fn web_page() {
+    smoke("ui");
+}

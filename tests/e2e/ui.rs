@@ -252,7 +252,11 @@ fn in_a_real_browser_runs_arrive_live_explain_themselves_and_actions_need_the_to
     browser.wait_text("h1", "orders");
     browser.run("window.__sameDocument = true;", json!([]));
     let shown = Instant::now();
-    post_hook(&base, "orders", json!({ "total": 99, "customer": "ada" }));
+    post_hook(
+        &base,
+        "orders",
+        json!({ "total": 99, "customer": "<img src=x onerror=\"window.__xss=1\">" }),
+    );
     let row = browser.wait("#runs tr[data-status='succeeded']");
     let took = shown.elapsed();
     assert_eq!(
@@ -263,11 +267,21 @@ fn in_a_real_browser_runs_arrive_live_explain_themselves_and_actions_need_the_to
     println!("a webhook's run appeared on the open page {took:?} after it was sent");
     browser.screenshot(&Browser::screenshot_path("ui-trigger.png"));
 
-    // Its page: the event, the verdict, the log and the calls.
+    // Its page: the event, the verdict, the log and the calls. The event's
+    // markup is shown as text, never run.
     browser.click(&browser.wait("#runs tr[data-status='succeeded'] a"));
     let _ = row;
     browser.wait_text("#event-data", "customer");
-    browser.wait_text("#event-data", "ada");
+    browser.wait_text("#event-data", "<img src=x onerror=");
+    let injected = browser.run(
+        "return [document.querySelectorAll('#main img, #main script').length, typeof window.__xss];",
+        json!([]),
+    );
+    assert_eq!(
+        injected,
+        json!([0, "undefined"]),
+        "event data became markup"
+    );
     browser.wait_text("#verdict-text", "passed");
     browser.wait_text("#verdict-text", "event.data.body.total > 10");
     browser.wait_text("#log-lines", "run number 1");
@@ -341,4 +355,61 @@ fn in_a_real_browser_runs_arrive_live_explain_themselves_and_actions_need_the_to
     browser.wait_text("#triggers", "broken");
     browser.wait_text("#latest-runs", "failed");
     browser.screenshot(&Browser::screenshot_path("ui-triggers.png"));
+}
+
+#[test]
+fn a_rejected_change_shows_its_invalid_trigger_and_why() {
+    let ws = Workspace::new();
+    let engine = engine(&ws);
+    let base = engine.base_url();
+    let config = ws.path().join("ui.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("  - name: added\n    source: { type: webhook, auth: none }\n    action: { module: no-such-module.wasm }\n");
+    std::fs::write(&config, text).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + DEADLINE;
+    let view = loop {
+        let body = client
+            .get(format!("{base}/api/v1/triggers"))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if view["problems"].as_array().is_some_and(|p| !p.is_empty()) {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change was not rejected: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let problem = &view["problems"][0];
+    assert_eq!(problem["trigger"], "added", "{view}");
+    assert_eq!(problem["origin"], "files");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-module.wasm"),
+        "{problem}"
+    );
+    let added = view["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "added")
+        .unwrap_or_else(|| panic!("no entry for the invalid trigger: {view}"));
+    assert_eq!(added["state"], "invalid");
+    // The running ones keep running.
+    let orders = view["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["state"], "running");
+    assert_eq!(orders["perMinute"].as_array().map(Vec::len), Some(60));
 }

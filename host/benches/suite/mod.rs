@@ -13,6 +13,8 @@ mod modules;
 mod queue;
 #[path = "throughput.rs"]
 mod throughput;
+#[path = "ui.rs"]
+mod ui;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,7 +90,7 @@ impl Table {
 }
 
 /// Sections by name, in the order they run.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "filter",
     "languages",
     "modules",
@@ -98,6 +100,7 @@ pub const SECTIONS: [&str; 9] = [
     "journal",
     "queue",
     "memory",
+    "ui",
 ];
 
 /// Runs the named sections (all when empty) and returns their tables.
@@ -137,6 +140,9 @@ pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
     }
     if wanted("memory") {
         tables.push(memory::memory(mode));
+    }
+    if wanted("ui") {
+        tables.extend(ui::ui(mode));
     }
     tables
 }

@@ -214,7 +214,7 @@ mod tests {
             max_per_trigger: 50,
             ..Retention::default()
         };
-        let store = RunStore::open(state.clone(), retention.clone()).unwrap();
+        let store = RunStore::open(state.clone(), retention).unwrap();
         let mut written = Vec::new();
         for i in 0..60 {
             let status = if i % 10 == 0 {
