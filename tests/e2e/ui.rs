@@ -229,6 +229,21 @@ fn the_run_stream_batches_runs_and_resyncs_a_reconnect() {
         true
     });
     assert_eq!(first.as_deref(), Some("resync"));
+    // Streams are bounded: with these two open, 62 more, then 503.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..70 {
+        let (code, reader) = open_stream(&base, Some(TOKEN), None);
+        match code {
+            200 => held.push(reader),
+            503 => refused += 1,
+            other => panic!("stream answered {other}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (62, 8));
+    drop(held);
+    drop(reader);
+    drop(again);
 }
 
 #[test]
