@@ -192,22 +192,15 @@ fn an_exported_run_is_a_fixture_that_passes_offline_and_reaches_nothing() {
     let (server, kube_env) = crate::support::cluster::with_web_deployment(&ws);
     let config = ws.write(
         "export.yaml",
-        r#"
-triggers:
-  - name: label-web
-    source: { type: schedule, every: 24h }
-    filter: { cel: 'event.data.go == true' }
-    action:
-      module: builtin:patch-resource
-      params:
-        target: { apiVersion: apps/v1, kind: Deployment, namespace: default, name: web }
-        patch: { metadata: { labels: { touched: "yes" } } }
-      grants: { kube: [ { verbs: [patch], apiVersion: apps/v1, kind: Deployment, namespaces: [default], names: [web] } ] }
-  - name: count-ready
+        &format!(
+            "triggers:\n{}{}",
+            crate::support::cluster::LABEL_WEB_TRIGGER,
+            r#"  - name: count-ready
     source: { type: schedule, every: 24h }
     filter: { module: ready-replicas.wasm }
     action: { module: counter.wasm, params: { key: ready } }
-"#,
+"#
+        ),
     );
     let state = ws.state_dir();
     let engine =

@@ -255,18 +255,7 @@ fn replaying_a_kube_patching_run_sends_nothing_and_is_identical() {
     let (server, kube_env) = crate::support::cluster::with_web_deployment(&ws);
     let config = ws.write(
         "patch.yaml",
-        r#"
-triggers:
-  - name: label-web
-    source: { type: schedule, every: 24h }
-    filter: { cel: 'event.data.go == true' }
-    action:
-      module: builtin:patch-resource
-      params:
-        target: { apiVersion: apps/v1, kind: Deployment, namespace: default, name: web }
-        patch: { metadata: { labels: { touched: "yes" } } }
-      grants: { kube: [ { verbs: [patch], apiVersion: apps/v1, kind: Deployment, namespaces: [default], names: [web] } ] }
-"#,
+        &format!("triggers:\n{}", crate::support::cluster::LABEL_WEB_TRIGGER),
     );
     let state = ws.state_dir();
     let engine =

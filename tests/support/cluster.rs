@@ -107,3 +107,16 @@ pub fn with_web_deployment(ws: &Workspace) -> (ApiServer, String) {
         .expect("write the kubeconfig");
     (server, kubeconfig.display().to_string())
 }
+
+/// A trigger (YAML, under `triggers:`) that labels `default/web` with
+/// `touched: "yes"` through the builtin patch-resource when fired with `{"go": true}`.
+pub const LABEL_WEB_TRIGGER: &str = r#"  - name: label-web
+    source: { type: schedule, every: 24h }
+    filter: { cel: 'event.data.go == true' }
+    action:
+      module: builtin:patch-resource
+      params:
+        target: { apiVersion: apps/v1, kind: Deployment, namespace: default, name: web }
+        patch: { metadata: { labels: { touched: "yes" } } }
+      grants: { kube: [ { verbs: [patch], apiVersion: apps/v1, kind: Deployment, namespaces: [default], names: [web] } ] }
+"#;

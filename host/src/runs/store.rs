@@ -27,7 +27,7 @@ use super::modules::{ModuleStore, versions_in};
 use super::{RunRecord, RunSink, RunStatus};
 use crate::state::{StateError, StateStore};
 
-use super::index::{BY_EVENT, BY_STATUS, BY_TRIGGER, END, Indexes, Keys, RUNS, status_key};
+use super::index::{Indexes, Keys, RUNS};
 
 /// trigger -> summary (JSON).
 const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_summaries");
@@ -383,84 +383,9 @@ impl RunStore {
         Ok(removed)
     }
 
-    /// Records matching the query, newest start first (run ids are UUIDv7
-    /// stamped with the start time, so key order is start order). An event
-    /// id, or a trigger with a status, is looked up in its index; `before`
-    /// and `since` bound the range, so a page costs its own records.
+    /// Records matching the query, newest start first ([`super::index::query`]).
     pub fn list(&self, query: &RunQuery) -> Result<Vec<RunRecord>, StateError> {
-        let tx = self.state.db().begin_read()?;
-        let runs = tx.open_table(RUNS)?;
-        let limit = query.limit.unwrap_or(100);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let before = query.before.as_deref().unwrap_or(END);
-        let keep = |r: &RunRecord| {
-            query.status.is_none_or(|s| r.status == s)
-                && query.event.as_deref().is_none_or(|e| r.event_id == e)
-                && query.trigger.as_deref().is_none_or(|t| r.trigger == t)
-        };
-        let mut out = Vec::new();
-        // false: stop (the page is full, or the rest started before `since`).
-        let mut take = |id: &str| -> Result<bool, StateError> {
-            let Some(v) = runs.get(id)? else {
-                return Ok(true);
-            };
-            let Ok(r) = serde_json::from_slice::<RunRecord>(v.value()) else {
-                return Ok(true);
-            };
-            if query
-                .since
-                .as_deref()
-                .is_some_and(|since| r.started_at.as_str() < since)
-            {
-                return Ok(false);
-            }
-            if keep(&r) {
-                out.push(r);
-            }
-            Ok(out.len() < limit)
-        };
-        match (&query.event, &query.trigger, query.status) {
-            (Some(event), _, _) => {
-                let index = tx.open_table(BY_EVENT)?;
-                for entry in index
-                    .range((event.as_str(), "")..(event.as_str(), before))?
-                    .rev()
-                {
-                    if !take(entry?.0.value().1)? {
-                        break;
-                    }
-                }
-            }
-            (None, Some(trigger), Some(status)) => {
-                let index = tx.open_table(BY_STATUS)?;
-                let (t, s) = (trigger.as_str(), status_key(status));
-                for entry in index.range((t, s, "")..(t, s, before))?.rev() {
-                    if !take(entry?.0.value().2)? {
-                        break;
-                    }
-                }
-            }
-            (None, Some(trigger), None) => {
-                let index = tx.open_table(BY_TRIGGER)?;
-                let t = trigger.as_str();
-                for entry in index.range((t, "")..(t, before))?.rev() {
-                    if !take(entry?.0.value().1)? {
-                        break;
-                    }
-                }
-            }
-            (None, None, _) => {
-                for entry in runs.range(..before)?.rev() {
-                    let (key, _) = entry?;
-                    if !take(key.value())? {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(out)
+        super::index::query(&self.state.db().begin_read()?, query)
     }
 
     /// One record by run id.
