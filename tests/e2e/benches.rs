@@ -69,3 +69,8 @@ fn memory() {
 fn web_page() {
     smoke("ui");
 }
+
+#[test]
+fn kubernetes_watch() {
+    smoke("kube");
+}

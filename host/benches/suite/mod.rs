@@ -5,6 +5,8 @@
 
 #[path = "filter_cost.rs"]
 mod filter_cost;
+#[path = "kube.rs"]
+mod kube;
 #[path = "memory.rs"]
 mod memory;
 #[path = "modules.rs"]
@@ -90,7 +92,7 @@ impl Table {
 }
 
 /// Sections by name, in the order they run.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "filter",
     "languages",
     "modules",
@@ -101,6 +103,7 @@ pub const SECTIONS: [&str; 10] = [
     "queue",
     "memory",
     "ui",
+    "kube",
 ];
 
 /// Runs the named sections (all when empty) and returns their tables.
@@ -143,6 +146,9 @@ pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
     }
     if wanted("ui") {
         tables.extend(ui::ui(mode));
+    }
+    if wanted("kube") {
+        tables.extend(kube::kube(mode));
     }
     tables
 }
