@@ -206,20 +206,7 @@ impl Submitter {
         let key = key_of(&trigger.name, &trigger.config().ordering, &event).await;
         let mut job = Job::new(trigger, event, upstream);
         job.key = key;
-        if let Some(journal) = &self.journal {
-            let entry = JournalEntry {
-                trigger: trigger.name.to_string(),
-                event: job.event.clone(),
-                upstream: job.upstream.clone(),
-                deliveries: 0,
-            };
-            if let Err(e) = journal.append(entry).await {
-                self.metrics.dropped(&trigger.name, "journal");
-                tracing::error!(trigger = %trigger.name, event_id = %job.event.id, error = %e, "event not accepted");
-                return Err(SubmitError::Journal);
-            }
-            job.journaled = true;
-        }
+        self.write_journal(trigger, &mut job).await?;
         self.count(&job);
         match self.queue.try_admit(job) {
             Ok(()) => {
@@ -238,6 +225,46 @@ impl Submitter {
                 Err(SubmitError::Stopping)
             }
         }
+    }
+
+    /// Writes a job's event to the journal, when the journal is on.
+    async fn write_journal(
+        &self,
+        trigger: &Arc<Trigger>,
+        job: &mut Job,
+    ) -> Result<(), SubmitError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let entry = JournalEntry {
+            trigger: trigger.name.to_string(),
+            event: job.event.clone(),
+            upstream: job.upstream.clone(),
+            deliveries: 0,
+        };
+        if let Err(e) = journal.append(entry).await {
+            self.metrics.dropped(&trigger.name, "journal");
+            tracing::error!(trigger = %trigger.name, event_id = %job.event.id, error = %e, "event not accepted");
+            return Err(SubmitError::Journal);
+        }
+        job.journaled = true;
+        Ok(())
+    }
+
+    /// Journals an event (when the journal is on), then waits for room and
+    /// queues it: for a source that must not drop what it saw (a Kubernetes
+    /// watch), where waiting slows the source instead of losing the event.
+    pub async fn submit_waiting(
+        &self,
+        trigger: &Arc<Trigger>,
+        event: Event,
+    ) -> Result<(), SubmitError> {
+        let key = key_of(&trigger.name, &trigger.config().ordering, &event).await;
+        let mut job = Job::new(trigger, event, None);
+        job.key = key;
+        self.write_journal(trigger, &mut job).await?;
+        // Refused only when stopping; a journaled event then runs at the next start.
+        self.enqueue(trigger, job, false).await
     }
 
     /// Waits for room and queues an event whose source keeps it durable

@@ -229,13 +229,7 @@ impl KubeConnector {
         ),
         KubeError,
     > {
-        let key = WatchKey {
-            api_version: config.api_version.clone(),
-            kind: config.kind.clone(),
-            namespaces: config.namespaces.clone(),
-            label_selector: config.label_selector.clone(),
-            field_selector: config.field_selector.clone(),
-        };
+        let key = WatchKey::of(config);
         let client = self.client().await?;
         let mut hub = lock(&self.hub);
         if let Some(tx) = hub.get(&key)
@@ -266,6 +260,30 @@ impl KubeConnector {
         drop(hub);
         tokio::spawn(run_watch(self.clone(), client, key, tx, cache));
         Ok((rx, Vec::new()))
+    }
+}
+
+impl KubeConnector {
+    /// The objects the shared watch for `config` holds now (empty if none
+    /// runs): what a trigger that fell behind the watch resyncs from.
+    pub fn current(&self, config: &KubeWatchConfig) -> Vec<Value> {
+        let Some(cache) = lock(&self.caches).get(&WatchKey::of(config)).cloned() else {
+            return Vec::new();
+        };
+        let cache = lock(&cache);
+        cache.objects.values().cloned().collect()
+    }
+}
+
+impl WatchKey {
+    fn of(config: &KubeWatchConfig) -> Self {
+        WatchKey {
+            api_version: config.api_version.clone(),
+            kind: config.kind.clone(),
+            namespaces: config.namespaces.clone(),
+            label_selector: config.label_selector.clone(),
+            field_selector: config.field_selector.clone(),
+        }
     }
 }
 

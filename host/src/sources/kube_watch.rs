@@ -3,7 +3,18 @@
 //! The watch itself is shared (see `crate::kube`); this task keeps what its
 //! trigger asked for — its event types, the initial list or not, updates
 //! that are only status or bookkeeping noise or not — and submits the rest.
+//!
+//! Nothing a burst of changes brings is dropped:
+//! - a full dispatch queue makes this task wait (the event is journaled
+//!   first), which slows it, not the watch;
+//! - if it falls more than the shared watch's buffer (4,096 changes) behind,
+//!   it resyncs from the watch's cache: every object whose resourceVersion
+//!   differs from the last this trigger saw becomes an `update` (or a
+//!   `create`), and every object gone a `delete` carrying only its
+//!   identity. Changes in between are coalesced to the latest state, as a
+//!   Kubernetes controller sees them after a relist.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +48,10 @@ pub async fn run(
             }
         }
     };
+    // The resourceVersion this trigger last saw of each object.
+    let mut seen: HashMap<(String, String), String> = HashMap::new();
     for change in snapshot {
+        note(&mut seen, &change);
         handle(&trigger, &config, &submitter, &change).await;
     }
     loop {
@@ -46,13 +60,98 @@ pub async fn run(
             _ = stop.cancelled() => break,
         };
         match change {
-            Ok(change) => handle(&trigger, &config, &submitter, &change).await,
+            Ok(change) => {
+                // Already sent by a resync: the same version of the same object.
+                let id = identity(&change.object);
+                if change.kind != KubeEvent::Delete
+                    && seen.get(&id) == Some(&version(&change.object))
+                {
+                    continue;
+                }
+                note(&mut seen, &change);
+                handle(&trigger, &config, &submitter, &change).await;
+            }
             Err(RecvError::Lagged(n)) => {
-                tracing::error!(trigger = %trigger.name, missed = n, "kube-watch: this trigger fell behind the watch and missed changes");
+                // Subscribe anew first: what changes after this is heard,
+                // what changed before is in the cache read next.
+                changes = changes.resubscribe();
+                let current = kube.current(&config);
+                let changes = resync(&mut seen, current);
+                tracing::warn!(trigger = %trigger.name, missed = n, resynced = changes.len(), "kube-watch: this trigger fell behind the watch; resynced from the watch cache");
+                for change in changes {
+                    handle(&trigger, &config, &submitter, &change).await;
+                }
             }
             Err(RecvError::Closed) => break,
         }
     }
+}
+
+fn identity(object: &Value) -> (String, String) {
+    let meta = &object["metadata"];
+    let part = |k: &str| meta[k].as_str().unwrap_or_default().to_string();
+    (part("namespace"), part("name"))
+}
+
+fn version(object: &Value) -> String {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Remembers the version of the object a change is about.
+fn note(seen: &mut HashMap<(String, String), String>, change: &ObjectChange) {
+    let id = identity(&change.object);
+    if change.kind == KubeEvent::Delete {
+        seen.remove(&id);
+    } else {
+        seen.insert(id, version(&change.object));
+    }
+}
+
+/// The changes between what a trigger last saw and the watch's objects now.
+fn resync(seen: &mut HashMap<(String, String), String>, current: Vec<Value>) -> Vec<ObjectChange> {
+    let mut changes = Vec::new();
+    let mut present = std::collections::HashSet::new();
+    for object in current {
+        let id = identity(&object);
+        let now = version(&object);
+        let kind = match seen.get(&id) {
+            None => Some(KubeEvent::Create),
+            Some(v) if *v != now => Some(KubeEvent::Update),
+            Some(_) => None,
+        };
+        present.insert(id.clone());
+        if let Some(kind) = kind {
+            seen.insert(id, now);
+            changes.push(ObjectChange {
+                kind,
+                object,
+                old: None,
+                initial: false,
+            });
+        }
+    }
+    let gone: Vec<(String, String)> = seen
+        .keys()
+        .filter(|k| !present.contains(*k))
+        .cloned()
+        .collect();
+    for (namespace, name) in gone {
+        seen.remove(&(namespace.clone(), name.clone()));
+        let mut metadata = json!({ "name": name });
+        if !namespace.is_empty() {
+            metadata["namespace"] = json!(namespace);
+        }
+        changes.push(ObjectChange {
+            kind: KubeEvent::Delete,
+            object: json!({ "metadata": metadata }),
+            old: None,
+            initial: false,
+        });
+    }
+    changes
 }
 
 async fn handle(
@@ -83,8 +182,8 @@ async fn handle(
         data["oldObject"] = old.clone();
     }
     let event = Event::new(&trigger.name, "kube-watch", change.kind.name(), &data);
-    // A refused event is counted and logged by the submitter.
-    let _ = submitter.submit(trigger, event).await;
+    // Waits for room rather than dropping; refused only when stopping.
+    let _ = submitter.submit_waiting(trigger, event).await;
 }
 
 /// The object without what changes on every write or only reports state.
@@ -104,6 +203,48 @@ fn substance(object: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resync_finds_what_changed_appeared_and_went_since_last_seen() {
+        let obj = |name: &str, rv: &str| json!({"metadata": {"namespace": "ns", "name": name, "resourceVersion": rv}});
+        let mut seen = HashMap::new();
+        for (name, rv) in [("same", "1"), ("changed", "2"), ("gone", "3")] {
+            note(
+                &mut seen,
+                &ObjectChange {
+                    kind: KubeEvent::Update,
+                    object: obj(name, rv),
+                    old: None,
+                    initial: false,
+                },
+            );
+        }
+        let changes = resync(
+            &mut seen,
+            vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")],
+        );
+        let mut found: Vec<(String, String)> = changes
+            .iter()
+            .map(|c| (c.kind.name().to_string(), identity(&c.object).1))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("create".into(), "new".into()),
+                ("delete".into(), "gone".into()),
+                ("update".into(), "changed".into())
+            ]
+        );
+        assert!(
+            resync(
+                &mut seen,
+                vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")]
+            )
+            .is_empty(),
+            "nothing twice"
+        );
+    }
 
     #[test]
     fn noise_is_status_and_bookkeeping_metadata() {
