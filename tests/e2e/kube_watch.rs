@@ -323,6 +323,96 @@ triggers:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_queue_and_the_watch_buffer_loses_nothing() {
+    // 5,000 objects each changed once, as fast as the API server takes it,
+    // into a queue of 8: the trigger waits for room (nothing refused) and,
+    // falling behind the shared watch's 4,096-change buffer, resyncs.
+    let server = ApiServer::start(&[]);
+    let objects = 5_000;
+    for i in 0..objects {
+        server
+            .create(
+                "",
+                "configmaps",
+                "default",
+                json!({"metadata": {"name": format!("c{i}")}, "data": {"n": "0"}}),
+            )
+            .unwrap();
+    }
+    let ws = Workspace::new();
+    let (engine, runs) = start(
+        &ws,
+        &server,
+        r#"
+engine: { queueSize: 8, workers: 2 }
+triggers:
+  - name: burst
+    source: { type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: default, events: [update] }
+    action: { module: log-event.wasm }
+"#,
+    )
+    .await;
+    support::eventually("the watch to start", || {
+        (server.watch_requests("configmaps") > 0).then_some(())
+    })
+    .await;
+    // A first change proves the watch is live before the burst.
+    server
+        .merge_patch(
+            "",
+            "configmaps",
+            "default",
+            "c0",
+            &json!({"data": {"n": "first"}}),
+        )
+        .unwrap();
+    runs.wait_runs("burst", 1).await;
+    for i in 0..objects {
+        server
+            .merge_patch(
+                "",
+                "configmaps",
+                "default",
+                &format!("c{i}"),
+                &json!({"data": {"n": "burst"}}),
+            )
+            .unwrap();
+    }
+    let all = runs.wait_runs("burst", objects + 1).await;
+    engine.shutdown().await;
+    let mut names: Vec<String> = all
+        .iter()
+        .skip(1)
+        .map(|r| {
+            let e: Value = serde_json::from_str(
+                &r.recording
+                    .as_ref()
+                    .unwrap()
+                    .event
+                    .as_ref()
+                    .unwrap()
+                    .data
+                    .clone()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                e["object"]["data"]["n"], "burst",
+                "each run saw the burst's version"
+            );
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), objects, "every changed object ran once");
+    assert_eq!(all.len(), objects + 1, "and nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_watch_and_a_compaction_lose_and_duplicate_nothing() {
     let server = ApiServer::start(&[]);
     server

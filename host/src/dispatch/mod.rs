@@ -251,20 +251,31 @@ impl Submitter {
         Ok(())
     }
 
-    /// Journals an event (when the journal is on), then waits for room and
-    /// queues it: for a source that must not drop what it saw (a Kubernetes
-    /// watch), where waiting slows the source instead of losing the event.
-    pub async fn submit_waiting(
-        &self,
-        trigger: &Arc<Trigger>,
-        event: Event,
-    ) -> Result<(), SubmitError> {
-        let key = key_of(&trigger.name, &trigger.config().ordering, &event).await;
-        let mut job = Job::new(trigger, event, None);
-        job.key = key;
-        self.write_journal(trigger, &mut job).await?;
-        // Refused only when stopping; a journaled event then runs at the next start.
-        self.enqueue(trigger, job, false).await
+    /// Journals events (when the journal is on; all at once, so they share
+    /// one commit), then waits for room and queues them in order: for a
+    /// source that must not drop what it saw (a Kubernetes watch), where
+    /// waiting slows the source instead of losing events. Returns how many
+    /// were queued; the rest were refused (journal failure, or stopping: a
+    /// journaled event then runs at the next start).
+    pub async fn submit_waiting(&self, trigger: &Arc<Trigger>, events: Vec<Event>) -> usize {
+        let ordering = trigger.config().ordering.clone();
+        let mut jobs = Vec::with_capacity(events.len());
+        for event in events {
+            let key = key_of(&trigger.name, &ordering, &event).await;
+            let mut job = Job::new(trigger, event, None);
+            job.key = key;
+            jobs.push(job);
+        }
+        let written =
+            futures::future::join_all(jobs.iter_mut().map(|job| self.write_journal(trigger, job)))
+                .await;
+        let mut queued = 0;
+        for (job, written) in jobs.into_iter().zip(written) {
+            if written.is_ok() && self.enqueue(trigger, job, false).await.is_ok() {
+                queued += 1;
+            }
+        }
+        queued
     }
 
     /// Waits for room and queues an event whose source keeps it durable

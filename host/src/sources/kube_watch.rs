@@ -12,14 +12,16 @@
 //!   differs from the last this trigger saw becomes an `update` (or a
 //!   `create`), and every object gone a `delete` carrying only its
 //!   identity. Changes in between are coalesced to the latest state, as a
-//!   Kubernetes controller sees them after a relist.
+//!   Kubernetes controller sees them after a relist. Behind during the
+//!   watch's first list (no later change seen yet), an unseen object counts
+//!   as part of that list, so `initial: false` still fires nothing for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KubeEvent, KubeWatchConfig};
@@ -27,6 +29,9 @@ use crate::dispatch::Submitter;
 use crate::event::Event;
 use crate::kube::{KubeConnector, ObjectChange};
 use crate::trigger::Trigger;
+
+/// Most changes submitted together (one journal commit).
+const BATCH: usize = 256;
 
 /// Runs the source until `stop` is cancelled.
 pub async fn run(
@@ -48,41 +53,69 @@ pub async fn run(
             }
         }
     };
-    // The resourceVersion this trigger last saw of each object.
+    // The resourceVersion this trigger last saw of each object, and whether
+    // the watch's first list is behind it (a later change has come).
     let mut seen: HashMap<(String, String), String> = HashMap::new();
+    let mut listed = false;
+    let mut batch = Vec::new();
     for change in snapshot {
         note(&mut seen, &change);
-        handle(&trigger, &config, &submitter, &change).await;
+        batch.extend(event_for(&trigger, &config, &change));
     }
+    submitter
+        .submit_waiting(&trigger, std::mem::take(&mut batch))
+        .await;
     loop {
-        let change = tokio::select! {
+        let first = tokio::select! {
             c = changes.recv() => c,
             _ = stop.cancelled() => break,
         };
-        match change {
-            Ok(change) => {
-                // Already sent by a resync: the same version of the same object.
-                let id = identity(&change.object);
-                if change.kind != KubeEvent::Delete
-                    && seen.get(&id) == Some(&version(&change.object))
-                {
-                    continue;
-                }
-                note(&mut seen, &change);
-                handle(&trigger, &config, &submitter, &change).await;
+        // What else has arrived goes with it: one journal commit for all.
+        let mut closed = false;
+        let mut received = vec![first];
+        while received.len() < BATCH {
+            match changes.try_recv() {
+                Ok(c) => received.push(Ok(c)),
+                Err(TryRecvError::Lagged(n)) => received.push(Err(RecvError::Lagged(n))),
+                Err(_) => break,
             }
-            Err(RecvError::Lagged(n)) => {
-                // Subscribe anew first: what changes after this is heard,
-                // what changed before is in the cache read next.
-                changes = changes.resubscribe();
-                let current = kube.current(&config);
-                let changes = resync(&mut seen, current);
-                tracing::warn!(trigger = %trigger.name, missed = n, resynced = changes.len(), "kube-watch: this trigger fell behind the watch; resynced from the watch cache");
-                for change in changes {
-                    handle(&trigger, &config, &submitter, &change).await;
+        }
+        for change in received {
+            match change {
+                Ok(change) => {
+                    // Already sent by a resync: the same version of the same object.
+                    let id = identity(&change.object);
+                    if change.kind != KubeEvent::Delete
+                        && seen.get(&id) == Some(&version(&change.object))
+                    {
+                        continue;
+                    }
+                    listed |= !change.initial;
+                    note(&mut seen, &change);
+                    batch.extend(event_for(&trigger, &config, &change));
                 }
+                Err(RecvError::Lagged(n)) => {
+                    // Subscribe anew first: what changes after this is heard,
+                    // what changed before is in the cache read next.
+                    changes = changes.resubscribe();
+                    let current = kube.current(&config);
+                    let resynced = resync(&mut seen, current, !listed);
+                    tracing::warn!(trigger = %trigger.name, missed = n, resynced = resynced.len(), "kube-watch: this trigger fell behind the watch; resynced from the watch cache");
+                    batch.extend(
+                        resynced
+                            .iter()
+                            .filter_map(|c| event_for(&trigger, &config, c)),
+                    );
+                    break;
+                }
+                Err(RecvError::Closed) => closed = true,
             }
-            Err(RecvError::Closed) => break,
+        }
+        for chunk in std::mem::take(&mut batch).chunks(BATCH) {
+            submitter.submit_waiting(&trigger, chunk.to_vec()).await;
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -110,8 +143,14 @@ fn note(seen: &mut HashMap<(String, String), String>, change: &ObjectChange) {
     }
 }
 
-/// The changes between what a trigger last saw and the watch's objects now.
-fn resync(seen: &mut HashMap<(String, String), String>, current: Vec<Value>) -> Vec<ObjectChange> {
+/// The changes between what a trigger last saw and the watch's objects now;
+/// `initial`: the trigger fell behind during the watch's first list, so an
+/// object it has not seen is one of that list (reported as `initial`).
+fn resync(
+    seen: &mut HashMap<(String, String), String>,
+    current: Vec<Value>,
+    initial: bool,
+) -> Vec<ObjectChange> {
     let mut changes = Vec::new();
     let mut present = std::collections::HashSet::new();
     for object in current {
@@ -129,7 +168,7 @@ fn resync(seen: &mut HashMap<(String, String), String>, current: Vec<Value>) -> 
                 kind,
                 object,
                 old: None,
-                initial: false,
+                initial: initial && kind == KubeEvent::Create,
             });
         }
     }
@@ -154,17 +193,13 @@ fn resync(seen: &mut HashMap<(String, String), String>, current: Vec<Value>) -> 
     changes
 }
 
-async fn handle(
-    trigger: &Arc<Trigger>,
-    config: &KubeWatchConfig,
-    submitter: &Submitter,
-    change: &ObjectChange,
-) {
+/// The event a change makes for this trigger, if it wants it.
+fn event_for(trigger: &Trigger, config: &KubeWatchConfig, change: &ObjectChange) -> Option<Event> {
     if change.initial && !config.initial {
-        return;
+        return None;
     }
     if !config.events.contains(&change.kind) {
-        return;
+        return None;
     }
     if config.skip_noise
         && change.kind == KubeEvent::Update
@@ -173,7 +208,7 @@ async fn handle(
             .as_ref()
             .is_some_and(|old| substance(old) == substance(&change.object))
     {
-        return;
+        return None;
     }
     let mut data = json!({ "type": change.kind.name(), "object": change.object });
     if let Some(old) = &change.old
@@ -181,9 +216,12 @@ async fn handle(
     {
         data["oldObject"] = old.clone();
     }
-    let event = Event::new(&trigger.name, "kube-watch", change.kind.name(), &data);
-    // Waits for room rather than dropping; refused only when stopping.
-    let _ = submitter.submit_waiting(trigger, event).await;
+    Some(Event::new(
+        &trigger.name,
+        "kube-watch",
+        change.kind.name(),
+        &data,
+    ))
 }
 
 /// The object without what changes on every write or only reports state.
@@ -219,10 +257,8 @@ mod tests {
                 },
             );
         }
-        let changes = resync(
-            &mut seen,
-            vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")],
-        );
+        let now = || vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")];
+        let changes = resync(&mut seen, now(), false);
         let mut found: Vec<(String, String)> = changes
             .iter()
             .map(|c| (c.kind.name().to_string(), identity(&c.object).1))
@@ -236,14 +272,11 @@ mod tests {
                 ("update".into(), "changed".into())
             ]
         );
-        assert!(
-            resync(
-                &mut seen,
-                vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")]
-            )
-            .is_empty(),
-            "nothing twice"
-        );
+        assert!(changes.iter().all(|c| !c.initial));
+        assert!(resync(&mut seen, now(), false).is_empty(), "nothing twice");
+        // Behind during the first list: an unseen object is one of that list.
+        let during_list = resync(&mut HashMap::new(), vec![obj("listed", "1")], true);
+        assert!(during_list[0].initial && during_list[0].kind == KubeEvent::Create);
     }
 
     #[test]
