@@ -1,7 +1,7 @@
 //! The soak run: `cargo bench -p wasmtrigger --bench soak -- [--minutes 30] [--rate 3000]`.
 //!
 //! A release `wasmtrigger run` with the journal on takes webhooks at a
-//! steady rate (CEL filter, then the counter example writing kv) for the
+//! steady rate (CEL filter, then the log-event example) for the
 //! given time, while this program measures, minute by minute: webhooks
 //! accepted (202), runs finished (from `/metrics`), the engine's resident
 //! memory, and the webhook's answer latency (p50, p99, at the client).
@@ -71,7 +71,7 @@ fn main() {
     let modules = support::modules();
     let config = ws.write(
         "soak.yaml",
-        "engine:\n  journal: true\n  queueSize: 10000\ntriggers:\n  - name: soak\n    source: { type: webhook, auth: none }\n    filter: { cel: 'event.data.body.n > 0' }\n    action: { module: counter.wasm, params: { key: soaked } }\n",
+        "engine:\n  journal: true\n  queueSize: 10000\ntriggers:\n  - name: soak\n    source: { type: webhook, auth: none }\n    filter: { cel: 'event.data.body.n > 0' }\n    action: { module: log-event.wasm }\n",
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -79,7 +79,7 @@ fn main() {
         .expect("a free port");
     let base = format!("http://127.0.0.1:{port}");
     let mut engine = Command::new(support::binary())
-        .args(["--log-level", "warn", "run", "--config"])
+        .args(["--log-level", "error", "run", "--config"])
         .arg(&config)
         .arg("--modules")
         .arg(modules)
@@ -110,7 +110,7 @@ fn main() {
     );
 
     // Senders: each keeps its own steady schedule and notes each answer's latency.
-    let senders = 8;
+    let senders = 24;
     let interval = Duration::from_secs_f64(senders as f64 / rate as f64);
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
