@@ -57,7 +57,32 @@ pub struct ObjectChange {
 /// Objects by (namespace, name), per watch.
 #[derive(Default)]
 struct Cache {
-    objects: HashMap<(String, String), Value>,
+    objects: HashMap<ObjectKey, Stored>,
+}
+
+/// (namespace, name); the namespace is empty for a cluster-scoped object.
+type ObjectKey = (String, String);
+
+/// An object as the cache keeps it: its JSON text, parsed again only when
+/// a change needs it (a parsed tree costs many times its text, and a
+/// watch may hold tens of thousands of objects), and its resourceVersion.
+#[derive(Clone)]
+struct Stored {
+    version: String,
+    text: Arc<str>,
+}
+
+impl Stored {
+    fn of(object: &DynamicObject) -> Self {
+        Stored {
+            version: object.metadata.resource_version.clone().unwrap_or_default(),
+            text: serde_json::to_string(object).unwrap_or_default().into(),
+        }
+    }
+
+    fn value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
 }
 
 /// A kube error without anything a response body might echo.
@@ -245,7 +270,7 @@ impl KubeConnector {
                 .map(|o| {
                     Arc::new(ObjectChange {
                         kind: KubeEvent::Create,
-                        object: o.clone(),
+                        object: o.value(),
                         old: None,
                         initial: true,
                     })
@@ -271,7 +296,7 @@ impl KubeConnector {
             return Vec::new();
         };
         let cache = lock(&cache);
-        cache.objects.values().cloned().collect()
+        cache.objects.values().map(Stored::value).collect()
     }
 }
 
@@ -355,7 +380,8 @@ async fn run_watch(
             .boxed()
     });
     let mut merged = futures::stream::select_all(streams);
-    let mut buffers: HashMap<Option<String>, Vec<Value>> = HashMap::new();
+    // Per namespace scope: the first list, as it arrives.
+    let mut buffers: HashMap<Option<String>, Vec<(ObjectKey, Stored)>> = HashMap::new();
     let mut listed: HashMap<Option<String>, bool> = HashMap::new();
     let mut idle = tokio::time::interval(Duration::from_secs(5));
     tracing::info!(kind = %what, namespaces = ?key.namespaces, "kube-watch: watching");
@@ -377,8 +403,10 @@ async fn run_watch(
                 continue;
             }
         };
-        let to_value = |o: DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
-        let mut out = Vec::new();
+        // Sent under the cache lock, so a subscriber's snapshot never overlaps a send.
+        let send = |change: ObjectChange| {
+            let _ = tx.send(Arc::new(change));
+        };
         {
             let mut cache = lock(&cache);
             match event {
@@ -386,34 +414,35 @@ async fn run_watch(
                     buffers.insert(scope.clone(), Vec::new());
                 }
                 WatchEvent::InitApply(o) => {
-                    buffers.entry(scope.clone()).or_default().push(to_value(o))
+                    let key = (
+                        o.metadata.namespace.clone().unwrap_or_default(),
+                        o.metadata.name.clone().unwrap_or_default(),
+                    );
+                    buffers
+                        .entry(scope.clone())
+                        .or_default()
+                        .push((key, Stored::of(&o)));
                 }
                 WatchEvent::InitDone => {
                     let first = !listed.get(&scope).copied().unwrap_or(false);
                     listed.insert(scope.clone(), true);
                     let fresh = buffers.remove(&scope).unwrap_or_default();
                     let mut seen = std::collections::HashSet::new();
-                    for object in fresh {
-                        let k = object_key(&object);
+                    for (k, stored) in fresh {
                         seen.insert(k.clone());
-                        match cache.objects.insert(k, object.clone()) {
-                            None => out.push(ObjectChange {
+                        match cache.objects.insert(k, stored.clone()) {
+                            None => send(ObjectChange {
                                 kind: KubeEvent::Create,
-                                object,
+                                object: stored.value(),
                                 old: None,
                                 initial: first,
                             }),
-                            Some(old)
-                                if old["metadata"]["resourceVersion"]
-                                    != object["metadata"]["resourceVersion"] =>
-                            {
-                                out.push(ObjectChange {
-                                    kind: KubeEvent::Update,
-                                    object,
-                                    old: Some(old),
-                                    initial: false,
-                                })
-                            }
+                            Some(old) if old.version != stored.version => send(ObjectChange {
+                                kind: KubeEvent::Update,
+                                object: stored.value(),
+                                old: Some(old.value()),
+                                initial: false,
+                            }),
                             Some(_) => {}
                         }
                     }
@@ -427,49 +456,44 @@ async fn run_watch(
                         .collect();
                     for k in gone {
                         if let Some(old) = cache.objects.remove(&k) {
-                            out.push(ObjectChange {
+                            send(ObjectChange {
                                 kind: KubeEvent::Delete,
-                                object: old.clone(),
-                                old: Some(old),
+                                object: old.value(),
+                                old: Some(old.value()),
                                 initial: false,
                             });
                         }
                     }
                 }
                 WatchEvent::Apply(o) => {
-                    let object = to_value(o);
-                    match cache.objects.insert(object_key(&object), object.clone()) {
-                        None => out.push(ObjectChange {
+                    let stored = Stored::of(&o);
+                    let object = stored.value();
+                    match cache.objects.insert(object_key(&object), stored.clone()) {
+                        None => send(ObjectChange {
                             kind: KubeEvent::Create,
                             object,
                             old: None,
                             initial: false,
                         }),
-                        Some(old)
-                            if old["metadata"]["resourceVersion"]
-                                == object["metadata"]["resourceVersion"] => {}
-                        Some(old) => out.push(ObjectChange {
+                        Some(old) if old.version == stored.version => {}
+                        Some(old) => send(ObjectChange {
                             kind: KubeEvent::Update,
                             object,
-                            old: Some(old),
+                            old: Some(old.value()),
                             initial: false,
                         }),
                     }
                 }
                 WatchEvent::Delete(o) => {
-                    let object = to_value(o);
+                    let object = serde_json::to_value(o).unwrap_or(Value::Null);
                     let old = cache.objects.remove(&object_key(&object));
-                    out.push(ObjectChange {
+                    send(ObjectChange {
                         kind: KubeEvent::Delete,
                         object,
-                        old,
+                        old: old.map(|o| o.value()),
                         initial: false,
                     });
                 }
-            }
-            // Sent under the cache lock, so a subscriber's snapshot never overlaps a send.
-            for change in out {
-                let _ = tx.send(Arc::new(change));
             }
         }
         if tx.receiver_count() == 0 {
