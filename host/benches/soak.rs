@@ -27,16 +27,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// `wasmtrigger_runs_total` summed over statuses, and `wasmtrigger_events_accepted_total`.
 fn counts(client: &reqwest::blocking::Client, base: &str) -> (u64, u64) {
     let text = client
@@ -167,7 +157,7 @@ fn main() {
         batch.sort();
         let (runs, _) = counts(&client, &base);
         let now_accepted = accepted.load(Ordering::Relaxed);
-        let rss = rss_kib(engine.id());
+        let rss = support::memory_kib(engine.id()).0;
         let (p50, p99) = (quantile(&batch, 0.5), quantile(&batch, 0.99));
         println!(
             "| {minute} | {} | {} | {} | {:.1} MiB | {:.2} ms | {:.2} ms |",

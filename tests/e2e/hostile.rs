@@ -368,16 +368,6 @@ fn status_of(response: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// CPU time a process has used (user + system), from /proc.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -609,14 +599,14 @@ fn unauthenticated_large_bodies_stay_within_the_memory_budget() {
     let url = format!("{}/hooks/signed", engine.base_url());
     assert_eq!(post(&url, None, "{}").0, 401, "warm the path once");
     let pid = engine.pid();
-    let before = rss_kib(pid);
+    let before = support::memory_kib(pid).0;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut peak = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
+                peak = peak.max(support::memory_kib(pid).0);
                 std::thread::sleep(Duration::from_millis(10));
             }
             peak
@@ -895,6 +885,36 @@ fn secrets_in_every_shape_from_every_provider_reach_no_output() {
     );
     engine.wait_started();
     let base = engine.base_url();
+    // The run stream is a sink too: read it while the runs happen.
+    let streamed = {
+        let addr = base.trim_start_matches("http://").to_string();
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .write_all(
+                format!("GET /api/v1/runs/stream HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let (mut all, mut buf, mut runs) = (Vec::new(), [0u8; 8192], 0);
+            let deadline = Instant::now() + DEADLINE;
+            // 6 runs in all; stop when they are all in, or at the deadline.
+            while runs < 6 && Instant::now() < deadline {
+                if let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    runs = String::from_utf8_lossy(&all)
+                        .matches("\"attempts\"")
+                        .count();
+                }
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        })
+    };
     for hook in ["leak-ok", "leak-fail", "leak-panic"] {
         assert_eq!(post(&format!("{base}/hooks/{hook}"), None, "{}").0, 202);
         engine.wait_runs(hook, 1);
@@ -928,6 +948,13 @@ fn secrets_in_every_shape_from_every_provider_reach_no_output() {
         "the guest did try: {first_ok}"
     );
     written.push(("GET /api/v1/runs".into(), runs));
+    let streamed = streamed.join().unwrap();
+    assert_eq!(
+        streamed.matches("\"attempts\"").count(),
+        6,
+        "the stream carried every run: {streamed}"
+    );
+    written.push(("GET /api/v1/runs/stream".into(), streamed));
     for path in ["/api/v1/triggers", "/metrics"] {
         written.push((
             format!("GET {path}"),

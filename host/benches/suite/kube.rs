@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::memory::mib;
 use super::{Mode, Table};
 use crate::support::{EngineProcess, Workspace};
 
@@ -20,19 +21,6 @@ fn configmap(i: usize) -> serde_json::Value {
         "metadata": { "name": format!("cm-{i}"), "namespace": "default", "labels": { "app": "bench", "shard": (i % 16).to_string() } },
         "data": { "value": "0", "note": "a ConfigMap of ordinary size for a benchmark; about 400 bytes in all" }
     })
-}
-
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn engine(ws: &Workspace, kubeconfig: &str, watching: bool) -> EngineProcess {
@@ -80,7 +68,7 @@ pub fn kube(mode: Mode) -> Vec<Table> {
     // Memory: the same engine idle, then watching every object.
     let idle = engine(&ws, &kubeconfig, false);
     std::thread::sleep(Duration::from_millis(500));
-    let (idle_rss, _) = rss_kib(idle.pid());
+    let (idle_rss, _) = crate::support::memory_kib(idle.pid());
     drop(idle);
     let watcher = engine(&ws, &kubeconfig, true);
     // The watch is live (its first list done) once a change comes through as
@@ -103,12 +91,11 @@ pub fn kube(mode: Mode) -> Vec<Table> {
         }
     }
     let canaries = watcher.runs("cm").len();
-    let (watch_rss, watch_peak) = rss_kib(watcher.pid());
+    let (watch_rss, watch_peak) = crate::support::memory_kib(watcher.pid());
     let mut memory = Table::new(
         format!("Resident memory of `wasmtrigger run` watching {objects} ConfigMaps (~400 B each)"),
         &["engine", "RSS", "peak RSS"],
     );
-    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     memory.row(vec![
         "idle, no watch (baseline)".into(),
         mib(idle_rss),

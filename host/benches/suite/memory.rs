@@ -110,10 +110,9 @@ fn measure(config: &Path, modules: &Path, state: &Path, settle: Duration) -> (u6
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(settle);
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let memory = support::memory_kib(child.id());
     stop(child);
-    (field_kib(&status, "VmRSS:"), field_kib(&status, "VmHWM:"))
+    memory
 }
 
 fn stop(mut child: Child) {
@@ -130,15 +129,7 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn field_kib(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("field in /proc/PID/status (Linux only)")
-}
-
-fn mib(kib: u64) -> String {
+/// KiB as MiB, one decimal.
+pub(super) fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
