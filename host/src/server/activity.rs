@@ -48,10 +48,19 @@ impl Activity {
     /// One run of `trigger` finished in `minute`.
     pub fn note(&self, trigger: &str, minute: i64) {
         let mut all = self.by_trigger.lock().unwrap_or_else(|p| p.into_inner());
-        let ring = all.entry(trigger.to_string()).or_insert(Ring {
-            latest: minute,
-            counts: [0; MINUTES],
-        });
+        // The name is copied once per trigger, not once per run.
+        if !all.contains_key(trigger) {
+            all.insert(
+                trigger.to_string(),
+                Ring {
+                    latest: minute,
+                    counts: [0; MINUTES],
+                },
+            );
+        }
+        let Some(ring) = all.get_mut(trigger) else {
+            return;
+        };
         ring.advance(minute);
         ring.counts[minute.rem_euclid(MINUTES as i64) as usize] += 1;
     }
