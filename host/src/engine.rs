@@ -264,6 +264,10 @@ impl Engine {
             cache_max_bytes: config.engine.module_cache_size,
             max_module_bytes: config.engine.max_module_size,
             module_store,
+            tuning: crate::runtime::Tuning {
+                keep_resident: usize::try_from(config.engine.keep_resident).unwrap_or(usize::MAX),
+                ..Default::default()
+            },
             ..RuntimeSettings::default()
         };
         let runtime = Arc::new(Runtime::new(&settings)?);

@@ -161,6 +161,14 @@ fn engine_settings_errors_name_the_engine_field() {
         out.contains("field `engine.workers`: 0 workers: expected 1 to 1024"),
         "{out}"
     );
+
+    let file = ws.write(
+        "resident.yaml",
+        "engine: { keepResident: 1Gi }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = support::check_config(&file);
+    assert_eq!(code, 1);
+    assert!(out.contains("field `engine.keepResident`"), "{out}");
 }
 
 #[test]

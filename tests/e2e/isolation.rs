@@ -85,6 +85,34 @@ async fn pooled_reuses_instances_and_discards_trapped_ones() {
     engine.shutdown().await;
 }
 
+/// Memory kept resident between instances (`engine.keepResident`) is reset
+/// in place rather than handed back to the kernel; whichever way a page is
+/// reset, nothing of one event's instance is left for the next. 0 hands
+/// every page back, 64Mi keeps everything the guest touched and resets it
+/// in place, the default is in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instance_sees_nothing_of_the_last_one_whatever_is_kept_resident() {
+    for keep in ["0", "64Ki", "1Mi", "64Mi"] {
+        let ws = Workspace::new();
+        let config = CONFIG.replace(
+            "engine: { workers: 1 }",
+            &format!("engine: {{ workers: 1, keepResident: {keep} }}"),
+        );
+        let (engine, collector) = support::start_engine(&ws, &config).await;
+        let events = vec![json!({}); 5];
+        let fresh = statuses(&engine, &collector, "fresh", &events).await;
+        assert_eq!(
+            fresh,
+            [RunStatus::Filtered; 5],
+            "keepResident: {keep}: a fresh instance saw an earlier one's count"
+        );
+        // The same slots, used by pooled instances, do keep state: the count is real.
+        let pooled = statuses(&engine, &collector, "pooled", &events[..2]).await;
+        assert_eq!(pooled, [RunStatus::Filtered, RunStatus::Succeeded]);
+        engine.shutdown().await;
+    }
+}
+
 #[test]
 fn isolation_is_checked_where_it_is_written() {
     support::assert_check_errors(

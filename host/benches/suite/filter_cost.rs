@@ -176,25 +176,32 @@ async fn tuning(mode: Mode, event: &Event) -> Table {
     let base = Tuning::default();
     let variants = [
         (
-            "default: pooling, copy-on-write images, nothing kept resident",
+            "default: pooling, copy-on-write images, 1 MiB kept resident, dirty pages found with `PAGEMAP_SCAN`",
             base,
         ),
         (
-            "pooling + keep 64 KiB of each memory/table resident",
+            "nothing kept resident (every page handed back with `madvise`; the default before)",
+            Tuning {
+                keep_resident: 0,
+                ..base
+            },
+        ),
+        (
+            "keep 64 KiB resident",
             Tuning {
                 keep_resident: 64 << 10,
                 ..base
             },
         ),
         (
-            "pooling + keep 1 MiB resident",
+            "keep 1 MiB, without `PAGEMAP_SCAN` (reset the whole kept range)",
             Tuning {
-                keep_resident: 1 << 20,
+                pagemap_scan: false,
                 ..base
             },
         ),
         (
-            "pooling, copy-on-write images off",
+            "copy-on-write images off",
             Tuning {
                 memory_init_cow: false,
                 ..base

@@ -27,7 +27,7 @@ pub fn memory(mode: Mode) -> Table {
     let counter = std::fs::read(support::module("counter.wasm")).expect("counter example");
     for &n in counts {
         let (ws, modules) = scratch("modules");
-        let idle = triggers(&modules, &counter, n, "every: 24h");
+        let idle = triggers(&modules, &counter, n, "every: 24h", None);
         let config = ws.write("idle.yaml", &idle);
         let state = ws.path().join("state");
         // First start fills the cache; the measured one loads from it.
@@ -35,15 +35,23 @@ pub fn memory(mode: Mode) -> Table {
         let (rss, peak) = measure(&config, &modules, &state, Duration::from_millis(500));
         table.row(vec![n.to_string(), "idle".into(), mib(rss), mib(peak)]);
         if n == *counts.last().expect("counts") {
-            let busy = triggers(&modules, &counter, n, "every: 50ms");
-            let config = ws.write("busy.yaml", &busy);
-            let (rss, peak) = measure(&config, &modules, &state, load_for);
-            table.row(vec![
-                n.to_string(),
-                format!("under load for {}s", load_for.as_secs_f64()),
-                mib(rss),
-                mib(peak),
-            ]);
+            // The second hands every instance's pages back to the kernel:
+            // what `keepResident` costs in memory.
+            for keep in [None, Some("0")] {
+                let busy = triggers(&modules, &counter, n, "every: 50ms", keep);
+                let config = ws.write("busy.yaml", &busy);
+                let (rss, peak) = measure(&config, &modules, &state, load_for);
+                table.row(vec![
+                    n.to_string(),
+                    format!(
+                        "under load for {}s{}",
+                        load_for.as_secs_f64(),
+                        keep.map_or(String::new(), |k| format!(", keepResident: {k}"))
+                    ),
+                    mib(rss),
+                    mib(peak),
+                ]);
+            }
         }
     }
     table.notes.push(
@@ -55,8 +63,15 @@ pub fn memory(mode: Mode) -> Table {
     table
 }
 
-fn triggers(modules: &Path, counter: &[u8], n: usize, schedule: &str) -> String {
-    let mut yaml = String::from("engine: { queueSize: 1000 }\ntriggers:\n");
+fn triggers(
+    modules: &Path,
+    counter: &[u8],
+    n: usize,
+    schedule: &str,
+    keep_resident: Option<&str>,
+) -> String {
+    let keep = keep_resident.map_or(String::new(), |k| format!(", keepResident: {k}"));
+    let mut yaml = format!("engine: {{ queueSize: 1000{keep} }}\ntriggers:\n");
     for i in 0..n {
         let name = format!("counter-{i:03}.wasm");
         let path = modules.join(&name);

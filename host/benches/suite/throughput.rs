@@ -52,6 +52,7 @@ pub async fn throughput(mode: Mode) -> Table {
         &[
             "workers",
             "filter isolation",
+            "`keepResident`",
             "events/s (saturated)",
             "p50 / p99 latency (saturated)",
             "p50 / p99 latency (one at a time)",
@@ -61,22 +62,31 @@ pub async fn throughput(mode: Mode) -> Table {
         Mode::Full => 20_000,
         Mode::Smoke => 20,
     };
-    for workers in [1, 2] {
-        for isolation in ["fresh", "pooled"] {
-            let (rate, saturated, single) =
-                measure(workers, isolation, (None, 1_000), events, true).await;
-            table.row(vec![
-                workers.to_string(),
-                isolation.into(),
-                format!("{rate:.0}"),
-                format!(
-                    "{} / {}",
-                    fmt_duration(saturated.0),
-                    fmt_duration(saturated.1)
-                ),
-                format!("{} / {}", fmt_duration(single.0), fmt_duration(single.1)),
-            ]);
-        }
+    // The last two rows hand every page back to the kernel after each
+    // instance, as the engine did before `keepResident`.
+    let rows = [
+        (1, "fresh", "1Mi"),
+        (1, "pooled", "1Mi"),
+        (2, "fresh", "1Mi"),
+        (2, "pooled", "1Mi"),
+        (1, "fresh", "0"),
+        (2, "fresh", "0"),
+    ];
+    for (workers, isolation, keep) in rows {
+        let (rate, saturated, single) =
+            measure(workers, isolation, keep, (None, 1_000), events, true).await;
+        table.row(vec![
+            workers.to_string(),
+            isolation.into(),
+            keep.into(),
+            format!("{rate:.0}"),
+            format!(
+                "{} / {}",
+                fmt_duration(saturated.0),
+                fmt_duration(saturated.1)
+            ),
+            format!("{} / {}", fmt_duration(single.0), fmt_duration(single.1)),
+        ]);
     }
     table.notes.push(format!(
         "{events} events of {:.1} KB per row; saturated keeps ≤{WINDOW} events queued, so its latency includes queueing. \
@@ -117,7 +127,7 @@ pub async fn ordering(mode: Mode) -> Table {
         // Each round starts with another row, so no row always runs first.
         for step in 0..rows.len() {
             let i = (round + step) % rows.len();
-            rates[i].push(measure(2, "fresh", rows[i], events, true).await.0);
+            rates[i].push(measure(2, "fresh", "1Mi", rows[i], events, true).await.0);
         }
     }
     let median = |r: &mut Vec<f64>| {
@@ -162,7 +172,7 @@ pub async fn recording(mode: Mode) -> Table {
     for round in 0..rounds {
         for step in 0..2 {
             let i = (round + step) % 2;
-            let (rate, _, single) = measure(2, "fresh", (None, 1_000), events, i == 1).await;
+            let (rate, _, single) = measure(2, "fresh", "1Mi", (None, 1_000), events, i == 1).await;
             results[i].push((rate, single.0));
         }
     }
@@ -199,10 +209,11 @@ pub async fn recording(mode: Mode) -> Table {
 type Quantiles = (Duration, Duration);
 
 /// Runs `n` events, named over `names` names, through an engine; `key`: the
-/// trigger's ordering key, if any.
+/// trigger's ordering key, if any; `keep`: `engine.keepResident`.
 async fn measure(
     workers: usize,
     isolation: &str,
+    keep: &str,
     (key, names): (Option<&str>, usize),
     n: usize,
     record: bool,
@@ -212,7 +223,7 @@ async fn measure(
     let config = ws.write(
         "bench.yaml",
         &format!(
-            "engine: {{ workers: {workers}, queueSize: {}, journal: false, history: {{ record: {record} }} }}\n\
+            "engine: {{ workers: {workers}, queueSize: {}, keepResident: {keep}, journal: false, history: {{ record: {record} }} }}\n\
              triggers:\n\
              \x20 - name: bench\n\
              \x20   source: {{ type: schedule, every: 24h }}\n\

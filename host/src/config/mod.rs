@@ -33,6 +33,10 @@ pub use load::{
 };
 pub use ordering::{OrderingConfig, OrderingKey};
 
+/// Bytes of each instance slot kept resident unless `engine.keepResident` says
+/// otherwise: enough for a small guest's stack and heap (docs/performance.md).
+pub const DEFAULT_KEEP_RESIDENT: u64 = 1 << 20;
+
 /// Largest module file accepted unless `engine.maxModuleSize` says otherwise.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
 
@@ -105,6 +109,9 @@ pub struct EngineSettings {
     pub trigger_objects: policy::ObjectPolicy,
     /// Largest module file accepted; bigger ones are refused by size, unread.
     pub max_module_size: u64,
+    /// Bytes of each instance slot's memory kept mapped and reset in place
+    /// when an instance ends, instead of being handed back to the kernel.
+    pub keep_resident: u64,
 }
 
 /// Limits of the HTTP listener (`engine.server`) against slow and greedy clients.
@@ -251,6 +258,9 @@ impl EngineSettings {
         if self.max_module_size != other.max_module_size {
             differ.push("maxModuleSize");
         }
+        if self.keep_resident != other.keep_resident {
+            differ.push("keepResident");
+        }
         differ
     }
 }
@@ -275,6 +285,7 @@ impl Default for EngineSettings {
             server: ServerLimits::default(),
             trigger_objects: policy::ObjectPolicy::default(),
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
+            keep_resident: DEFAULT_KEEP_RESIDENT,
         }
     }
 }

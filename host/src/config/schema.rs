@@ -30,6 +30,7 @@ pub struct EngineSpec {
     pub server: Option<ServerSpec>,
     pub trigger_objects: Option<ObjectPolicySpec>,
     pub max_module_size: Option<ByteSize>,
+    pub keep_resident: Option<ByteSize>,
 }
 
 /// `engine.server:` limits of the HTTP listener.

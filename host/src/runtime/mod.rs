@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::capabilities::{Capabilities, bindings};
 
@@ -67,19 +67,26 @@ pub struct RuntimeSettings {
 pub struct Tuning {
     /// Preallocate instance slots (pooling allocator) instead of mapping per instance.
     pub pooling: bool,
-    /// Bytes of each freed linear memory (and table) kept resident and zeroed
-    /// in place for the next instance instead of being handed back to the kernel.
+    /// Bytes of each freed linear memory (and table) kept resident and reset
+    /// in place for the next instance instead of being handed back to the
+    /// kernel: handing pages back (`madvise`) makes the kernel interrupt every
+    /// other core to flush its TLB, which is what kept a second worker from
+    /// adding throughput.
     pub keep_resident: usize,
     /// Map initial memory images copy-on-write instead of copying them in.
     pub memory_init_cow: bool,
+    /// Find the pages an instance dirtied with Linux's `PAGEMAP_SCAN` and
+    /// reset only those, in place, up to `keep_resident` (no effect elsewhere).
+    pub pagemap_scan: bool,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             pooling: true,
-            keep_resident: 0,
+            keep_resident: crate::config::DEFAULT_KEEP_RESIDENT as usize,
             memory_init_cow: true,
+            pagemap_scan: true,
         }
     }
 }
@@ -277,7 +284,16 @@ fn engine_config(settings: &RuntimeSettings, pooling: bool) -> Config {
             .max_memories_per_module(1)
             .max_memory_size(usize::try_from(settings.max_memory).unwrap_or(usize::MAX))
             .linear_memory_keep_resident(settings.tuning.keep_resident)
-            .table_keep_resident(settings.tuning.keep_resident);
+            .table_keep_resident(settings.tuning.keep_resident)
+            // Each slot that held an instance keeps up to `keep_resident`
+            // resident; reusing recently used slots before cold ones bounds
+            // that at (instances at once + n) slots.
+            .max_unused_warm_slots(n)
+            .pagemap_scan(if settings.tuning.pagemap_scan {
+                Enabled::Auto
+            } else {
+                Enabled::No
+            });
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

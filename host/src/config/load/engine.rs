@@ -112,6 +112,9 @@ pub(super) fn engine_settings(
                 if let Some(v) = spec.max_module_size {
                     settings.max_module_size = v.0;
                 }
+                if let Some(v) = spec.keep_resident {
+                    settings.keep_resident = v.0;
+                }
                 if let Some(policy) = &spec.trigger_objects {
                     for (field, message) in object_policy(policy, &mut settings.trigger_objects) {
                         located(file, &field, message);
@@ -272,6 +275,13 @@ fn engine_bounds(s: &EngineSettings) -> Vec<(String, String)> {
             s.max_module_size,
             1024,
             1 << 30,
+            " bytes",
+        ),
+        (
+            "engine.keepResident".to_string(),
+            s.keep_resident,
+            0,
+            64 << 20,
             " bytes",
         ),
         (
