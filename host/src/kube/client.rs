@@ -85,6 +85,35 @@ impl Stored {
     }
 }
 
+/// One object of a watch's cache as it is kept: identity, resourceVersion
+/// and JSON text, shared with the cache rather than copied.
+#[derive(Clone, Debug)]
+pub struct CachedObject {
+    /// (namespace, name); the namespace is empty for a cluster-scoped object.
+    pub key: (String, String),
+    /// Its resourceVersion.
+    pub version: String,
+    text: Arc<str>,
+}
+
+impl CachedObject {
+    /// The object parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    /// An object to cache (tests build the cache's view with it).
+    pub fn of_value(object: &Value) -> Self {
+        let meta = &object["metadata"];
+        let part = |k: &str| meta[k].as_str().unwrap_or_default().to_string();
+        CachedObject {
+            key: (part("namespace"), part("name")),
+            version: part("resourceVersion"),
+            text: object.to_string().into(),
+        }
+    }
+}
+
 /// A kube error without anything a response body might echo.
 pub fn status_reason(e: &kube::Error) -> String {
     match e {
@@ -290,13 +319,22 @@ impl KubeConnector {
 
 impl KubeConnector {
     /// The objects the shared watch for `config` holds now (empty if none
-    /// runs): what a trigger that fell behind the watch resyncs from.
-    pub fn current(&self, config: &KubeWatchConfig) -> Vec<Value> {
+    /// runs), unparsed: what a trigger that fell behind the watch resyncs
+    /// from, parsing only the objects that changed for it.
+    pub fn current(&self, config: &KubeWatchConfig) -> Vec<CachedObject> {
         let Some(cache) = lock(&self.caches).get(&WatchKey::of(config)).cloned() else {
             return Vec::new();
         };
         let cache = lock(&cache);
-        cache.objects.values().map(Stored::value).collect()
+        cache
+            .objects
+            .iter()
+            .map(|(key, stored)| CachedObject {
+                key: key.clone(),
+                version: stored.version.clone(),
+                text: stored.text.clone(),
+            })
+            .collect()
     }
 }
 

@@ -14,4 +14,6 @@ pub mod leader;
 pub mod rbac;
 pub mod sync;
 
-pub use client::{KubeConnection, KubeConnector, KubeError, ObjectChange, SERVICE_ACCOUNT_DIR};
+pub use client::{
+    CachedObject, KubeConnection, KubeConnector, KubeError, ObjectChange, SERVICE_ACCOUNT_DIR,
+};

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{KubeEvent, KubeWatchConfig};
 use crate::dispatch::Submitter;
 use crate::event::Event;
-use crate::kube::{KubeConnector, ObjectChange};
+use crate::kube::{CachedObject, KubeConnector, ObjectChange};
 use crate::trigger::Trigger;
 
 /// Most changes submitted together (one journal commit).
@@ -101,11 +101,21 @@ pub async fn run(
                     let current = kube.current(&config);
                     let resynced = resync(&mut seen, current, !listed);
                     tracing::warn!(trigger = %trigger.name, missed = n, resynced = resynced.len(), "kube-watch: this trigger fell behind the watch; resynced from the watch cache");
-                    batch.extend(
-                        resynced
-                            .iter()
-                            .filter_map(|c| event_for(&trigger, &config, c)),
-                    );
+                    // Parsed a batch at a time, and only what this trigger wants:
+                    // a resync during the first list may cover every object.
+                    let wanted = resynced
+                        .into_iter()
+                        .filter(|r| wants(&config, r.kind, r.initial));
+                    let mut pending = Vec::with_capacity(BATCH);
+                    for r in wanted {
+                        pending.extend(event_for(&trigger, &config, &r.change()));
+                        if pending.len() == BATCH {
+                            submitter
+                                .submit_waiting(&trigger, std::mem::take(&mut pending))
+                                .await;
+                        }
+                    }
+                    batch.extend(pending);
                     break;
                 }
                 Err(RecvError::Closed) => closed = true,
@@ -143,32 +153,63 @@ fn note(seen: &mut HashMap<(String, String), String>, change: &ObjectChange) {
     }
 }
 
-/// The changes between what a trigger last saw and the watch's objects now;
-/// `initial`: the trigger fell behind during the watch's first list, so an
-/// object it has not seen is one of that list (reported as `initial`).
+/// A change a resync found, its object not parsed yet.
+struct Resynced {
+    kind: KubeEvent,
+    initial: bool,
+    /// The cached object; None for a delete, which carries only its identity.
+    object: Option<CachedObject>,
+    key: (String, String),
+}
+
+impl Resynced {
+    /// The change, with its object parsed.
+    fn change(&self) -> ObjectChange {
+        let object = match &self.object {
+            Some(o) => o.value(),
+            None => {
+                let (namespace, name) = &self.key;
+                let mut metadata = json!({ "name": name });
+                if !namespace.is_empty() {
+                    metadata["namespace"] = json!(namespace);
+                }
+                json!({ "metadata": metadata })
+            }
+        };
+        ObjectChange {
+            kind: self.kind,
+            object,
+            old: None,
+            initial: self.initial,
+        }
+    }
+}
+
+/// The changes between what a trigger last saw and the watch's objects now,
+/// found by resourceVersion without parsing any object; `initial`: the
+/// trigger fell behind during the watch's first list, so an object it has
+/// not seen is one of that list (reported as `initial`).
 fn resync(
     seen: &mut HashMap<(String, String), String>,
-    current: Vec<Value>,
+    current: Vec<CachedObject>,
     initial: bool,
-) -> Vec<ObjectChange> {
+) -> Vec<Resynced> {
     let mut changes = Vec::new();
     let mut present = std::collections::HashSet::new();
     for object in current {
-        let id = identity(&object);
-        let now = version(&object);
-        let kind = match seen.get(&id) {
+        let kind = match seen.get(&object.key) {
             None => Some(KubeEvent::Create),
-            Some(v) if *v != now => Some(KubeEvent::Update),
+            Some(v) if *v != object.version => Some(KubeEvent::Update),
             Some(_) => None,
         };
-        present.insert(id.clone());
+        present.insert(object.key.clone());
         if let Some(kind) = kind {
-            seen.insert(id, now);
-            changes.push(ObjectChange {
+            seen.insert(object.key.clone(), object.version.clone());
+            changes.push(Resynced {
                 kind,
-                object,
-                old: None,
                 initial: initial && kind == KubeEvent::Create,
+                key: object.key.clone(),
+                object: Some(object),
             });
         }
     }
@@ -177,28 +218,26 @@ fn resync(
         .filter(|k| !present.contains(*k))
         .cloned()
         .collect();
-    for (namespace, name) in gone {
-        seen.remove(&(namespace.clone(), name.clone()));
-        let mut metadata = json!({ "name": name });
-        if !namespace.is_empty() {
-            metadata["namespace"] = json!(namespace);
-        }
-        changes.push(ObjectChange {
+    for key in gone {
+        seen.remove(&key);
+        changes.push(Resynced {
             kind: KubeEvent::Delete,
-            object: json!({ "metadata": metadata }),
-            old: None,
             initial: false,
+            object: None,
+            key,
         });
     }
     changes
 }
 
+/// Whether this trigger wants a change of `kind` (cheap: before any parsing).
+fn wants(config: &KubeWatchConfig, kind: KubeEvent, initial: bool) -> bool {
+    (config.initial || !initial) && config.events.contains(&kind)
+}
+
 /// The event a change makes for this trigger, if it wants it.
 fn event_for(trigger: &Trigger, config: &KubeWatchConfig, change: &ObjectChange) -> Option<Event> {
-    if change.initial && !config.initial {
-        return None;
-    }
-    if !config.events.contains(&change.kind) {
+    if !wants(config, change.kind, change.initial) {
         return None;
     }
     if config.skip_noise
@@ -257,8 +296,12 @@ mod tests {
                 },
             );
         }
-        let now = || vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")];
-        let changes = resync(&mut seen, now(), false);
+        let cached = |objects: Vec<Value>| objects.iter().map(CachedObject::of_value).collect();
+        let now = || cached(vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")]);
+        let changes: Vec<ObjectChange> = resync(&mut seen, now(), false)
+            .iter()
+            .map(Resynced::change)
+            .collect();
         let mut found: Vec<(String, String)> = changes
             .iter()
             .map(|c| (c.kind.name().to_string(), identity(&c.object).1))
@@ -275,7 +318,7 @@ mod tests {
         assert!(changes.iter().all(|c| !c.initial));
         assert!(resync(&mut seen, now(), false).is_empty(), "nothing twice");
         // Behind during the first list: an unseen object is one of that list.
-        let during_list = resync(&mut HashMap::new(), vec![obj("listed", "1")], true);
+        let during_list = resync(&mut HashMap::new(), cached(vec![obj("listed", "1")]), true);
         assert!(during_list[0].initial && during_list[0].kind == KubeEvent::Create);
     }
 
