@@ -303,12 +303,19 @@ impl Engine {
         let shutdown_grace = config.engine.shutdown_grace;
         let (workers, queue_size) = (config.engine.workers, config.engine.queue_size);
         let records_runs = config.engine.history.record_event_bytes.is_some();
+        let distributor = config.engine.distribute.clone().map(|settings| {
+            if options.leader.is_none() {
+                tracing::warn!("engine.distribute without leader election: every replica runs the schedules and kube watches and publishes what they produce");
+            }
+            crate::distribute::Distributor::new(settings, services.secrets.clone())
+        });
         let sources = SourceContext {
             submitter: dispatcher.submitter(),
             runs: runs_tx,
             services: services.clone(),
             kube,
             leading,
+            distributor,
         };
         // Gate the replayed events' keys before any source can submit.
         let replay_keys = sources

@@ -22,6 +22,7 @@ pub mod capabilities;
 pub mod cel;
 pub mod config;
 pub mod dispatch;
+pub mod distribute;
 pub mod engine;
 pub mod event;
 pub mod failpoint;

@@ -145,6 +145,10 @@ pub struct Metrics {
     pub queue_pending: Family<TriggerLabels, Gauge>,
     /// Shadow runs by how they compared (`match`, `diff`, `error`).
     pub shadow_runs: Family<OutcomeLabels, Counter>,
+    /// Events of distributed triggers (`engine.distribute`) by what happened:
+    /// `published` by the leader, `consumed` by this replica, `redelivered`
+    /// (claimed from a replica that went quiet), `duplicate` (already run; acknowledged unrun).
+    pub distributed: Family<OutcomeLabels, Counter>,
     readings: Arc<OnceLock<ReadingsFn>>,
 }
 
@@ -216,6 +220,12 @@ impl Metrics {
             "Shadow candidate runs by how they compared with the primary",
             shadow_runs.clone(),
         );
+        let distributed = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "distributed_events",
+            "Events of distributed triggers: published, consumed, redelivered, duplicate",
+            distributed.clone(),
+        );
         let readings: Arc<OnceLock<ReadingsFn>> = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector {
             readings: readings.clone(),
@@ -233,6 +243,7 @@ impl Metrics {
             queue_lag,
             queue_pending,
             shadow_runs,
+            distributed,
             readings,
         })
     }
@@ -243,6 +254,16 @@ impl Metrics {
             trigger: trigger.to_string(),
         };
         self.queue_lag.get_or_create(&labels).set(value);
+    }
+
+    /// Counts `n` events of a distributed trigger by what happened to them.
+    pub fn distributed(&self, trigger: &str, outcome: &str, n: u64) {
+        self.distributed
+            .get_or_create(&OutcomeLabels {
+                trigger: trigger.into(),
+                outcome: outcome.into(),
+            })
+            .inc_by(n);
     }
 
     /// Counts a shadow run by how it compared.

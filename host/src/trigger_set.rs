@@ -75,6 +75,11 @@ pub struct TriggerView {
     pub source: String,
     /// `running`.
     pub state: String,
+    /// Where its events run: `this replica`, `the leader` (a singleton
+    /// source under leader election), or `every replica via STREAM`
+    /// (`engine.distribute`).
+    #[serde(default)]
+    pub runs_on: String,
     /// Triggers that run when this one succeeds.
     pub on_success: Vec<String>,
     /// Triggers that run when this one fails.
@@ -287,12 +292,26 @@ impl TriggerSet {
                     name: c.name.clone(),
                     source: c.source.type_name().to_string(),
                     state: "running".to_string(),
+                    runs_on: self.runs_on(c),
                     on_success: successors(&c.name, Outcome::Success),
                     on_failure: successors(&c.name, Outcome::Failure),
                     summary,
                 }
             })
             .collect())
+    }
+
+    /// Where a trigger's events run (see [`TriggerView::runs_on`]).
+    fn runs_on(&self, config: &TriggerConfig) -> String {
+        let sources = self.sources();
+        if !crate::sources::is_singleton(&config.source) {
+            return "this replica".into();
+        }
+        match (&sources.distributor, &sources.leading) {
+            (Some(d), _) => format!("every replica via {}", d.keys(&config.name).stream),
+            (None, Some(_)) => "the leader".into(),
+            (None, None) => "this replica".into(),
+        }
     }
 
     fn start_trigger(&self, trigger: Arc<Trigger>) -> RunningTrigger {

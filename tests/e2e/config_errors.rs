@@ -169,6 +169,31 @@ fn engine_settings_errors_name_the_engine_field() {
     let (code, out, _) = support::check_config(&file);
     assert_eq!(code, 1);
     assert!(out.contains("field `engine.keepResident`"), "{out}");
+
+    let file = ws.write(
+        "distribute.yaml",
+        "engine: { distribute: { via: redis, url: \"redis://u:hunter22@redis:6379\", prefix: \"a b\", claimIdle: 10ms } }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = support::check_config(&file);
+    assert_eq!(code, 1);
+    for expected in [
+        "field `engine.distribute.url`: the URL holds a password: put the whole URL in a secret and use `urlSecret`",
+        "field `engine.distribute.prefix`: `a b` is not a key prefix",
+        "field `engine.distribute.claimIdle`: expected at least 100ms",
+    ] {
+        assert!(out.contains(expected), "{expected}\n{out}");
+    }
+    assert!(!out.contains("hunter22"), "the password is echoed: {out}");
+    let file = ws.write(
+        "distribute-via.yaml",
+        "engine: { distribute: { via: kafka, url: \"redis://redis:6379\" } }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = support::check_config(&file);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("engine.distribute.via") && out.contains("redis"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("capabilities", 2),
     ("runtime", 2),
     ("metrics", 2),
+    ("distribute", 2),
     ("trigger", 3),
     ("dispatch", 3),
     ("sources", 3),

@@ -13,6 +13,7 @@ mod config_errors;
 mod container;
 mod deploy;
 mod dispatch;
+mod distribute;
 mod dry_run;
 mod engine_process;
 mod filters;

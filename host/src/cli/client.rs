@@ -231,10 +231,11 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
 /// Triggers as a table (the columns of ORCA's `kubectl get tasks`).
 pub fn triggers_table(triggers: &[TriggerView]) -> String {
     let mut out = format!(
-        "{:<20}  {:<9}  {:<8}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
+        "{:<20}  {:<9}  {:<8}  {:<14}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
         "NAME",
         "SOURCE",
         "STATE",
+        "RUNS ON",
         "RUNS",
         "LAST SUCCESS",
         "LAST FAILURE",
@@ -245,10 +246,15 @@ pub fn triggers_table(triggers: &[TriggerView]) -> String {
     for t in triggers {
         let s = &t.summary;
         out.push_str(&format!(
-            "{:<20}  {:<9}  {:<8}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
+            "{:<20}  {:<9}  {:<8}  {:<14}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
             short(&t.name, 20),
             t.source,
             t.state,
+            if t.runs_on.is_empty() {
+                "-"
+            } else {
+                &t.runs_on
+            },
             s.runs,
             s.last_success.as_deref().unwrap_or("-"),
             s.last_failure.as_deref().unwrap_or("-"),

@@ -143,6 +143,7 @@ impl History {
                         name,
                         source: "-".into(),
                         state: "stopped".into(),
+                        runs_on: "-".into(),
                         on_success: Vec::new(),
                         on_failure: Vec::new(),
                         summary,

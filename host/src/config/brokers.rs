@@ -32,6 +32,54 @@ pub struct RedisQueueConfig {
     pub batch: usize,
     /// Largest entry (all fields) handed to the trigger; bigger ones are dead-lettered.
     pub max_entry_bytes: u64,
+    /// Some for a distributed trigger's stream: entries carry whole events
+    /// and per-key sequence numbers (see the `distribute` module), never for a
+    /// `redis-queue` source, whose entries are data.
+    pub distributed: Option<DistributedKeys>,
+}
+
+/// `engine.distribute`: the leader publishes what its singleton sources
+/// (schedules, kube watches) produce into a Redis stream per trigger, and
+/// every replica drains those streams through one consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DistributeSettings {
+    /// Where Redis is.
+    pub server: Endpoint,
+    /// Prefix of every key the engine writes (`<prefix>:{<trigger>}:…`).
+    pub prefix: String,
+    /// Pending entries idle this long (their replica died) are claimed.
+    pub claim_idle: Duration,
+    /// Entries read per call.
+    pub batch: usize,
+}
+
+/// The Redis keys of one trigger's distributed work (see the `distribute` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DistributedKeys {
+    /// The stream of events.
+    pub stream: String,
+    /// Last sequence number published, per ordering key.
+    pub seq: String,
+    /// Last sequence number whose run ended, per ordering key.
+    pub done: String,
+    /// resourceVersion per object, as the leader last handled it.
+    pub watch: String,
+    /// Set once a leader has listed the watched objects.
+    pub watching: String,
+}
+
+impl DistributedKeys {
+    /// The keys for `trigger` under `prefix`.
+    pub fn of(prefix: &str, trigger: &str) -> Self {
+        let base = format!("{prefix}:{{{trigger}}}");
+        DistributedKeys {
+            stream: format!("{base}:events"),
+            seq: format!("{base}:seq"),
+            done: format!("{base}:done"),
+            watch: format!("{base}:watch"),
+            watching: format!("{base}:watching"),
+        }
+    }
 }
 
 /// A NATS JetStream stream drained through a durable pull consumer that every

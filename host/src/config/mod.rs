@@ -25,7 +25,10 @@ use crate::cel::CelFilter;
 use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
-pub use brokers::{Endpoint, MqttConfig, MqttProtocol, NatsConfig, RedisQueueConfig};
+pub use brokers::{
+    DistributeSettings, DistributedKeys, Endpoint, MqttConfig, MqttProtocol, NatsConfig,
+    RedisQueueConfig,
+};
 pub use chains::{ChainCondition, ChainConfig, ChainMode, Outcome};
 pub use load::{
     builtin_kube_needs, chain_errors, load, load_declarations, load_partial, load_trigger,
@@ -112,6 +115,8 @@ pub struct EngineSettings {
     /// Bytes of each instance slot's memory kept mapped and reset in place
     /// when an instance ends, instead of being handed back to the kernel.
     pub keep_resident: u64,
+    /// Where singleton sources publish their events for every replica, if anywhere.
+    pub distribute: Option<DistributeSettings>,
 }
 
 /// Limits of the HTTP listener (`engine.server`) against slow and greedy clients.
@@ -261,6 +266,9 @@ impl EngineSettings {
         if self.keep_resident != other.keep_resident {
             differ.push("keepResident");
         }
+        if self.distribute != other.distribute {
+            differ.push("distribute");
+        }
         differ
     }
 }
@@ -286,6 +294,7 @@ impl Default for EngineSettings {
             trigger_objects: policy::ObjectPolicy::default(),
             max_module_size: DEFAULT_MAX_MODULE_SIZE,
             keep_resident: DEFAULT_KEEP_RESIDENT,
+            distribute: None,
         }
     }
 }

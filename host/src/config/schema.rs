@@ -31,6 +31,30 @@ pub struct EngineSpec {
     pub trigger_objects: Option<ObjectPolicySpec>,
     pub max_module_size: Option<ByteSize>,
     pub keep_resident: Option<ByteSize>,
+    pub distribute: Option<DistributeSpec>,
+}
+
+/// `engine.distribute:` where singleton sources hand their work to every replica.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping like `{ via: redis, url: redis://HOST:6379 }`"
+)]
+pub struct DistributeSpec {
+    pub via: DistributeVia,
+    pub url: Option<String>,
+    pub url_secret: Option<String>,
+    pub prefix: Option<String>,
+    pub claim_idle: Option<DurationValue>,
+    pub batch: Option<usize>,
+}
+
+/// What carries distributed work (Redis streams; NATS JetStream may follow).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistributeVia {
+    Redis,
 }
 
 /// `engine.server:` limits of the HTTP listener.

@@ -7,6 +7,7 @@
 
 mod backoff;
 mod key;
+mod outlet;
 pub mod queue;
 pub mod shadow;
 mod worker;
@@ -171,6 +172,9 @@ pub struct Submitter {
     stats: Arc<DispatchStats>,
     metrics: Arc<Metrics>,
     journal: Option<Journal>,
+    /// Some on a distributing leader's singleton sources: events are
+    /// published for every replica instead of queued here (`outlet.rs`).
+    outlet: Option<outlet::Outlet>,
 }
 
 impl Submitter {
@@ -187,6 +191,14 @@ impl Submitter {
         event: Event,
         upstream: Option<Upstream>,
     ) -> Result<(), SubmitError> {
+        if self.outlet.is_some() {
+            let published = self.publish(trigger, vec![event], Vec::new(), false).await;
+            return if published == 1 {
+                Ok(())
+            } else {
+                Err(SubmitError::Stopping)
+            };
+        }
         let (event_id, source) = (event.id.clone(), event.source.clone());
         let full = || {
             bump(&self.stats.dropped_queue_full);
@@ -258,6 +270,9 @@ impl Submitter {
     /// were queued; the rest were refused (journal failure, or stopping: a
     /// journaled event then runs at the next start).
     pub async fn submit_waiting(&self, trigger: &Arc<Trigger>, events: Vec<Event>) -> usize {
+        if self.outlet.is_some() {
+            return self.publish(trigger, events, Vec::new(), false).await;
+        }
         let ordering = trigger.config().ordering.clone();
         let mut jobs = Vec::with_capacity(events.len());
         for event in events {
@@ -402,6 +417,7 @@ impl Submitter {
             stats: Arc::default(),
             metrics: Metrics::new(),
             journal: None,
+            outlet: None,
         };
         (submitter, queue)
     }
@@ -488,6 +504,7 @@ impl Dispatcher {
                 stats: stats.clone(),
                 metrics,
                 journal: journal.clone(),
+                outlet: None,
             }),
             workers,
             stopping,

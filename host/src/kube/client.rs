@@ -58,6 +58,8 @@ pub struct ObjectChange {
 #[derive(Default)]
 struct Cache {
     objects: HashMap<ObjectKey, Stored>,
+    /// Every namespace scope of the watch has been listed once.
+    listed: bool,
 }
 
 /// (namespace, name); the namespace is empty for a cluster-scoped object.
@@ -318,6 +320,18 @@ impl KubeConnector {
 }
 
 impl KubeConnector {
+    /// Waits until the shared watch for `config` has listed its objects once
+    /// (in every namespace it watches).
+    pub async fn wait_listed(&self, config: &KubeWatchConfig) {
+        loop {
+            let cache = lock(&self.caches).get(&WatchKey::of(config)).cloned();
+            if cache.is_some_and(|c| lock(&c).listed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The objects the shared watch for `config` holds now (empty if none
     /// runs), unparsed: what a trigger that fell behind the watch resyncs
     /// from, parsing only the objects that changed for it.
@@ -464,6 +478,7 @@ async fn run_watch(
                 WatchEvent::InitDone => {
                     let first = !listed.get(&scope).copied().unwrap_or(false);
                     listed.insert(scope.clone(), true);
+                    cache.listed = listed.len() == scopes.len();
                     let fresh = buffers.remove(&scope).unwrap_or_default();
                     let mut seen = std::collections::HashSet::new();
                     for (k, stored) in fresh {

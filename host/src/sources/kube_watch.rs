@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{KubeEvent, KubeWatchConfig};
 use crate::dispatch::Submitter;
+use crate::distribute::Position;
 use crate::event::Event;
 use crate::kube::{CachedObject, KubeConnector, ObjectChange};
 use crate::trigger::Trigger;
@@ -53,18 +54,34 @@ pub async fn run(
             }
         }
     };
+    let out = Out {
+        trigger: &trigger,
+        submitter: &submitter,
+    };
     // The resourceVersion this trigger last saw of each object, and whether
     // the watch's first list is behind it (a later change has come).
     let mut seen: HashMap<(String, String), String> = HashMap::new();
     let mut listed = false;
-    let mut batch = Vec::new();
-    for change in snapshot {
-        note(&mut seen, &change);
-        batch.extend(event_for(&trigger, &config, &change));
+    if submitter.distributor().is_some() {
+        // A distributing leader starts where the last one stood.
+        drop(snapshot);
+        let Some(start) = resume(&trigger, &config, &submitter, &kube, &stop).await else {
+            return;
+        };
+        seen = start.0;
+        listed = true;
+        out.hand_over_resynced(&config, start.1).await;
+        // The `watching` mark, even when nothing changed.
+        submitter
+            .submit_watched(&trigger, Vec::new(), Vec::new(), true)
+            .await;
+    } else {
+        let mut handled = Vec::new();
+        for change in snapshot {
+            handled.push(handle(&trigger, &config, &mut seen, &change));
+        }
+        out.hand_over(handled).await;
     }
-    submitter
-        .submit_waiting(&trigger, std::mem::take(&mut batch))
-        .await;
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
@@ -80,6 +97,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        let mut handled = Vec::new();
         for change in received {
             match change {
                 Ok(change) => {
@@ -91,43 +109,120 @@ pub async fn run(
                         continue;
                     }
                     listed |= !change.initial;
-                    note(&mut seen, &change);
-                    batch.extend(event_for(&trigger, &config, &change));
+                    handled.push(handle(&trigger, &config, &mut seen, &change));
                 }
                 Err(RecvError::Lagged(n)) => {
                     // Subscribe anew first: what changes after this is heard,
                     // what changed before is in the cache read next.
                     changes = changes.resubscribe();
-                    let current = kube.current(&config);
-                    let resynced = resync(&mut seen, current, !listed);
+                    let resynced = resync(&mut seen, kube.current(&config), !listed);
                     tracing::warn!(trigger = %trigger.name, missed = n, resynced = resynced.len(), "kube-watch: this trigger fell behind the watch; resynced from the watch cache");
-                    // Parsed a batch at a time, and only what this trigger wants:
-                    // a resync during the first list may cover every object.
-                    let wanted = resynced
-                        .into_iter()
-                        .filter(|r| wants(&config, r.kind, r.initial));
-                    let mut pending = Vec::with_capacity(BATCH);
-                    for r in wanted {
-                        pending.extend(event_for(&trigger, &config, &r.change()));
-                        if pending.len() == BATCH {
-                            submitter
-                                .submit_waiting(&trigger, std::mem::take(&mut pending))
-                                .await;
-                        }
-                    }
-                    batch.extend(pending);
+                    out.hand_over(std::mem::take(&mut handled)).await;
+                    out.hand_over_resynced(&config, resynced).await;
                     break;
                 }
                 Err(RecvError::Closed) => closed = true,
             }
         }
-        for chunk in std::mem::take(&mut batch).chunks(BATCH) {
-            submitter.submit_waiting(&trigger, chunk.to_vec()).await;
-        }
+        out.hand_over(handled).await;
         if closed {
             return;
         }
     }
+}
+
+/// A change this trigger handled: its event, if it wants one, and where the
+/// watch now stands on the object (what a distributing leader records).
+type Handled = (Option<Event>, Position);
+
+/// Notes a change in `seen` and makes its event, if the trigger wants it.
+fn handle(
+    trigger: &Trigger,
+    config: &KubeWatchConfig,
+    seen: &mut HashMap<(String, String), String>,
+    change: &ObjectChange,
+) -> Handled {
+    note(seen, change);
+    let id = identity(&change.object);
+    let at = (change.kind != KubeEvent::Delete).then(|| version(&change.object));
+    (event_for(trigger, config, change), (id, at))
+}
+
+/// Where handled changes go: the queue, or a distributing leader's stream.
+struct Out<'a> {
+    trigger: &'a Arc<Trigger>,
+    submitter: &'a Submitter,
+}
+
+impl Out<'_> {
+    /// Submits (or publishes) handled changes `BATCH` at a time; an object's
+    /// position goes in the same batch as its event, never before it.
+    async fn hand_over(&self, handled: Vec<Handled>) {
+        let mut handled = handled.into_iter().peekable();
+        while handled.peek().is_some() {
+            let (events, positions): (Vec<Option<Event>>, Vec<Position>) =
+                handled.by_ref().take(BATCH).unzip();
+            let events: Vec<Event> = events.into_iter().flatten().collect();
+            self.submitter
+                .submit_watched(self.trigger, events, positions, true)
+                .await;
+        }
+    }
+
+    /// Hands over what a resync found, parsing only what the trigger wants,
+    /// a batch at a time: a resync during the first list may cover every object.
+    async fn hand_over_resynced(&self, config: &KubeWatchConfig, resynced: Vec<Resynced>) {
+        let mut resynced = resynced.into_iter().peekable();
+        while resynced.peek().is_some() {
+            let handled: Vec<Handled> = resynced
+                .by_ref()
+                .take(BATCH)
+                .map(|r| {
+                    let event = wants(config, r.kind, r.initial)
+                        .then(|| event_for(self.trigger, config, &r.change()))
+                        .flatten();
+                    let at = r.object.as_ref().map(|o| o.version.clone());
+                    (event, (r.key.clone(), at))
+                })
+                .collect();
+            self.hand_over(handled).await;
+        }
+    }
+}
+
+/// A distributing leader's start: once the shared watch has listed, the
+/// objects are compared with the positions the last leader recorded (none:
+/// no leader has listed yet, and the list is the first list). Returns the
+/// positions to go on from and what changed meanwhile; None if stopped.
+async fn resume(
+    trigger: &Arc<Trigger>,
+    config: &KubeWatchConfig,
+    submitter: &Submitter,
+    kube: &KubeConnector,
+    stop: &CancellationToken,
+) -> Option<(HashMap<(String, String), String>, Vec<Resynced>)> {
+    let distributor = submitter.distributor()?;
+    tokio::select! {
+        _ = kube.wait_listed(config) => {}
+        _ = stop.cancelled() => return None,
+    }
+    let recorded = loop {
+        match distributor.positions(&trigger.name).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::warn!(trigger = %trigger.name, error = %e, "distribute: cannot read where the last leader stood; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return None,
+                }
+            }
+        }
+    };
+    let first_list = recorded.is_none();
+    let mut seen = recorded.unwrap_or_default();
+    let resynced = resync(&mut seen, kube.current(config), first_list);
+    tracing::info!(trigger = %trigger.name, changed = resynced.len(), first_list, "distribute: the watch resumes where the last leader stood");
+    Some((seen, resynced))
 }
 
 fn identity(object: &Value) -> (String, String) {
@@ -297,7 +392,13 @@ mod tests {
             );
         }
         let cached = |objects: Vec<Value>| objects.iter().map(CachedObject::of_value).collect();
-        let now = || cached(vec![obj("same", "1"), obj("changed", "9"), obj("new", "10")]);
+        let now = || {
+            cached(vec![
+                obj("same", "1"),
+                obj("changed", "9"),
+                obj("new", "10"),
+            ])
+        };
         let changes: Vec<ObjectChange> = resync(&mut seen, now(), false)
             .iter()
             .map(Resynced::change)

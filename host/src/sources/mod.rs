@@ -34,6 +34,8 @@ pub struct SourceContext {
     pub kube: Arc<crate::kube::KubeConnector>,
     /// Whether this replica leads, when replicas elect a leader (None: it always does).
     pub leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Where singleton sources publish their events for every replica (`engine.distribute`).
+    pub distributor: Option<Arc<crate::distribute::Distributor>>,
 }
 
 /// Starts the source of a trigger; the task ends when `stop` is cancelled
@@ -45,6 +47,11 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let submitter = ctx.submitter.clone();
+    if let Some(distributor) = &ctx.distributor
+        && is_singleton(&trigger.config().source)
+    {
+        return distributed(trigger, ctx, distributor.clone(), stop);
+    }
     match trigger.config().source.clone() {
         SourceConfig::Schedule(config) => singleton(ctx, stop, move |stop| {
             schedule::run(trigger.clone(), config.clone(), submitter.clone(), stop)
@@ -79,6 +86,52 @@ pub fn spawn(
             tokio::spawn(mqtt::run(trigger, config, submitter, services, stop))
         }
     }
+}
+
+/// Whether a source runs on one replica only (on the leader, when replicas elect one).
+pub fn is_singleton(source: &SourceConfig) -> bool {
+    matches!(
+        source,
+        SourceConfig::Schedule(_) | SourceConfig::KubeWatch(_)
+    )
+}
+
+/// A singleton trigger under `engine.distribute`: the source runs on the
+/// leader and publishes into the trigger's stream; on every replica a
+/// consumer drains that stream into this engine's workers.
+fn distributed(
+    trigger: Arc<Trigger>,
+    ctx: &SourceContext,
+    distributor: Arc<crate::distribute::Distributor>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let consumer = tokio::spawn(redis_queue::run(
+        trigger.clone(),
+        distributor.consumer(&trigger.name),
+        ctx.submitter.clone(),
+        ctx.services.clone(),
+        stop.clone(),
+    ));
+    let (submitter, kube) = (ctx.submitter.clone(), ctx.kube.clone());
+    let source = singleton(ctx, stop, move |stop| {
+        let publishing = submitter.publishing(distributor.clone(), stop.clone());
+        let trigger = trigger.clone();
+        let kube = kube.clone();
+        async move {
+            match trigger.config().source.clone() {
+                SourceConfig::Schedule(config) => {
+                    schedule::run(trigger, config, publishing, stop).await
+                }
+                SourceConfig::KubeWatch(config) => {
+                    kube_watch::run(trigger, config, publishing, kube, stop).await
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = tokio::join!(consumer, source);
+    })
 }
 
 /// Spawns a source that must run on one replica only.

@@ -41,7 +41,7 @@ pub async fn run(
     };
     let mut next = schedule.first(Utc::now());
     loop {
-        if schedule.pending && schedule.trigger.unfinished() == 0 {
+        if schedule.pending && schedule.submitter.unfinished(&schedule.trigger).await == 0 {
             schedule.pending = false;
             schedule.submit(Utc::now(), true).await;
         }
@@ -63,7 +63,7 @@ pub async fn run(
                     next = schedule.following(at, Utc::now());
                 }
             }
-            _ = schedule.trigger.run_finished(), if pending => {}
+            _ = schedule.idle(), if pending => {}
         }
     }
     tracing::debug!(trigger = %schedule.trigger.name, "schedule stopped");
@@ -143,7 +143,7 @@ impl Schedule {
                 }
             }
         }
-        if self.trigger.unfinished() == 0 {
+        if self.submitter.unfinished(&self.trigger).await == 0 {
             return self.submit(at, false).await;
         }
         match self.config.overlap {
@@ -156,6 +156,16 @@ impl Schedule {
                 self.submitter.metrics().tick_skipped(&self.trigger.name);
                 tracing::info!(trigger = %self.trigger.name, scheduled = %at, "previous run unfinished; tick skipped");
             }
+        }
+    }
+
+    /// Resolves when the trigger may have become idle: a run here ended, or,
+    /// when its runs are distributed over every replica, a second passed.
+    async fn idle(&self) {
+        if self.submitter.distributor().is_some() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            self.trigger.run_finished().await;
         }
     }
 

@@ -128,6 +128,7 @@ impl Loader<'_> {
             server,
             claim_idle,
             batch,
+            distributed: None,
         })
     }
 

@@ -115,6 +115,11 @@ pub(super) fn engine_settings(
                 if let Some(v) = spec.keep_resident {
                     settings.keep_resident = v.0;
                 }
+                if let Some(d) = spec.distribute {
+                    settings.distribute = distribute(d, &mut |field, message| {
+                        located(file, &format!("engine.distribute.{field}"), message)
+                    });
+                }
                 if let Some(policy) = &spec.trigger_objects {
                     for (field, message) in object_policy(policy, &mut settings.trigger_objects) {
                         located(file, &field, message);
@@ -472,6 +477,73 @@ pub(super) fn merge_retry(base: RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
         delay: spec.delay.map(|d| d.0).unwrap_or(base.delay),
         max_delay: spec.max_delay.map(|d| d.0).unwrap_or(base.max_delay),
     }
+}
+
+/// `engine.distribute`, checked: one of `url` (no password in it) or
+/// `urlSecret`, a prefix usable in Redis keys, a claim time that does not
+/// steal from live replicas.
+fn distribute(
+    spec: super::super::schema::DistributeSpec,
+    error: &mut dyn FnMut(&str, String),
+) -> Option<DistributeSettings> {
+    let super::super::schema::DistributeVia::Redis = spec.via;
+    let server = match (spec.url, spec.url_secret) {
+        (Some(url), None) => {
+            match url::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {
+                    if u.password().is_some() {
+                        error("url", "the URL holds a password: put the whole URL in a secret and use `urlSecret`".into());
+                    }
+                }
+                // Not echoed: a malformed URL may still hold a password.
+                _ => error(
+                    "url",
+                    "invalid Redis URL: expected redis://host[:port][/db] or rediss://…".into(),
+                ),
+            }
+            Endpoint::Url(url)
+        }
+        (None, Some(secret)) => {
+            if let Err(message) = crate::config::grants::check_secret_name(&secret) {
+                error("urlSecret", message);
+            }
+            Endpoint::Secret(secret)
+        }
+        _ => {
+            error("url", "expected exactly one of `url` or `urlSecret`".into());
+            return None;
+        }
+    };
+    let prefix = spec.prefix.unwrap_or_else(|| "wasmtrigger".into());
+    let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(usable) {
+        error(
+            "prefix",
+            format!(
+                "`{}` is not a key prefix: expected 1-64 of a-z A-Z 0-9 - _ . :",
+                prefix.escape_debug()
+            ),
+        );
+    }
+    let claim_idle = spec
+        .claim_idle
+        .map_or(std::time::Duration::from_secs(30), |d| d.0);
+    if claim_idle < std::time::Duration::from_millis(100) {
+        error(
+            "claimIdle",
+            "expected at least 100ms: a shorter idle time steals entries from live replicas".into(),
+        );
+    }
+    let batch = spec.batch.unwrap_or(64);
+    if !(1..=1000).contains(&batch) {
+        error("batch", format!("{batch}: expected 1 to 1000"));
+    }
+    Some(DistributeSettings {
+        server,
+        prefix,
+        claim_idle,
+        batch,
+    })
 }
 
 #[cfg(test)]

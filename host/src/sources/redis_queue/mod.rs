@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+mod gate;
 
 use crate::capabilities::HostServices;
 use crate::capabilities::secrets::SecretStore;
@@ -32,6 +34,8 @@ use crate::trigger::Trigger;
 const BLOCK: Duration = Duration::from_secs(1);
 /// How often queue lag and pending counts are read for the metrics.
 const GAUGE_EVERY: Duration = Duration::from_secs(2);
+/// How soon entries held for their turn are looked at again.
+const HELD_RECHECK: Duration = Duration::from_millis(20);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -40,6 +44,8 @@ struct Ack {
     entry: String,
     /// For a failed run: the entry's fields and the error, for the dead-letter stream.
     dead: Option<(Vec<(String, String)>, String)>,
+    /// A distributed entry's place in its key's order, marked done with the ack.
+    done: Option<gate::Sequenced>,
 }
 
 /// Errors of one connection's life; all lead to a reconnect.
@@ -61,6 +67,9 @@ pub async fn run(
 ) {
     let consumer = config.consumer.clone().unwrap_or_else(super::process_name);
     let (acks, pending_acks) = mpsc::unbounded_channel();
+    let in_flight = InFlight::default();
+    // Entries waiting for their turn stay this consumer's across reconnects.
+    let mut held: Vec<gate::Held> = Vec::new();
     // The acker outlives this task: runs still in flight when the source stops
     // are acknowledged as they finish.
     tokio::spawn(acker(
@@ -68,6 +77,14 @@ pub async fn run(
         config.clone(),
         services.clone(),
         pending_acks,
+        in_flight.clone(),
+    ));
+    tokio::spawn(keeper(
+        config.clone(),
+        consumer.clone(),
+        services.clone(),
+        in_flight.clone(),
+        stop.clone(),
     ));
     tracing::info!(trigger = %trigger.name, stream = %config.stream, group = %config.group, consumer, "redis queue source starting");
     let mut backoff = Duration::from_millis(100);
@@ -78,9 +95,13 @@ pub async fn run(
             consumer: &consumer,
             submitter: &submitter,
             acks: &acks,
+            in_flight: &in_flight,
         };
         let result = tokio::select! {
-            r = session.run(&services.secrets, &mut backoff) => r,
+            r = session.run(&services.secrets, &mut backoff, &mut held) => {
+                in_flight.forget_unsettled();
+                r
+            }
             _ = stop.cancelled() => break,
         };
         match result {
@@ -103,18 +124,50 @@ async fn connect(
     secrets: &SecretStore,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, QueueError> {
-    let url = super::endpoint_url(&config.server, secrets)
+    crate::distribute::connect(&config.server, secrets, response_timeout)
         .await
-        .map_err(QueueError::Url)?;
-    // Never show the URL: it may hold a password.
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| QueueError::Url(format!("invalid Redis URL ({:?})", e.kind())))?;
-    let settings = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(response_timeout));
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&settings)
-        .await?)
+        .map_err(|e| match e {
+            crate::distribute::DistributeError::Redis(e) => QueueError::Redis(e),
+            crate::distribute::DistributeError::Url(why) => QueueError::Url(why),
+        })
+}
+
+/// Entries this consumer holds (read and not yet handed on, queued,
+/// running, or held for their turn): their idle time is reset while they
+/// are here, so a busy replica's entries are claimed by others only if it
+/// stops answering, not when it is slow. The flag: handed on or held, as
+/// opposed to only read (what a lost connection forgets).
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::Mutex<HashMap<String, bool>>>);
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read: kept from now on.
+    fn read(&self, id: &str) {
+        self.lock().entry(id.to_string()).or_insert(false);
+    }
+
+    /// Handed on or held.
+    fn add(&self, id: &str) {
+        self.lock().insert(id.to_string(), true);
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Forgets entries read but never handed on or held (the connection was
+    /// lost meanwhile): left idle, they are claimed again, by anyone.
+    fn forget_unsettled(&self) {
+        self.lock().retain(|_, settled| *settled);
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
 }
 
 struct Session<'a> {
@@ -123,11 +176,17 @@ struct Session<'a> {
     consumer: &'a str,
     submitter: &'a Submitter,
     acks: &'a mpsc::UnboundedSender<Ack>,
+    in_flight: &'a InFlight,
 }
 
 impl Session<'_> {
     /// One connection's life: create the group, then claim and read forever.
-    async fn run(&self, secrets: &SecretStore, backoff: &mut Duration) -> Result<(), QueueError> {
+    async fn run(
+        &self,
+        secrets: &SecretStore,
+        backoff: &mut Duration,
+        held: &mut Vec<gate::Held>,
+    ) -> Result<(), QueueError> {
         let config = self.config;
         let mut reader = connect(config, secrets, BLOCK + Duration::from_secs(5)).await?;
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
@@ -153,6 +212,10 @@ impl Session<'_> {
                 self.update_gauges(&mut reader).await?;
                 last_gauge = Instant::now();
             }
+            if !held.is_empty() {
+                let waiting = std::mem::take(held);
+                self.admit(&mut reader, waiting, held).await?;
+            }
             // Reclaim entries whose consumer went quiet, a few times per idle period.
             if last_claim.elapsed() >= config.claim_idle / 4 {
                 let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
@@ -167,15 +230,18 @@ impl Session<'_> {
                     .await?;
                 if !reply.claimed.is_empty() {
                     tracing::info!(trigger = %self.trigger.name, entries = reply.claimed.len(), "redis queue: claimed entries left pending by another consumer");
+                    if config.distributed.is_some() {
+                        let n = reply.claimed.len() as u64;
+                        self.metrics()
+                            .distributed(&self.trigger.name, "redelivered", n);
+                    }
                 }
                 let more = reply.next_stream_id != "0-0";
                 claim_cursor = reply.next_stream_id;
                 if !more {
                     last_claim = Instant::now();
                 }
-                for entry in reply.claimed {
-                    self.hand_on(entry).await?;
-                }
+                self.take(&mut reader, reply.claimed, held).await?;
                 if more {
                     continue;
                 }
@@ -187,22 +253,111 @@ impl Session<'_> {
                 .arg("COUNT")
                 .arg(config.batch)
                 .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
+                // Held entries are looked at again soon: their turn comes
+                // when another replica finishes a run.
+                .arg(if held.is_empty() { BLOCK } else { HELD_RECHECK }.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&config.stream)
                 .arg(">")
                 .query_async(&mut reader)
                 .await?;
             for key in reply.map(|r| r.keys).unwrap_or_default() {
-                for entry in key.ids {
-                    self.hand_on(entry).await?;
-                }
+                self.take(&mut reader, key.ids, held).await?;
             }
         }
     }
 
+    fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.submitter.metrics()
+    }
+
+    /// Hands on entries just read or claimed; a distributed stream's
+    /// ordered entries go through the gate first.
+    async fn take(
+        &self,
+        con: &mut MultiplexedConnection,
+        entries: Vec<StreamId>,
+        held: &mut Vec<gate::Held>,
+    ) -> Result<(), QueueError> {
+        for entry in &entries {
+            self.in_flight.read(&entry.id);
+        }
+        if self.config.distributed.is_none() {
+            for entry in entries {
+                self.hand_on(entry, None).await?;
+            }
+            return Ok(());
+        }
+        let mut ordered = Vec::new();
+        for entry in entries {
+            match gate::sequenced(&text_fields(&entry.map)) {
+                Some(order) => ordered.push(gate::Held { entry, order }),
+                None => self.hand_on(entry, None).await?,
+            }
+        }
+        self.admit(con, ordered, held).await
+    }
+
+    /// Runs the ordered entries whose turn it is, acknowledges duplicates,
+    /// and keeps the rest in `held`, in order.
+    async fn admit(
+        &self,
+        con: &mut MultiplexedConnection,
+        waiting: Vec<gate::Held>,
+        held: &mut Vec<gate::Held>,
+    ) -> Result<(), QueueError> {
+        let Some(keys) = &self.config.distributed else {
+            return Ok(());
+        };
+        let orders: Vec<gate::Sequenced> = waiting.iter().map(|h| h.order.clone()).collect();
+        let verdicts = match gate::verdicts(con, keys, &orders).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Still waiting, and still this consumer's: looked at after the reconnect.
+                held.extend(waiting);
+                return Err(e.into());
+            }
+        };
+        // A key whose earlier entry waits keeps its later ones waiting too.
+        let mut blocked = std::collections::HashSet::new();
+        for (h, verdict) in waiting.into_iter().zip(verdicts) {
+            if blocked.contains(&h.order.key) {
+                self.in_flight.add(&h.entry.id);
+                held.push(h);
+                continue;
+            }
+            match verdict {
+                gate::Verdict::Run => {
+                    blocked.insert(h.order.key.clone());
+                    self.hand_on(h.entry, Some(h.order)).await?
+                }
+                gate::Verdict::Wait => {
+                    blocked.insert(h.order.key.clone());
+                    self.in_flight.add(&h.entry.id);
+                    held.push(h);
+                }
+                gate::Verdict::Duplicate => {
+                    tracing::info!(trigger = %self.trigger.name, entry = %h.entry.id, key = %h.order.key, seq = h.order.seq, "distribute: entry already ran; acknowledged without running it again");
+                    self.metrics()
+                        .distributed(&self.trigger.name, "duplicate", 1);
+                    let _ = self.acks.send(Ack {
+                        entry: h.entry.id,
+                        dead: None,
+                        done: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Turns an entry into an event and waits for room in the queue.
-    async fn hand_on(&self, entry: StreamId) -> Result<(), QueueError> {
+    async fn hand_on(
+        &self,
+        entry: StreamId,
+        order: Option<gate::Sequenced>,
+    ) -> Result<(), QueueError> {
+        self.in_flight.add(&entry.id);
         let fields = text_fields(&entry.map);
         let size: u64 = fields.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
         if size > self.config.max_entry_bytes {
@@ -221,18 +376,45 @@ impl Session<'_> {
                     vec![("wasmtrigger.size".to_string(), size.to_string())],
                     why,
                 )),
+                done: order,
             });
             return Ok(());
         }
-        let data = event_data(&fields);
-        let mut event = Event::new(&self.trigger.name, "redis-queue", "entry", &data);
-        // Stable across redeliveries, so a duplicate is recognisable.
-        event.id = format!("redis:{}:{}", self.config.stream, entry.id);
+        let event = if self.config.distributed.is_some() {
+            // The event as the leader's source made it: same id, source and kind.
+            match gate::event_of(&fields, &self.trigger.name) {
+                Ok(event) => {
+                    self.metrics()
+                        .distributed(&self.trigger.name, "consumed", 1);
+                    event
+                }
+                Err(why) => {
+                    tracing::warn!(trigger = %self.trigger.name, entry = %entry.id, error = %why, "distribute: malformed entry dead-lettered");
+                    self.metrics().dropped(&self.trigger.name, "malformed");
+                    let _ = self.acks.send(Ack {
+                        entry: entry.id,
+                        dead: Some((fields, why)),
+                        done: order,
+                    });
+                    return Ok(());
+                }
+            }
+        } else {
+            let data = event_data(&fields);
+            let mut event = Event::new(&self.trigger.name, "redis-queue", "entry", &data);
+            // Stable across redeliveries, so a duplicate is recognisable.
+            event.id = format!("redis:{}:{}", self.config.stream, entry.id);
+            event
+        };
         let acks = self.acks.clone();
         let entry_id = entry.id;
+        let entry_id_for_stop = entry_id.clone();
+        let in_flight = self.in_flight.clone();
         let on_done: Completion = Arc::new(move |record: &RunRecord, abandoned: bool| {
             if abandoned {
-                return; // left pending: another consumer (or this one, later) claims it
+                // Left pending and no longer kept: another consumer claims it.
+                in_flight.remove(&entry_id);
+                return;
             }
             let dead = (record.status == RunStatus::Failed).then(|| {
                 let error = record.error.clone().unwrap_or_else(|| "failed".into());
@@ -241,6 +423,7 @@ impl Session<'_> {
             let _ = acks.send(Ack {
                 entry: entry_id.clone(),
                 dead,
+                done: order.clone(),
             });
         });
         if self
@@ -250,6 +433,7 @@ impl Session<'_> {
             .is_err()
         {
             // Stopping: the entry stays pending and is claimed later.
+            self.in_flight.remove(&entry_id_for_stop);
             return Ok(());
         }
         Ok(())
@@ -261,12 +445,58 @@ impl Session<'_> {
             .arg(&self.config.stream)
             .query_async(con)
             .await?;
-        if let Some((lag, pending)) = group_counts(&groups, &self.config.group) {
+        if self.config.distributed.is_some() {
+            gate::trim(con, &self.config.stream, &self.config.group).await?;
+        }
+        if let Some((lag, pending)) = crate::distribute::group_counts(&groups, &self.config.group) {
             let metrics = self.submitter.metrics();
             metrics.queue_lag(&self.trigger.name, lag);
             metrics.queue_pending(&self.trigger.name, pending);
         }
         Ok(())
+    }
+}
+
+/// Resets, a few times per `claimIdle`, the idle time of the entries this
+/// consumer holds (`XCLAIM` to itself, `JUSTID`: the delivery count stays),
+/// on its own connection, so entries waiting behind a full dispatch queue
+/// stay this replica's. Ends once the source stopped and nothing is held.
+async fn keeper(
+    config: RedisQueueConfig,
+    consumer: String,
+    services: Arc<HostServices>,
+    in_flight: InFlight,
+    stop: CancellationToken,
+) {
+    let mut con: Option<MultiplexedConnection> = None;
+    loop {
+        tokio::time::sleep(config.claim_idle / 4).await;
+        let ids = in_flight.ids();
+        if ids.is_empty() {
+            if stop.is_cancelled() {
+                return;
+            }
+            continue;
+        }
+        if con.is_none() {
+            con = connect(&config, &services.secrets, Duration::from_secs(5))
+                .await
+                .ok();
+        }
+        let Some(c) = con.as_mut() else { continue };
+        for chunk in ids.chunks(500) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(&config.stream)
+                .arg(&config.group)
+                .arg(&consumer)
+                .arg(0)
+                .arg(chunk)
+                .arg("JUSTID");
+            if cmd.query_async::<Value>(c).await.is_err() {
+                con = None;
+                break;
+            }
+        }
     }
 }
 
@@ -277,6 +507,7 @@ async fn acker(
     config: RedisQueueConfig,
     services: Arc<HostServices>,
     mut rx: mpsc::UnboundedReceiver<Ack>,
+    in_flight: InFlight,
 ) {
     let mut con: Option<MultiplexedConnection> = None;
     let mut backoff = Duration::from_millis(100);
@@ -325,10 +556,20 @@ async fn acker(
                 .arg(&config.group)
                 .arg(&ack.entry)
                 .ignore();
+            if let (Some(keys), Some(order)) = (&config.distributed, &ack.done) {
+                // In the same transaction as the ack: the key's next entry may run.
+                pipe.cmd("HSET")
+                    .arg(&keys.done)
+                    .arg(&order.key)
+                    .arg(order.seq)
+                    .ignore();
+            }
         }
         match pipe.query_async::<()>(c).await {
             Ok(()) => {
-                batch.clear();
+                for ack in batch.drain(..) {
+                    in_flight.remove(&ack.entry);
+                }
                 backoff = Duration::from_millis(100);
             }
             Err(e) => {
@@ -401,46 +642,6 @@ fn event_data(fields: &[(String, String)]) -> serde_json::Value {
     )
 }
 
-/// `lag` and `pending` of `group` from an `XINFO GROUPS` reply.
-fn group_counts(reply: &Value, group: &str) -> Option<(i64, i64)> {
-    let Value::Array(groups) = reply else {
-        return None;
-    };
-    groups.iter().find_map(|g| {
-        let pairs: Vec<(String, &Value)> = match g {
-            Value::Array(items) => items
-                .chunks(2)
-                .filter_map(|kv| Some((as_text(kv.first()?)?, kv.get(1)?)))
-                .collect(),
-            Value::Map(items) => items
-                .iter()
-                .filter_map(|(k, v)| Some((as_text(k)?, v)))
-                .collect(),
-            _ => return None,
-        };
-        let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-        if get("name").and_then(as_text).as_deref() != Some(group) {
-            return None;
-        }
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => Some(*i),
-            _ => None,
-        };
-        Some((
-            int(get("lag")).unwrap_or(0),
-            int(get("pending")).unwrap_or(0),
-        ))
-    })
-}
-
-fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,26 +658,5 @@ mod tests {
             event_data(&plain),
             serde_json::json!({"data": "not json", "kind": "x"})
         );
-    }
-
-    #[test]
-    fn group_counts_reads_resp2_and_resp3_replies() {
-        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let resp2 = Value::Array(vec![Value::Array(vec![
-            text("name"),
-            text("g"),
-            text("pending"),
-            Value::Int(3),
-            text("lag"),
-            Value::Int(7),
-        ])]);
-        assert_eq!(group_counts(&resp2, "g"), Some((7, 3)));
-        assert_eq!(group_counts(&resp2, "other"), None);
-        let resp3 = Value::Array(vec![Value::Map(vec![
-            (text("name"), text("g")),
-            (text("lag"), Value::Int(1)),
-            (text("pending"), Value::Int(2)),
-        ])]);
-        assert_eq!(group_counts(&resp3, "g"), Some((1, 2)));
     }
 }

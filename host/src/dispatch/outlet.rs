@@ -1,0 +1,104 @@
+//! Where a distributing leader's singleton sources put their events: into
+//! the trigger's Redis stream for every replica (`crate::distribute`)
+//! instead of this engine's queue. The sources keep calling the same
+//! `Submitter` methods; a submitter made by [`Submitter::publishing`] routes them.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Submitter;
+use super::key::key_of;
+use crate::distribute::{Distributor, Outgoing, Position};
+use crate::event::Event;
+use crate::trigger::Trigger;
+
+/// The distributor and the source's stop signal (a publish retries until
+/// Redis takes it or the source stops).
+#[derive(Clone)]
+pub(super) struct Outlet {
+    distributor: Arc<Distributor>,
+    stop: CancellationToken,
+}
+
+impl Submitter {
+    /// This submitter, publishing into `distributor` instead of queueing
+    /// here, until `stop` is cancelled.
+    pub fn publishing(&self, distributor: Arc<Distributor>, stop: CancellationToken) -> Submitter {
+        Submitter {
+            outlet: Some(Outlet { distributor, stop }),
+            ..self.clone()
+        }
+    }
+
+    /// The distributor, when this submitter publishes.
+    pub fn distributor(&self) -> Option<&Arc<Distributor>> {
+        self.outlet.as_ref().map(|o| &o.distributor)
+    }
+
+    /// A kube watch's events with where the watch now stands on the objects
+    /// it handled (published together; locally the positions are the
+    /// source's own business); `listed`: the watch has listed its objects.
+    pub async fn submit_watched(
+        &self,
+        trigger: &Arc<Trigger>,
+        events: Vec<Event>,
+        positions: Vec<Position>,
+        listed: bool,
+    ) -> usize {
+        if self.outlet.is_some() {
+            self.publish(trigger, events, positions, listed).await
+        } else {
+            self.submit_waiting(trigger, events).await
+        }
+    }
+
+    /// Runs of `trigger` not finished yet: here, or across every replica
+    /// when its events are distributed (an unreachable Redis counts as busy,
+    /// so an overlap rule skips rather than piles up).
+    pub async fn unfinished(&self, trigger: &Trigger) -> usize {
+        match &self.outlet {
+            None => trigger.unfinished(),
+            Some(out) => match out.distributor.unfinished(&trigger.name).await {
+                Ok(n) => n as usize,
+                Err(e) => {
+                    tracing::warn!(trigger = %trigger.name, error = %e, "distribute: cannot read the stream's backlog; counting the trigger as busy");
+                    1
+                }
+            },
+        }
+    }
+
+    /// Publishes events (each with its ordering key) and positions; returns
+    /// how many events were published (all, or none if the source stopped).
+    pub(super) async fn publish(
+        &self,
+        trigger: &Arc<Trigger>,
+        events: Vec<Event>,
+        positions: Vec<Position>,
+        listed: bool,
+    ) -> usize {
+        let Some(out) = &self.outlet else { return 0 };
+        let ordering = trigger.config().ordering.clone();
+        let mut outgoing = Vec::with_capacity(events.len());
+        for event in events {
+            let key = key_of(&trigger.name, &ordering, &event)
+                .await
+                .map(|k| k.1.clone());
+            outgoing.push(Outgoing { event, key });
+        }
+        let published = out
+            .distributor
+            .publish(&trigger.name, &outgoing, &positions, listed, &out.stop)
+            .await;
+        if !published {
+            return 0;
+        }
+        let n = outgoing.len();
+        if n > 0 {
+            self.metrics
+                .distributed(&trigger.name, "published", n as u64);
+        }
+        n
+    }
+}

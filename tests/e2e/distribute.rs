@@ -1,0 +1,430 @@
+//! `engine.distribute` with three real engine processes, the test API server
+//! and a real redis-server: the leader watches ConfigMaps and publishes each
+//! change; every replica runs a share of them. Each run POSTs its event to a
+//! loopback collector, so the collector sees every change that ran, in the
+//! order the runs happened across the replicas.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmtrigger_test_apiserver::ApiServer;
+
+use crate::support::http_server::TestServer;
+use crate::support::redis_server::RedisServer;
+use crate::support::{self, EngineProcess, Workspace};
+
+/// Every ConfigMap a run POSTed, as (name, n) in the order the POSTs came.
+fn observed(collector: &TestServer) -> Vec<(String, u64)> {
+    collector
+        .seen()
+        .iter()
+        .filter_map(|seen| {
+            let body: Value = serde_json::from_str(&seen.body).ok()?;
+            let data: Value = serde_json::from_str(body["text"].as_str()?).ok()?;
+            let object = &data["object"];
+            let name = object["metadata"]["name"].as_str()?.to_string();
+            let n = object["data"]["n"].as_str()?.parse().ok()?;
+            Some((name, n))
+        })
+        .collect()
+}
+
+/// Per object, the `n`s its runs saw, in the order they ran.
+fn by_object(seen: &[(String, u64)]) -> BTreeMap<String, Vec<u64>> {
+    let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (name, n) in seen {
+        map.entry(name.clone()).or_default().push(*n);
+    }
+    map
+}
+
+/// The body of a 200 answer to a GET.
+async fn get(url: &str) -> String {
+    let response = reqwest::get(url).await.expect("GET answers");
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.text().await.expect("body")
+}
+
+fn configmap(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": format!("cm-{i}"), "namespace": "default" },
+        "data": { "n": "0" }
+    })
+}
+
+fn patch(server: &ApiServer, i: usize, n: u64) {
+    let change = json!({ "data": { "n": n.to_string() } });
+    server
+        .merge_patch("", "configmaps", "default", &format!("cm-{i}"), &change)
+        .expect("patch");
+}
+
+/// A kube-watch trigger (updates only) whose action POSTs the event to
+/// `collector`; its events are distributed through `redis`.
+fn config(
+    ws: &Workspace,
+    collector: &TestServer,
+    redis: &RedisServer,
+    claim_idle: &str,
+) -> PathBuf {
+    ws.write(
+        "distribute.yaml",
+        &format!(
+            r#"
+engine:
+  workers: 2
+  distribute: {{ via: redis, url: "{}", claimIdle: {claim_idle} }}
+  history: {{ maxPerTrigger: 100000 }}
+triggers:
+  - name: watch
+    source: {{ type: kube-watch, apiVersion: v1, kind: ConfigMap, namespace: default, events: [update] }}
+    action:
+      module: http-notify.wasm
+      params: {{ url: "{}", text: "{{data}}" }}
+      grants: {{ http: ["{}"] }}
+"#,
+            redis.url(),
+            collector.url("/echo"),
+            collector.grant()
+        ),
+    )
+}
+
+fn replica(ws: &Workspace, config: &Path, kubeconfig: &Path, n: usize) -> EngineProcess {
+    let identity = format!("replica-{n}");
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--leader-identity",
+        &identity,
+    ];
+    args.extend(support::FAST_LEADER_ELECTION);
+    EngineProcess::start(config, &ws.path().join(format!("state-{n}")), &args)
+}
+
+fn became_leader(engine: &EngineProcess) -> bool {
+    engine
+        .lines()
+        .iter()
+        .any(|l| l["message"] == "became the leader")
+}
+
+/// Waits until a replica leads and its watch has recorded where it stands.
+async fn leader_watching(replicas: &[Option<EngineProcess>]) -> usize {
+    support::eventually("a leader whose watch has listed", || {
+        replicas.iter().position(|r| {
+            r.as_ref().is_some_and(|r| {
+                became_leader(r)
+                    && r.lines().iter().any(|l| {
+                        l["message"] == "distribute: the watch resumes where the last leader stood"
+                    })
+            })
+        })
+    })
+    .await
+}
+
+struct Cluster {
+    server: Arc<ApiServer>,
+    redis: RedisServer,
+    collector: TestServer,
+    ws: Workspace,
+    replicas: Vec<Option<EngineProcess>>,
+}
+
+/// `claim_idle`: how long a replica that stops answering keeps its entries.
+async fn cluster(objects: usize, claim_idle: &str) -> Cluster {
+    let server = ApiServer::start(&[]);
+    for i in 0..objects {
+        server
+            .create("", "configmaps", "default", configmap(i))
+            .expect("create");
+    }
+    let redis = RedisServer::start();
+    let collector = TestServer::start().await;
+    let ws = Workspace::new();
+    let kubeconfig = ws.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let config = config(&ws, &collector, &redis, claim_idle);
+    let replicas = (0..3)
+        .map(|n| Some(replica(&ws, &config, &kubeconfig, n)))
+        .collect();
+    Cluster {
+        server: Arc::new(server),
+        redis,
+        collector,
+        ws,
+        replicas,
+    }
+}
+
+/// Patches every object `rounds` times (n = 1..=rounds), object by object
+/// within a round, on a thread, `pause` between rounds; `done` when finished.
+fn patch_in_background(
+    server: &Arc<ApiServer>,
+    objects: usize,
+    rounds: u64,
+    pause: Duration,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let server = server.clone();
+    let handle = std::thread::spawn(move || {
+        for n in 1..=rounds {
+            for i in 0..objects {
+                patch(&server, i, n);
+            }
+            std::thread::sleep(pause);
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    (handle, done)
+}
+
+/// What a stalled run looks like: objects behind, and per ordering key
+/// the last sequence number published against the last one done.
+fn stall(c: &Cluster, per_object: &BTreeMap<String, Vec<u64>>) -> String {
+    let lagging: Vec<_> = per_object
+        .iter()
+        .filter(|(_, ns)| ns.last() != Some(&16))
+        .take(5)
+        .collect();
+    let mut con = c.redis.connection().unwrap();
+    let seq: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("wasmtrigger:{watch}:seq")
+        .query(&mut con)
+        .unwrap_or_default();
+    let done: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("wasmtrigger:{watch}:done")
+        .query(&mut con)
+        .unwrap_or_default();
+    let behind: Vec<_> = seq
+        .iter()
+        .filter(|(k, v)| done.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("wasmtrigger:{watch}:events")
+        .arg("wasmtrigger")
+        .query(&mut con)
+        .unwrap_or(redis::Value::Nil);
+    format!(
+        "objects behind {lagging:?}; keys published/done {behind:?} (of {}); pending {pending:?}",
+        seq.len()
+    )
+}
+
+/// Every object's runs came in the order of its changes (an ordering
+/// violation is a later `n` seen before an earlier one).
+fn assert_in_order(per_object: &BTreeMap<String, Vec<u64>>) {
+    for (name, ns) in per_object {
+        assert!(
+            ns.windows(2).all(|w| w[0] <= w[1]),
+            "{name}'s changes ran out of order: {ns:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
+    const OBJECTS: usize = 1000;
+    const ROUNDS: u64 = 5;
+    // Nothing fails here, so nothing may be claimed from a replica, however slow.
+    let mut c = cluster(OBJECTS, "60s").await;
+    let leader = leader_watching(&c.replicas).await;
+    let (patcher, _) = patch_in_background(&c.server, OBJECTS, ROUNDS, Duration::ZERO);
+    patcher.join().unwrap();
+    let total = OBJECTS * ROUNDS as usize;
+    support::eventually("every change run", || {
+        (observed(&c.collector).len() >= total).then_some(())
+    })
+    .await;
+    // Nothing more comes: no change runs twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = observed(&c.collector);
+    let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+    for key in &seen {
+        *counts.entry(key.clone()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), total, "every (object, change) once");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "changes ran twice: {:?}",
+        counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let per_object = by_object(&seen);
+    assert_in_order(&per_object);
+    assert!(per_object.values().all(|ns| ns == &[1, 2, 3, 4, 5]));
+
+    // Each replica ran a share; only the leader watched.
+    let shares: Vec<usize> = c
+        .replicas
+        .iter()
+        .map(|r| r.as_ref().unwrap().runs("watch").len())
+        .collect();
+    eprintln!("runs per replica: {shares:?} (leader: replica-{leader})");
+    assert_eq!(shares.iter().sum::<usize>(), total, "{shares:?}");
+    assert!(
+        shares.iter().all(|&n| n > 0),
+        "a replica ran nothing: {shares:?}"
+    );
+    for (n, r) in c.replicas.iter().enumerate() {
+        let watched = r
+            .as_ref()
+            .unwrap()
+            .lines()
+            .iter()
+            .any(|l| l["message"] == "kube-watch: watching");
+        assert_eq!(watched, n == leader, "replica-{n} watched: {watched}");
+    }
+
+    // The API and the CLI say where the trigger's work runs.
+    let base = c.replicas[leader].as_ref().unwrap().base_url();
+    let triggers = get(&format!("{base}/api/v1/triggers")).await;
+    assert!(
+        triggers.contains(r#""runsOn":"every replica via wasmtrigger:{watch}:events""#),
+        "{triggers}"
+    );
+    let metrics = get(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains(&format!(
+            "wasmtrigger_distributed_events_total{{trigger=\"watch\",outcome=\"published\"}} {total}"
+        )),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("distributed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Hostile: whoever can write to the stream can only add entries the
+    // consumers refuse: not an event, or another trigger's event. Both are
+    // dead-lettered with the reason, and nothing runs.
+    let other = wasmtrigger::event::Event::new("other", "kube-watch", "update", &json!({}));
+    {
+        let mut con = c.redis.connection().unwrap();
+        for event in [
+            "{not json".to_string(),
+            serde_json::to_string(&other).unwrap(),
+        ] {
+            let _: String = redis::cmd("XADD")
+                .arg("wasmtrigger:{watch}:events")
+                .arg("*")
+                .arg("wasmtrigger.event")
+                .arg(event)
+                .query(&mut con)
+                .unwrap();
+        }
+    }
+    let dead = support::eventually("the forged entries dead-lettered", || {
+        let dead = c.redis.entries("wasmtrigger:{watch}:events:dead");
+        (dead.len() == 2).then_some(dead)
+    })
+    .await;
+    let errors: Vec<&str> = dead
+        .iter()
+        .filter_map(|(_, fields)| {
+            fields
+                .iter()
+                .find(|(k, _)| k == "wasmtrigger.error")
+                .map(|(_, v)| v.as_str())
+        })
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("not an event")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("for trigger `other`, not `watch`")),
+        "{errors:?}"
+    );
+    assert_eq!(observed(&c.collector).len(), total, "a forged entry ran");
+    for r in c.replicas.iter_mut() {
+        r.take().unwrap().stop();
+    }
+    drop(c.redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_leader_is_resumed_from_the_stream_and_a_redis_restart_loses_nothing() {
+    const OBJECTS: usize = 200;
+    const ROUNDS: u64 = 16;
+    let mut c = cluster(OBJECTS, "1s").await;
+    let first = leader_watching(&c.replicas).await;
+    let (patcher, done) =
+        patch_in_background(&c.server, OBJECTS, ROUNDS, Duration::from_millis(500));
+
+    // SIGKILL the leader once some changes ran: no release, no goodbye.
+    support::eventually("some changes run", || {
+        (observed(&c.collector).len() >= OBJECTS).then_some(())
+    })
+    .await;
+    c.replicas[first].take().unwrap().kill();
+    let second = leader_watching(&c.replicas).await;
+    assert_ne!(first, second);
+
+    // Redis goes away and comes back (its append-only file keeps the streams).
+    // The new leader publishes what changes now: later rounds run.
+    let newest = |c: &Cluster| observed(&c.collector).iter().map(|(_, n)| *n).max();
+    let at_takeover = newest(&c).unwrap_or(0);
+    support::eventually("changes after the handover", || {
+        (newest(&c) >= Some(at_takeover + 2)).then_some(())
+    })
+    .await;
+    c.redis.restart(Duration::from_millis(500));
+
+    while !done.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    patcher.join().unwrap();
+    // No change is missed: every object's last change runs. Changes made
+    // while no replica led are seen as the state the new leader listed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let per_object = by_object(&observed(&c.collector));
+        if per_object.len() == OBJECTS && per_object.values().all(|ns| ns.last() == Some(&ROUNDS)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every object's last change ran: {}",
+            stall(&c, &per_object)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = observed(&c.collector);
+    let per_object = by_object(&seen);
+    assert_in_order(&per_object);
+    let distinct: std::collections::HashSet<&(String, u64)> = seen.iter().collect();
+    let duplicates = seen.len() - distinct.len();
+    let coalesced = OBJECTS * ROUNDS as usize - distinct.len();
+    eprintln!(
+        "{} runs: {duplicates} duplicates (at-least-once after the kill), {coalesced} changes coalesced while no replica led",
+        seen.len()
+    );
+    // Duplicates are counted, not hidden.
+    let survivor = c.replicas[second].as_ref().unwrap();
+    let metrics = get(&format!("{}/metrics", survivor.base_url())).await;
+    assert!(
+        metrics.contains(
+            "wasmtrigger_distributed_events_total{trigger=\"watch\",outcome=\"consumed\"}"
+        ),
+        "{metrics}"
+    );
+    for r in c.replicas.iter_mut().filter_map(Option::take) {
+        r.stop();
+    }
+    let _ = &c.ws;
+}
