@@ -1,7 +1,7 @@
 //! The benchmark suite: `cargo bench -p wasmtrigger --bench perf [-- SECTION...]`
 //! prints markdown tables (see docs/performance.md). `--smoke` runs each
 //! measurement once, as the tests do. Sections: filter, languages, modules,
-//! throughput, ordering, recording, journal, queue, memory, ui, kube.
+//! throughput, ordering, recording, journal, queue, memory, ui, kube, distribute.
 
 #[path = "suite/mod.rs"]
 mod suite;

@@ -74,3 +74,8 @@ fn web_page() {
 fn kubernetes_watch() {
     smoke("kube");
 }
+
+#[test]
+fn distributed_watch() {
+    smoke("distribute");
+}

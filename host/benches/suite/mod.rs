@@ -3,6 +3,8 @@
 //! run and prints a markdown table. The e2e tests run every section once in
 //! smoke mode (one tiny sample each) so that none can rot.
 
+#[path = "distribute.rs"]
+mod distribute;
 #[path = "filter_cost.rs"]
 mod filter_cost;
 #[path = "kube.rs"]
@@ -92,7 +94,7 @@ impl Table {
 }
 
 /// Sections by name, in the order they run.
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "filter",
     "languages",
     "modules",
@@ -104,6 +106,7 @@ pub const SECTIONS: [&str; 11] = [
     "memory",
     "ui",
     "kube",
+    "distribute",
 ];
 
 /// Runs the named sections (all when empty) and returns their tables.
@@ -149,6 +152,9 @@ pub fn run(mode: Mode, only: &[String]) -> Vec<Table> {
     }
     if wanted("kube") {
         tables.extend(kube::kube(mode));
+    }
+    if wanted("distribute") {
+        tables.push(distribute::distribute(mode));
     }
     tables
 }
