@@ -295,8 +295,11 @@ pub async fn connect(
         .await?)
 }
 
-/// `lag` and `pending` of `group` from an `XINFO GROUPS` reply (RESP2 or RESP3).
-pub fn group_counts(reply: &redis::Value, group: &str) -> Option<(i64, i64)> {
+/// The fields of `group` in an `XINFO GROUPS` reply (RESP2 pairs or a RESP3 map).
+pub fn group_info<'a>(
+    reply: &'a redis::Value,
+    group: &str,
+) -> Option<Vec<(String, &'a redis::Value)>> {
     use redis::Value;
     let Value::Array(groups) = reply else {
         return None;
@@ -313,19 +316,21 @@ pub fn group_counts(reply: &redis::Value, group: &str) -> Option<(i64, i64)> {
                 .collect(),
             _ => return None,
         };
-        let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-        if get("name").and_then(as_text).as_deref() != Some(group) {
-            return None;
-        }
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => Some(*i),
-            _ => None,
-        };
-        Some((
-            int(get("lag")).unwrap_or(0),
-            int(get("pending")).unwrap_or(0),
-        ))
+        let named = pairs
+            .iter()
+            .any(|(k, v)| k == "name" && as_text(v).as_deref() == Some(group));
+        named.then_some(pairs)
     })
+}
+
+/// `lag` and `pending` of `group` from an `XINFO GROUPS` reply.
+pub fn group_counts(reply: &redis::Value, group: &str) -> Option<(i64, i64)> {
+    let pairs = group_info(reply, group)?;
+    let int = |name: &str| match pairs.iter().find(|(k, _)| k == name) {
+        Some((_, redis::Value::Int(i))) => *i,
+        _ => 0,
+    };
+    Some((int("lag"), int("pending")))
 }
 
 /// A bulk or simple string reply as text.

@@ -5,7 +5,7 @@
 //! order the runs happened across the replicas.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -117,31 +117,12 @@ triggers:
     )
 }
 
-fn replica(ws: &Workspace, config: &Path, kubeconfig: &Path, n: usize) -> EngineProcess {
-    let identity = format!("replica-{n}");
-    let mut args = vec![
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--leader-identity",
-        &identity,
-    ];
-    args.extend(support::FAST_LEADER_ELECTION);
-    EngineProcess::start(config, &ws.path().join(format!("state-{n}")), &args)
-}
-
-fn became_leader(engine: &EngineProcess) -> bool {
-    engine
-        .lines()
-        .iter()
-        .any(|l| l["message"] == "became the leader")
-}
-
 /// Waits until a replica leads and its watch has recorded where it stands.
 async fn leader_watching(replicas: &[Option<EngineProcess>]) -> usize {
     support::eventually("a leader whose watch has listed", || {
         replicas.iter().position(|r| {
             r.as_ref().is_some_and(|r| {
-                became_leader(r)
+                r.became_leader()
                     && r.lines().iter().any(|l| {
                         l["message"] == "distribute: the watch resumes where the last leader stood"
                     })
@@ -174,7 +155,7 @@ async fn cluster(objects: usize, claim_idle: &str) -> Cluster {
     server.write_kubeconfig(&kubeconfig).unwrap();
     let config = config(&ws, &collector, &redis, claim_idle);
     let replicas = (0..3)
-        .map(|n| Some(replica(&ws, &config, &kubeconfig, n)))
+        .map(|n| Some(support::elected_replica(&ws, &config, &kubeconfig, n)))
         .collect();
     Cluster {
         server: Arc::new(server),

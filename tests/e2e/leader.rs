@@ -4,7 +4,7 @@
 //! schedule tick has its effect (an HTTP POST to a loopback server) once.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 use wasmtrigger_test_apiserver::ApiServer;
@@ -12,14 +12,6 @@ use wasmtrigger_test_apiserver::ApiServer;
 use crate::support::cluster::LeastPrivilege;
 use crate::support::http_server::TestServer;
 use crate::support::{self, EngineProcess, Workspace};
-
-/// The identity a replica logged when it became the leader, if it did.
-fn became_leader(engine: &EngineProcess) -> bool {
-    engine
-        .lines()
-        .iter()
-        .any(|l| l["message"] == "became the leader")
-}
 
 /// Ticks (scheduledTime) the collector received, with how often each came.
 fn ticks(collector: &TestServer) -> BTreeMap<String, usize> {
@@ -68,19 +60,6 @@ triggers:
     )
 }
 
-/// Replica `n`: its own state directory, identity `replica-n`, short lease timings.
-fn replica(ws: &Workspace, config: &Path, kubeconfig: &Path, n: usize) -> EngineProcess {
-    let identity = format!("replica-{n}");
-    let mut args = vec![
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--leader-identity",
-        &identity,
-    ];
-    args.extend(support::FAST_LEADER_ELECTION);
-    EngineProcess::start(config, &ws.path().join(format!("state-{n}")), &args)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
     // Every replica holds only what `wasmtrigger rbac --leader-election` prints.
@@ -89,11 +68,15 @@ async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
     let ws = Workspace::new();
     let config = tick_config(&ws, &collector);
     let kubeconfig = server.grant(&ws, &config, &["--leader-election"]);
-    let start = |n: usize| replica(&ws, &config, &kubeconfig, n);
+    let start = |n: usize| support::elected_replica(&ws, &config, &kubeconfig, n);
     let mut replicas: Vec<Option<EngineProcess>> = (0..3).map(|n| Some(start(n))).collect();
     let leader_of = |replicas: &[Option<EngineProcess>]| -> Vec<usize> {
         (0..replicas.len())
-            .filter(|&n| replicas[n].as_ref().is_some_and(became_leader))
+            .filter(|&n| {
+                replicas[n]
+                    .as_ref()
+                    .is_some_and(EngineProcess::became_leader)
+            })
             .collect()
     };
 
@@ -117,7 +100,7 @@ async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
                 replica.runs("tick").is_empty(),
                 "replica {n} ran the schedule"
             );
-            assert!(!became_leader(replica), "replica {n} also leads");
+            assert!(!replica.became_leader(), "replica {n} also leads");
             // Webhooks are not singletons: a follower takes them.
             let response = reqwest::Client::new()
                 .post(format!("{}/hooks/hook", replica.base_url()))
@@ -144,7 +127,7 @@ async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
     let second = second[0];
     replicas[second].as_ref().unwrap().wait_runs("tick", 3);
     let third = (0..3).find(|&n| n != first && n != second).unwrap();
-    assert!(!became_leader(replicas[third].as_ref().unwrap()));
+    assert!(!replicas[third].as_ref().unwrap().became_leader());
 
     // A graceful stop releases the lease: the last replica takes over.
     let stopping = std::time::Instant::now();
@@ -154,7 +137,7 @@ async fn three_replicas_elect_one_leader_hand_over_and_fire_each_tick_once() {
     support::eventually("the last replica to lead", || {
         replicas[third]
             .as_ref()
-            .is_some_and(became_leader)
+            .is_some_and(EngineProcess::became_leader)
             .then_some(())
     })
     .await;
@@ -185,9 +168,12 @@ async fn a_leader_that_cannot_renew_stops_its_schedules_before_stepping_down() {
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     let config = tick_config(&ws, &collector);
-    let start = |n: usize| replica(&ws, &config, &kubeconfig, n);
+    let start = |n: usize| support::elected_replica(&ws, &config, &kubeconfig, n);
     let replicas = [start(0), start(1)];
-    let leader = support::eventually("a leader", || replicas.iter().position(became_leader)).await;
+    let leader = support::eventually("a leader", || {
+        replicas.iter().position(EngineProcess::became_leader)
+    })
+    .await;
     replicas[leader].wait_runs("tick", 2);
 
     // The API server refuses every Lease write for a while (a 500: the kube
@@ -224,7 +210,7 @@ async fn a_leader_that_cannot_renew_stops_its_schedules_before_stepping_down() {
         let led_again = replicas[leader].lines()[down..]
             .iter()
             .any(|l| l["message"] == "became the leader");
-        (led_again || became_leader(&replicas[other])).then_some(())
+        (led_again || replicas[other].became_leader()).then_some(())
     })
     .await;
     let after = replicas[leader].lines();

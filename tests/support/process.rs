@@ -366,6 +366,34 @@ pub fn run_lines(lines: &[Value], trigger: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Replica `n` of a leader-electing set: its own state directory under `ws`,
+/// identity `replica-n`, short lease timings.
+pub fn elected_replica(
+    ws: &super::Workspace,
+    config: &Path,
+    kubeconfig: &Path,
+    n: usize,
+) -> EngineProcess {
+    let identity = format!("replica-{n}");
+    let mut args = vec![
+        "--kubeconfig",
+        kubeconfig.to_str().expect("a UTF-8 path"),
+        "--leader-identity",
+        &identity,
+    ];
+    args.extend(super::FAST_LEADER_ELECTION);
+    EngineProcess::start(config, &ws.path().join(format!("state-{n}")), &args)
+}
+
+impl EngineProcess {
+    /// Whether this replica logged that it became the leader.
+    pub fn became_leader(&self) -> bool {
+        self.lines()
+            .iter()
+            .any(|l| l["message"] == "became the leader")
+    }
+}
+
 /// Starts `n` replicas of one config (written to `file` in `ws`), each with
 /// its own state directory, and waits until each has started.
 pub fn replicas(ws: &super::Workspace, file: &str, config: &str, n: usize) -> Vec<EngineProcess> {

@@ -174,10 +174,14 @@ fn wait_watching(engines: &[EngineProcess], distributed: bool) {
     }
 }
 
-/// Patches `cm-0` until a change comes through as a run: a change made
-/// before the watch's first list is part of that list, not a change.
-/// Returns how many canary runs there were.
-fn canary(server: &wasmtrigger_test_apiserver::ApiServer, engines: &[EngineProcess]) -> usize {
+/// Patches `cm-0` until a change comes through as a run of trigger `cm` on
+/// one of `engines`: the watch is live (its first list done) only then; a
+/// change made before is part of that list, not a change. Returns how many
+/// canary runs there were.
+pub(super) fn canary(
+    server: &wasmtrigger_test_apiserver::ApiServer,
+    engines: &[EngineProcess],
+) -> usize {
     let ran = || engines.iter().map(|e| e.runs("cm").len()).sum::<usize>();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut attempt = 0;

@@ -71,26 +71,7 @@ pub fn kube(mode: Mode) -> Vec<Table> {
     let (idle_rss, _) = crate::support::memory_kib(idle.pid());
     drop(idle);
     let watcher = engine(&ws, &kubeconfig, true);
-    // The watch is live (its first list done) once a change comes through as
-    // a run; a change made before that is part of the list, so try again.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut attempt = 0;
-    while watcher.runs("cm").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the watch never delivered a change"
-        );
-        attempt += 1;
-        let canary = json!({ "data": { "value": format!("canary-{attempt}") } });
-        server
-            .merge_patch("", "configmaps", "default", "cm-0", &canary)
-            .expect("patch");
-        let wait = Instant::now() + Duration::from_secs(1);
-        while watcher.runs("cm").is_empty() && Instant::now() < wait {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let canaries = watcher.runs("cm").len();
+    let canaries = super::distribute::canary(&server, std::slice::from_ref(&watcher));
     let (watch_rss, watch_peak) = crate::support::memory_kib(watcher.pid());
     let mut memory = Table::new(
         format!("Resident memory of `wasmtrigger run` watching {objects} ConfigMaps (~400 B each)"),

@@ -137,27 +137,9 @@ pub(super) async fn trim(
 
 /// `last-delivered-id` of `group` from an `XINFO GROUPS` reply.
 fn last_delivered(reply: &redis::Value, group: &str) -> Option<String> {
-    use redis::Value;
-    let Value::Array(groups) = reply else {
-        return None;
-    };
-    groups.iter().find_map(|g| {
-        let pairs: Vec<(String, &Value)> = match g {
-            Value::Array(items) => items
-                .chunks(2)
-                .filter_map(|kv| Some((crate::distribute::as_text(kv.first()?)?, kv.get(1)?)))
-                .collect(),
-            Value::Map(items) => items
-                .iter()
-                .filter_map(|(k, v)| Some((crate::distribute::as_text(k)?, v)))
-                .collect(),
-            _ => return None,
-        };
-        let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
-        (get("name").and_then(crate::distribute::as_text).as_deref() == Some(group))
-            .then(|| get("last-delivered-id").and_then(crate::distribute::as_text))
-            .flatten()
-    })
+    let pairs = crate::distribute::group_info(reply, group)?;
+    let (_, id) = pairs.iter().find(|(k, _)| k == "last-delivered-id")?;
+    crate::distribute::as_text(id)
 }
 
 #[cfg(test)]
