@@ -76,7 +76,7 @@ pub fn distribute(mode: Mode) -> Table {
             .map(|n| replica(&ws, &config, &kubeconfig, n, distributed))
             .collect();
         wait_watching(&engines, distributed);
-        let canaries = canary(&server, &engines);
+        let canaries = canary(&server, &engines, "n");
         let changes_and_canaries = changes + canaries;
         let cpu_before: u64 = engines.iter().map(|e| cpu_ticks(e.pid())).sum();
         let started = Instant::now();
@@ -177,10 +177,12 @@ fn wait_watching(engines: &[EngineProcess], distributed: bool) {
 /// Patches `cm-0` until a change comes through as a run of trigger `cm` on
 /// one of `engines`: the watch is live (its first list done) only then; a
 /// change made before is part of that list, not a change. Returns how many
-/// canary runs there were.
+/// canary runs there were. The canary writes data field `field`, the one
+/// the measured changes write, so the first measured change is a change.
 pub(super) fn canary(
     server: &wasmtrigger_test_apiserver::ApiServer,
     engines: &[EngineProcess],
+    field: &str,
 ) -> usize {
     let ran = || engines.iter().map(|e| e.runs("cm").len()).sum::<usize>();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -191,7 +193,7 @@ pub(super) fn canary(
             "the watch never delivered a change"
         );
         attempt += 1;
-        let change = json!({ "data": { "n": format!("canary-{attempt}") } });
+        let change = json!({ "data": { field: format!("canary-{attempt}") } });
         server
             .merge_patch("", "configmaps", "default", "cm-0", &change)
             .expect("patch");

@@ -71,7 +71,7 @@ pub fn kube(mode: Mode) -> Vec<Table> {
     let (idle_rss, _) = crate::support::memory_kib(idle.pid());
     drop(idle);
     let watcher = engine(&ws, &kubeconfig, true);
-    let canaries = super::distribute::canary(&server, std::slice::from_ref(&watcher));
+    let canaries = super::distribute::canary(&server, std::slice::from_ref(&watcher), "value");
     let (watch_rss, watch_peak) = crate::support::memory_kib(watcher.pid());
     let mut memory = Table::new(
         format!("Resident memory of `wasmtrigger run` watching {objects} ConfigMaps (~400 B each)"),
