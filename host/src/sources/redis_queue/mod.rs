@@ -34,6 +34,8 @@ use crate::trigger::Trigger;
 const BLOCK: Duration = Duration::from_secs(1);
 /// How often queue lag and pending counts are read for the metrics.
 const GAUGE_EVERY: Duration = Duration::from_secs(2);
+/// Most entries held for their turn before this consumer stops reading.
+const MAX_HELD: usize = 10_000;
 /// How soon entries held for their turn are looked at again.
 const HELD_RECHECK: Duration = Duration::from_millis(20);
 /// Longest wait between reconnection attempts.
@@ -245,6 +247,12 @@ impl Session<'_> {
                 if more {
                     continue;
                 }
+            }
+            if held.len() >= MAX_HELD {
+                // Enough waiting here: read no more until some of it runs,
+                // so a key that is stuck cannot fill this replica's memory.
+                tokio::time::sleep(HELD_RECHECK).await;
+                continue;
             }
             let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
                 .arg("GROUP")
