@@ -321,6 +321,16 @@ async fn three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
         triggers.contains(r#""runsOn":"every replica via wasmtrigger:{watch}:events""#),
         "{triggers}"
     );
+    let (code, table, err) = support::run_cli(&["triggers", "--server", &base], None);
+    assert_eq!(code, 0, "{err}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("watch "))
+        .unwrap_or_default();
+    assert!(
+        table.starts_with("NAME") && table.contains("RUNS ON") && row.contains("every replica"),
+        "{table}"
+    );
     let metrics = get(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains(&format!(

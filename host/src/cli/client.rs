@@ -231,7 +231,7 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
 /// Triggers as a table (the columns of ORCA's `kubectl get tasks`).
 pub fn triggers_table(triggers: &[TriggerView]) -> String {
     let mut out = format!(
-        "{:<20}  {:<9}  {:<8}  {:<14}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
+        "{:<20}  {:<9}  {:<8}  {:<13}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
         "NAME",
         "SOURCE",
         "STATE",
@@ -246,14 +246,14 @@ pub fn triggers_table(triggers: &[TriggerView]) -> String {
     for t in triggers {
         let s = &t.summary;
         out.push_str(&format!(
-            "{:<20}  {:<9}  {:<8}  {:<14}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
+            "{:<20}  {:<9}  {:<8}  {:<13}  {:>6}  {:<24}  {:<24}  {:>8}  {:<16}  {}\n",
             short(&t.name, 20),
             t.source,
             t.state,
-            if t.runs_on.is_empty() {
-                "-"
-            } else {
-                &t.runs_on
+            // The stream's name is in the JSON; the table keeps its columns.
+            match t.runs_on.split(" via ").next() {
+                Some(on) if !on.is_empty() => on,
+                _ => "-",
             },
             s.runs,
             s.last_success.as_deref().unwrap_or("-"),
