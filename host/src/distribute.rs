@@ -277,14 +277,10 @@ pub async fn connect(
     secrets: &SecretStore,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, DistributeError> {
-    let url = match endpoint {
-        Endpoint::Url(url) => url.clone(),
-        Endpoint::Secret(name) => match secrets.get(name).await {
-            Ok(Some(url)) => url.trim().to_string(),
-            Ok(None) => return Err(DistributeError::Url(format!("secret `{name}` not found"))),
-            Err(e) => return Err(DistributeError::Url(e)),
-        },
-    };
+    let url = secrets
+        .endpoint_url(endpoint)
+        .await
+        .map_err(DistributeError::Url)?;
     let client = redis::Client::open(url.as_str())
         .map_err(|e| DistributeError::Url(format!("invalid Redis URL ({:?})", e.kind())))?;
     let settings = AsyncConnectionConfig::new()

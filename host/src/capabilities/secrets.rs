@@ -193,6 +193,19 @@ impl SecretStore {
         SecretStore { providers }
     }
 
+    /// The URL of a broker: as written, or read from its secret (never
+    /// logged: it may hold credentials).
+    pub async fn endpoint_url(&self, endpoint: &crate::config::Endpoint) -> Result<String, String> {
+        match endpoint {
+            crate::config::Endpoint::Url(url) => Ok(url.clone()),
+            crate::config::Endpoint::Secret(name) => match self.get(name).await {
+                Ok(Some(url)) => Ok(url.trim().to_string()),
+                Ok(None) => Err(format!("secret `{name}` not found")),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// Adds a provider after the configured ones.
     pub fn with_provider(mut self, provider: Arc<dyn SecretProvider>) -> Self {
         self.providers.push(provider);

@@ -37,17 +37,16 @@ impl Submitter {
     }
 
     /// A kube watch's events with where the watch now stands on the objects
-    /// it handled (published together; locally the positions are the
-    /// source's own business); `listed`: the watch has listed its objects.
+    /// it handled (published together, with the mark that the watch has
+    /// listed; locally the positions are the source's own business).
     pub async fn submit_watched(
         &self,
         trigger: &Arc<Trigger>,
         events: Vec<Event>,
         positions: Vec<Position>,
-        listed: bool,
     ) -> usize {
         if self.outlet.is_some() {
-            self.publish(trigger, events, positions, listed).await
+            self.publish(trigger, events, positions, true).await
         } else {
             self.submit_waiting(trigger, events).await
         }

@@ -73,7 +73,7 @@ pub async fn run(
         out.hand_over_resynced(&config, start.1).await;
         // The `watching` mark, even when nothing changed.
         submitter
-            .submit_watched(&trigger, Vec::new(), Vec::new(), true)
+            .submit_watched(&trigger, Vec::new(), Vec::new())
             .await;
     } else {
         let mut handled = Vec::new();
@@ -164,7 +164,7 @@ impl Out<'_> {
                 handled.by_ref().take(BATCH).unzip();
             let events: Vec<Event> = events.into_iter().flatten().collect();
             self.submitter
-                .submit_watched(self.trigger, events, positions, true)
+                .submit_watched(self.trigger, events, positions)
                 .await;
         }
     }

@@ -150,22 +150,6 @@ where
     }
 }
 
-/// The URL of a broker: as written, or read from its secret (never logged:
-/// it may hold credentials).
-pub(crate) async fn endpoint_url(
-    endpoint: &crate::config::Endpoint,
-    secrets: &crate::capabilities::secrets::SecretStore,
-) -> Result<String, String> {
-    match endpoint {
-        crate::config::Endpoint::Url(url) => Ok(url.clone()),
-        crate::config::Endpoint::Secret(name) => match secrets.get(name).await {
-            Ok(Some(url)) => Ok(url.trim().to_string()),
-            Ok(None) => Err(format!("secret `{name}` not found")),
-            Err(e) => Err(e),
-        },
-    }
-}
-
 /// The host name (a pod's name in Kubernetes), or `wasmtrigger` if there is none.
 pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -226,7 +226,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| default_client_id(&name));
     let url = tokio::select! {
-        url = super::endpoint_url(&config.server, &services.secrets) => url,
+        url = services.secrets.endpoint_url(&config.server) => url,
         _ = stop.cancelled() => return,
     };
     let (client, mut connection) = match connect(

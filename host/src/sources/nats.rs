@@ -145,7 +145,7 @@ async fn connect(
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = async {
-            let url = super::endpoint_url(&config.server, &services.secrets).await?;
+            let url = services.secrets.endpoint_url(&config.server).await?;
             let (address, credentials) = split_credentials(&url)?;
             let mut options = async_nats::ConnectOptions::new()
                 .name(format!("wasmtrigger {trigger}"))

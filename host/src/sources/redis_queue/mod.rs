@@ -415,8 +415,8 @@ impl Session<'_> {
             event
         };
         let acks = self.acks.clone();
-        let entry_id = entry.id;
-        let entry_id_for_stop = entry_id.clone();
+        let id = entry.id;
+        let entry_id = id.clone();
         let in_flight = self.in_flight.clone();
         let on_done: Completion = Arc::new(move |record: &RunRecord, abandoned: bool| {
             if abandoned {
@@ -441,7 +441,7 @@ impl Session<'_> {
             .is_err()
         {
             // Stopping: the entry stays pending and is claimed later.
-            self.in_flight.remove(&entry_id_for_stop);
+            self.in_flight.remove(&id);
             return Ok(());
         }
         Ok(())
