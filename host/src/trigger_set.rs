@@ -308,7 +308,7 @@ impl TriggerSet {
             return "this replica".into();
         }
         match (&sources.distributor, &sources.leading) {
-            (Some(d), _) => format!("every replica via {}", d.keys(&config.name).stream),
+            (Some(d), _) => format!("every replica via {}", d.stream_name(&config.name)),
             (None, Some(_)) => "the leader".into(),
             (None, None) => "this replica".into(),
         }

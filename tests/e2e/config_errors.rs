@@ -177,13 +177,39 @@ fn engine_settings_errors_name_the_engine_field() {
     let (code, out, _) = support::check_config(&file);
     assert_eq!(code, 1);
     for expected in [
-        "field `engine.distribute.url`: the URL holds a password: put the whole URL in a secret and use `urlSecret`",
-        "field `engine.distribute.prefix`: `a b` is not a key prefix",
+        "field `engine.distribute.url`: the URL holds credentials: put the whole URL in a secret and use `urlSecret`",
+        "field `engine.distribute.prefix`: `a b` is not a prefix for `via: redis`: expected 1-64 of a-z A-Z 0-9 - _ . :",
         "field `engine.distribute.claimIdle`: expected at least 100ms",
     ] {
         assert!(out.contains(expected), "{expected}\n{out}");
     }
     assert!(!out.contains("hunter22"), "the password is echoed: {out}");
+    // NATS names take no `.` or `:`, a token is a credential too, and a run
+    // renews its message every third of the ack wait.
+    let file = ws.write(
+        "distribute-nats.yaml",
+        "engine: { distribute: { via: nats, url: \"nats://s3cr3t-token@nats:4222\", prefix: \"wt.prod\", claimIdle: 500ms } }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = support::check_config(&file);
+    assert_eq!(code, 1);
+    for expected in [
+        "field `engine.distribute.url`: the URL holds credentials",
+        "field `engine.distribute.prefix`: `wt.prod` is not a prefix for `via: nats`: expected 1-64 of a-z A-Z 0-9 - _",
+        "field `engine.distribute.claimIdle`: expected at least 1s",
+    ] {
+        assert!(out.contains(expected), "{expected}\n{out}");
+    }
+    assert!(!out.contains("s3cr3t"), "the token is echoed: {out}");
+    let file = ws.write(
+        "distribute-scheme.yaml",
+        "engine: { distribute: { via: nats, url: \"redis://redis:6379\" } }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
+    );
+    let (code, out, _) = support::check_config(&file);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("field `engine.distribute.url`: invalid URL for `via: nats`: expected nats://host[:port] or tls://…"),
+        "{out}"
+    );
     let file = ws.write(
         "distribute-via.yaml",
         "engine: { distribute: { via: kafka, url: \"redis://redis:6379\" } }\ntriggers:\n  - name: ok\n    source: { type: schedule, now: true }\n    action: { module: counter.wasm }\n",
@@ -191,7 +217,7 @@ fn engine_settings_errors_name_the_engine_field() {
     let (code, out, _) = support::check_config(&file);
     assert_eq!(code, 1);
     assert!(
-        out.contains("engine.distribute.via") && out.contains("redis"),
+        out.contains("engine.distribute.via") && out.contains("redis") && out.contains("nats"),
         "{out}"
     );
 }

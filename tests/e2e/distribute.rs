@@ -1,6 +1,7 @@
 //! `engine.distribute` with three real engine processes, the test API server
-//! and a real redis-server: the leader watches ConfigMaps and publishes each
-//! change; every replica runs a share of them. Each run POSTs its event to a
+//! and a real redis-server or nats-server (every case runs on both): the
+//! leader watches ConfigMaps and publishes each change; every replica runs a
+//! share of them. Each run POSTs its event to a
 //! loopback collector, so the collector sees every change that ran, in the
 //! order the runs happened across the replicas.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wasmtrigger_test_apiserver::ApiServer;
 
+use crate::support::brokers::NatsServer;
 use crate::support::http_server::TestServer;
 use crate::support::redis_server::RedisServer;
 use crate::support::{self, EngineProcess, Workspace};
@@ -78,21 +80,142 @@ fn patch(server: &ApiServer, i: usize, n: u64) {
         .expect("patch");
 }
 
+/// What carries the distributed events.
+enum Broker {
+    Redis(RedisServer),
+    Nats(NatsServer),
+}
+
+/// Which transport a case runs on.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Redis,
+    Nats,
+}
+
+impl Broker {
+    fn start(via: Via) -> Self {
+        match via {
+            Via::Redis => Broker::Redis(RedisServer::start()),
+            Via::Nats => Broker::Nats(NatsServer::start()),
+        }
+    }
+
+    /// `via: …, url: …` of `engine.distribute`.
+    fn setting(&self) -> String {
+        match self {
+            Broker::Redis(r) => format!("via: redis, url: \"{}\"", r.url()),
+            Broker::Nats(n) => format!("via: nats, url: \"{}\"", n.url()),
+        }
+    }
+
+    /// The `watch` trigger's stream as `runsOn` names it.
+    fn stream(&self) -> &'static str {
+        match self {
+            Broker::Redis(_) => "wasmtrigger:{watch}:events",
+            Broker::Nats(_) => "NATS stream wasmtrigger_watch",
+        }
+    }
+
+    /// Stops the server and starts it on the same port and data.
+    fn restart(&mut self, down_for: Duration) {
+        match self {
+            Broker::Redis(r) => r.restart(down_for),
+            Broker::Nats(n) => n.restart(down_for),
+        }
+    }
+
+    /// Writes entries to the `watch` trigger's stream as anyone who can
+    /// reach the server could: not through the engine.
+    fn forge(&self, events: &[String]) {
+        match self {
+            Broker::Redis(r) => {
+                let mut con = r.connection().unwrap();
+                for event in events {
+                    let _: String = redis::cmd("XADD")
+                        .arg("wasmtrigger:{watch}:events")
+                        .arg("*")
+                        .arg("wasmtrigger.event")
+                        .arg(event)
+                        .query(&mut con)
+                        .unwrap();
+                }
+            }
+            Broker::Nats(n) => {
+                for event in events {
+                    n.publish_raw("wasmtrigger.watch.events.all", event.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The errors the dead-lettered entries of `watch` carry.
+    fn dead_letters(&self) -> Vec<String> {
+        match self {
+            Broker::Redis(r) => r
+                .entries("wasmtrigger:{watch}:events:dead")
+                .into_iter()
+                .filter_map(|(_, fields)| {
+                    fields
+                        .into_iter()
+                        .find(|(k, _)| k == "wasmtrigger.error")
+                        .map(|(_, v)| v)
+                })
+                .collect(),
+            Broker::Nats(n) => n
+                .read("wasmtrigger_watch_dead", "wasmtrigger.watch.dead")
+                .iter()
+                .filter_map(|m| m["headers"]["Wasmtrigger-Error"].as_str().map(String::from))
+                .collect(),
+        }
+    }
+
+    /// Where a stalled run stands, per key or per consumer.
+    fn stall(&self) -> String {
+        match self {
+            Broker::Redis(r) => {
+                let mut con = r.connection().unwrap();
+                let seq: HashMap<String, u64> = redis::cmd("HGETALL")
+                    .arg("wasmtrigger:{watch}:seq")
+                    .query(&mut con)
+                    .unwrap_or_default();
+                let done: HashMap<String, u64> = redis::cmd("HGETALL")
+                    .arg("wasmtrigger:{watch}:done")
+                    .query(&mut con)
+                    .unwrap_or_default();
+                let behind: Vec<_> = seq
+                    .iter()
+                    .filter(|(k, v)| done.get(*k) != Some(v))
+                    .take(5)
+                    .collect();
+                let pending: redis::Value = redis::cmd("XPENDING")
+                    .arg("wasmtrigger:{watch}:events")
+                    .arg("wasmtrigger")
+                    .query(&mut con)
+                    .unwrap_or(redis::Value::Nil);
+                format!(
+                    "keys published/done {behind:?} (of {}); pending {pending:?}",
+                    seq.len()
+                )
+            }
+            Broker::Nats(n) => format!(
+                "consumer {:?}",
+                n.consumer("wasmtrigger_watch", "wasmtrigger")
+            ),
+        }
+    }
+}
+
 /// A kube-watch trigger (updates only) whose action POSTs the event to
-/// `collector`; its events are distributed through `redis`.
-fn config(
-    ws: &Workspace,
-    collector: &TestServer,
-    redis: &RedisServer,
-    claim_idle: &str,
-) -> PathBuf {
+/// `collector`; its events are distributed through `broker`.
+fn config(ws: &Workspace, collector: &TestServer, broker: &Broker, claim_idle: &str) -> PathBuf {
     ws.write(
         "distribute.yaml",
         &format!(
             r#"
 engine:
   workers: 2
-  distribute: {{ via: redis, url: "{}", claimIdle: {claim_idle} }}
+  distribute: {{ {}, claimIdle: {claim_idle} }}
   history: {{ maxPerTrigger: 100000 }}
 triggers:
   - name: watch
@@ -108,7 +231,7 @@ triggers:
       params: {{ url: "{}", text: "{{data}}" }}
       grants: {{ http: ["{}"] }}
 "#,
-            redis.url(),
+            broker.setting(),
             collector.url("/echo"),
             collector.grant(),
             collector.url("/echo"),
@@ -134,32 +257,32 @@ async fn leader_watching(replicas: &[Option<EngineProcess>]) -> usize {
 
 struct Cluster {
     server: Arc<ApiServer>,
-    redis: RedisServer,
+    broker: Broker,
     collector: TestServer,
     ws: Workspace,
     replicas: Vec<Option<EngineProcess>>,
 }
 
 /// `claim_idle`: how long a replica that stops answering keeps its entries.
-async fn cluster(objects: usize, claim_idle: &str) -> Cluster {
+async fn cluster(objects: usize, claim_idle: &str, via: Via) -> Cluster {
     let server = ApiServer::start(&[]);
     for i in 0..objects {
         server
             .create("", "configmaps", "default", configmap(i))
             .expect("create");
     }
-    let redis = RedisServer::start();
+    let broker = Broker::start(via);
     let collector = TestServer::start().await;
     let ws = Workspace::new();
     let kubeconfig = ws.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    let config = config(&ws, &collector, &redis, claim_idle);
+    let config = config(&ws, &collector, &broker, claim_idle);
     let replicas = (0..3)
         .map(|n| Some(support::elected_replica(&ws, &config, &kubeconfig, n)))
         .collect();
     Cluster {
         server: Arc::new(server),
-        redis,
+        broker,
         collector,
         ws,
         replicas,
@@ -189,37 +312,14 @@ fn patch_in_background(
     (handle, done)
 }
 
-/// What a stalled run looks like: objects behind, and per ordering key
-/// the last sequence number published against the last one done.
+/// What a stalled run looks like: objects behind, and where the stream stands.
 fn stall(c: &Cluster, per_object: &BTreeMap<String, Vec<u64>>) -> String {
     let lagging: Vec<_> = per_object
         .iter()
         .filter(|(_, ns)| ns.last() != Some(&16))
         .take(5)
         .collect();
-    let mut con = c.redis.connection().unwrap();
-    let seq: HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg("wasmtrigger:{watch}:seq")
-        .query(&mut con)
-        .unwrap_or_default();
-    let done: HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg("wasmtrigger:{watch}:done")
-        .query(&mut con)
-        .unwrap_or_default();
-    let behind: Vec<_> = seq
-        .iter()
-        .filter(|(k, v)| done.get(*k) != Some(v))
-        .take(5)
-        .collect();
-    let pending: redis::Value = redis::cmd("XPENDING")
-        .arg("wasmtrigger:{watch}:events")
-        .arg("wasmtrigger")
-        .query(&mut con)
-        .unwrap_or(redis::Value::Nil);
-    format!(
-        "objects behind {lagging:?}; keys published/done {behind:?} (of {}); pending {pending:?}",
-        seq.len()
-    )
+    format!("objects behind {lagging:?}; {}", c.broker.stall())
 }
 
 /// Every object's runs came in the order of its changes (an ordering
@@ -235,10 +335,19 @@ fn assert_in_order(per_object: &BTreeMap<String, Vec<u64>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
+    run_5000_changes(Via::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_nats_three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
+    run_5000_changes(Via::Nats).await;
+}
+
+async fn run_5000_changes(via: Via) {
     const OBJECTS: usize = 1000;
     const ROUNDS: u64 = 5;
     // Nothing fails here, so nothing may be claimed from a replica, however slow.
-    let mut c = cluster(OBJECTS, "60s").await;
+    let mut c = cluster(OBJECTS, "60s", via).await;
     let leader = leader_watching(&c.replicas).await;
     // A round at a time: a burst past the watch's 4,096-change buffer would
     // be resynced, coalescing an object's changes into its latest state.
@@ -318,7 +427,10 @@ async fn three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
     let base = c.replicas[leader].as_ref().unwrap().base_url();
     let triggers = get(&format!("{base}/api/v1/triggers")).await;
     assert!(
-        triggers.contains(r#""runsOn":"every replica via wasmtrigger:{watch}:events""#),
+        triggers.contains(&format!(
+            r#""runsOn":"every replica via {}""#,
+            c.broker.stream()
+        )),
         "{triggers}"
     );
     let (code, table, err) = support::run_cli(&["triggers", "--server", &base], None);
@@ -348,35 +460,15 @@ async fn three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
     // consumers refuse: not an event, or another trigger's event. Both are
     // dead-lettered with the reason, and nothing runs.
     let other = wasmtrigger::event::Event::new("other", "kube-watch", "update", &json!({}));
-    {
-        let mut con = c.redis.connection().unwrap();
-        for event in [
-            "{not json".to_string(),
-            serde_json::to_string(&other).unwrap(),
-        ] {
-            let _: String = redis::cmd("XADD")
-                .arg("wasmtrigger:{watch}:events")
-                .arg("*")
-                .arg("wasmtrigger.event")
-                .arg(event)
-                .query(&mut con)
-                .unwrap();
-        }
-    }
-    let dead = support::eventually("the forged entries dead-lettered", || {
-        let dead = c.redis.entries("wasmtrigger:{watch}:events:dead");
+    c.broker.forge(&[
+        "{not json".to_string(),
+        serde_json::to_string(&other).unwrap(),
+    ]);
+    let errors = support::eventually("the forged entries dead-lettered", || {
+        let dead = c.broker.dead_letters();
         (dead.len() == 2).then_some(dead)
     })
     .await;
-    let errors: Vec<&str> = dead
-        .iter()
-        .filter_map(|(_, fields)| {
-            fields
-                .iter()
-                .find(|(k, _)| k == "wasmtrigger.error")
-                .map(|(_, v)| v.as_str())
-        })
-        .collect();
     assert!(
         errors.iter().any(|e| e.contains("not an event")),
         "{errors:?}"
@@ -391,14 +483,23 @@ async fn three_replicas_run_5000_changes_once_each_in_order_and_share_them() {
     for r in c.replicas.iter_mut() {
         r.take().unwrap().stop();
     }
-    drop(c.redis);
+    drop(c.broker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_leader_is_resumed_from_the_stream_and_a_redis_restart_loses_nothing() {
+    killed_leader_and_restarted_server(Via::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_nats_a_killed_leader_is_resumed_and_a_server_restart_loses_nothing() {
+    killed_leader_and_restarted_server(Via::Nats).await;
+}
+
+async fn killed_leader_and_restarted_server(via: Via) {
     const OBJECTS: usize = 200;
     const ROUNDS: u64 = 16;
-    let mut c = cluster(OBJECTS, "1s").await;
+    let mut c = cluster(OBJECTS, "1s", via).await;
     let first = leader_watching(&c.replicas).await;
     let (patcher, done) =
         patch_in_background(&c.server, OBJECTS, ROUNDS, Duration::from_millis(500));
@@ -412,7 +513,8 @@ async fn a_killed_leader_is_resumed_from_the_stream_and_a_redis_restart_loses_no
     let second = leader_watching(&c.replicas).await;
     assert_ne!(first, second);
 
-    // Redis goes away and comes back (its append-only file keeps the streams).
+    // The server goes away and comes back (Redis's append-only file and
+    // JetStream's store keep the streams).
     // The new leader publishes what changes now: later rounds run.
     let newest = |c: &Cluster| observed(&c.collector).iter().map(|(_, n)| *n).max();
     let at_takeover = newest(&c).unwrap_or(0);
@@ -420,7 +522,7 @@ async fn a_killed_leader_is_resumed_from_the_stream_and_a_redis_restart_loses_no
         (newest(&c) >= Some(at_takeover + 2)).then_some(())
     })
     .await;
-    c.redis.restart(Duration::from_millis(500));
+    c.broker.restart(Duration::from_millis(500));
 
     while !done.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(50)).await;

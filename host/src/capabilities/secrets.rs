@@ -366,3 +366,14 @@ pub async fn preload_secrets(triggers: &[TriggerConfig], store: &SecretStore) {
         .collect();
     store.preload(names.iter().map(String::as_str)).await;
 }
+
+/// The user and password of a URL, percent-decoded (empty parts are None).
+pub fn url_userinfo(url: &url::Url) -> (Option<String>, Option<String>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = (!url.username().is_empty()).then(|| decode(url.username()));
+    (user, url.password().map(decode))
+}

@@ -38,14 +38,26 @@ pub struct RedisQueueConfig {
     pub distributed: Option<DistributedKeys>,
 }
 
+/// What carries a distributed trigger's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A Redis stream per trigger, drained through a consumer group.
+    Redis,
+    /// A NATS JetStream stream per trigger, drained through a durable pull consumer.
+    Nats,
+}
+
 /// `engine.distribute`: the leader publishes what its singleton sources
-/// (schedules, kube watches) produce into a Redis stream per trigger, and
-/// every replica drains those streams through one consumer group.
+/// (schedules, kube watches) produce into a stream per trigger (Redis or
+/// NATS JetStream), and every replica drains those streams.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DistributeSettings {
-    /// Where Redis is.
+    /// Redis or NATS.
+    pub via: Transport,
+    /// Where the server is.
     pub server: Endpoint,
-    /// Prefix of every key the engine writes (`<prefix>:{<trigger>}:…`).
+    /// Prefix of every key (`<prefix>:{<trigger>}:…`) or stream, subject and
+    /// bucket (`<prefix>_<trigger>…`) the engine writes.
     pub prefix: String,
     /// Pending entries idle this long (their replica died) are claimed.
     pub claim_idle: Duration,
@@ -108,6 +120,57 @@ pub struct NatsConfig {
     pub batch: usize,
     /// Largest message (payload and headers) handed to the trigger; bigger ones are dead-lettered.
     pub max_message_bytes: u64,
+    /// Some for a distributed trigger's stream: messages carry whole events
+    /// and an ordered trigger's keys are subjects (see the `distribute`
+    /// module), never for a `nats` source, whose messages are data.
+    pub distributed: Option<DistributedSubjects>,
+}
+
+/// The NATS names of one trigger's distributed work (see the `distribute` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DistributedSubjects {
+    /// The work-queue stream of the events.
+    pub stream: String,
+    /// What every subject of the trigger starts with (`<prefix>.<trigger>`).
+    pub base: String,
+    /// The stream that stores failed events.
+    pub dead_stream: String,
+}
+
+impl DistributedSubjects {
+    /// The names for `trigger` under `prefix` (a prefix of `a-z A-Z 0-9 - _`).
+    /// A trigger name's `.` cannot be in a stream name or a subject token, so
+    /// it is written `_d`, and `_` is written `__`: distinct names stay distinct.
+    pub fn of(prefix: &str, trigger: &str) -> Self {
+        let mut escaped = String::with_capacity(trigger.len());
+        for c in trigger.chars() {
+            match c {
+                '_' => escaped.push_str("__"),
+                '.' => escaped.push_str("_d"),
+                c => escaped.push(c),
+            }
+        }
+        DistributedSubjects {
+            stream: format!("{prefix}_{escaped}"),
+            base: format!("{prefix}.{escaped}"),
+            dead_stream: format!("{prefix}_{escaped}_dead"),
+        }
+    }
+
+    /// The stream of the watch's positions, one message per object.
+    pub fn watch_stream(&self) -> String {
+        format!("{}_watch", self.stream)
+    }
+
+    /// The subjects of the events: one per ordering key, and one for the rest.
+    pub fn events(&self) -> String {
+        format!("{}.events.>", self.base)
+    }
+
+    /// The subject failed events are published to.
+    pub fn dead_letter(&self) -> String {
+        format!("{}.dead", self.base)
+    }
 }
 
 /// The MQTT protocol version spoken.

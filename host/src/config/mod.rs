@@ -26,8 +26,8 @@ use crate::config::cron::CronSchedule;
 use crate::config::grants::Grants;
 
 pub use brokers::{
-    DistributeSettings, DistributedKeys, Endpoint, MqttConfig, MqttProtocol, NatsConfig,
-    RedisQueueConfig,
+    DistributeSettings, DistributedKeys, DistributedSubjects, Endpoint, MqttConfig, MqttProtocol,
+    NatsConfig, RedisQueueConfig, Transport,
 };
 pub use chains::{ChainCondition, ChainConfig, ChainMode, Outcome};
 pub use load::{

@@ -39,7 +39,7 @@ pub struct EngineSpec {
 #[serde(
     deny_unknown_fields,
     rename_all = "camelCase",
-    expecting = "a mapping like `{ via: redis, url: redis://HOST:6379 }`"
+    expecting = "a mapping like `{ via: redis, url: redis://HOST:6379 }` or `{ via: nats, url: nats://HOST:4222 }`"
 )]
 pub struct DistributeSpec {
     pub via: DistributeVia,
@@ -50,11 +50,12 @@ pub struct DistributeSpec {
     pub batch: Option<usize>,
 }
 
-/// What carries distributed work (Redis streams; NATS JetStream may follow).
+/// What carries distributed work: Redis streams or NATS JetStream.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DistributeVia {
     Redis,
+    Nats,
 }
 
 /// `engine.server:` limits of the HTTP listener.

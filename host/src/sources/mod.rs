@@ -105,13 +105,23 @@ fn distributed(
     distributor: Arc<crate::distribute::Distributor>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let consumer = tokio::spawn(redis_queue::run(
-        trigger.clone(),
-        distributor.consumer(&trigger.name),
-        ctx.submitter.clone(),
-        ctx.services.clone(),
-        stop.clone(),
-    ));
+    let (submitter, services) = (ctx.submitter.clone(), ctx.services.clone());
+    let consumer = match distributor.consumer(&trigger.name) {
+        crate::distribute::Consumer::Redis(config) => tokio::spawn(redis_queue::run(
+            trigger.clone(),
+            config,
+            submitter,
+            services,
+            stop.clone(),
+        )),
+        crate::distribute::Consumer::Nats(config) => tokio::spawn(nats::run(
+            trigger.clone(),
+            config,
+            submitter,
+            services,
+            stop.clone(),
+        )),
+    };
     let (submitter, kube) = (ctx.submitter.clone(), ctx.kube.clone());
     let source = singleton(ctx, stop, move |stop| {
         let publishing = submitter.publishing(distributor.clone(), stop.clone());
@@ -180,15 +190,4 @@ pub(crate) fn payload_fields(
         let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
         data.insert("bodyBase64".into(), serde_json::Value::String(encoded));
     }
-}
-
-/// The user and password of a URL, percent-decoded (empty parts are None).
-pub(crate) fn userinfo(url: &url::Url) -> (Option<String>, Option<String>) {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let user = (!url.username().is_empty()).then(|| decode(url.username()));
-    (user, url.password().map(decode))
 }

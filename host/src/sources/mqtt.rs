@@ -341,7 +341,7 @@ fn connect(
         .trim_matches(['[', ']'])
         .to_string();
     let port = parsed.port().unwrap_or(if tls { 8883 } else { 1883 });
-    let user = match super::userinfo(&parsed) {
+    let user = match crate::capabilities::secrets::url_userinfo(&parsed) {
         (Some(user), pass) => Some((user, pass.unwrap_or_default())),
         _ => None,
     };

@@ -197,6 +197,7 @@ impl Loader<'_> {
             max_ack_pending: spec.max_ack_pending,
             batch,
             max_message_bytes,
+            distributed: None,
         })
     }
 

@@ -480,25 +480,39 @@ pub(super) fn merge_retry(base: RetryPolicy, spec: &RetrySpec) -> RetryPolicy {
 }
 
 /// `engine.distribute`, checked: one of `url` (no password in it) or
-/// `urlSecret`, a prefix usable in Redis keys, a claim time that does not
-/// steal from live replicas.
+/// `urlSecret`, a prefix usable in the transport's names, a claim time that
+/// does not steal from live replicas.
 fn distribute(
     spec: super::super::schema::DistributeSpec,
     error: &mut dyn FnMut(&str, String),
 ) -> Option<DistributeSettings> {
-    let super::super::schema::DistributeVia::Redis = spec.via;
+    use super::super::schema::DistributeVia;
+    let (via, schemes, expected) = match spec.via {
+        DistributeVia::Redis => (
+            Transport::Redis,
+            &["redis", "rediss"][..],
+            "redis://host[:port][/db] or rediss://…",
+        ),
+        DistributeVia::Nats => (
+            Transport::Nats,
+            &["nats", "tls"][..],
+            "nats://host[:port] or tls://…",
+        ),
+    };
     let server = match (spec.url, spec.url_secret) {
         (Some(url), None) => {
             match url::Url::parse(&url) {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss") => {
-                    if u.password().is_some() {
-                        error("url", "the URL holds a password: put the whole URL in a secret and use `urlSecret`".into());
+                Ok(u) if schemes.contains(&u.scheme()) => {
+                    if u.password().is_some()
+                        || (via == Transport::Nats && !u.username().is_empty())
+                    {
+                        error("url", "the URL holds credentials: put the whole URL in a secret and use `urlSecret`".into());
                     }
                 }
                 // Not echoed: a malformed URL may still hold a password.
                 _ => error(
                     "url",
-                    "invalid Redis URL: expected redis://host[:port][/db] or rediss://…".into(),
+                    format!("invalid URL for `via: {}`: expected {expected}", schemes[0]),
                 ),
             }
             Endpoint::Url(url)
@@ -515,23 +529,42 @@ fn distribute(
         }
     };
     let prefix = spec.prefix.unwrap_or_else(|| "wasmtrigger".into());
-    let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    // NATS stream and bucket names take neither `.` nor `:`.
+    let (usable, chars): (fn(char) -> bool, &str) = match via {
+        Transport::Redis => (
+            |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'),
+            "a-z A-Z 0-9 - _ . :",
+        ),
+        Transport::Nats => (
+            |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'),
+            "a-z A-Z 0-9 - _",
+        ),
+    };
     if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(usable) {
         error(
             "prefix",
             format!(
-                "`{}` is not a key prefix: expected 1-64 of a-z A-Z 0-9 - _ . :",
-                prefix.escape_debug()
+                "`{}` is not a prefix for `via: {}`: expected 1-64 of {chars}",
+                prefix.escape_debug(),
+                schemes[0]
             ),
         );
     }
     let claim_idle = spec
         .claim_idle
         .map_or(std::time::Duration::from_secs(30), |d| d.0);
-    if claim_idle < std::time::Duration::from_millis(100) {
+    // A NATS run in progress renews its message every third of the ack wait.
+    let least = match via {
+        Transport::Redis => std::time::Duration::from_millis(100),
+        Transport::Nats => std::time::Duration::from_secs(1),
+    };
+    if claim_idle < least {
         error(
             "claimIdle",
-            "expected at least 100ms: a shorter idle time steals entries from live replicas".into(),
+            format!(
+                "expected at least {}: a shorter idle time steals entries from live replicas",
+                humantime_short(least)
+            ),
         );
     }
     let batch = spec.batch.unwrap_or(64);
@@ -539,11 +572,21 @@ fn distribute(
         error("batch", format!("{batch}: expected 1 to 1000"));
     }
     Some(DistributeSettings {
+        via,
         server,
         prefix,
         claim_idle,
         batch,
     })
+}
+
+/// `100ms` or `1s`.
+fn humantime_short(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 #[cfg(test)]

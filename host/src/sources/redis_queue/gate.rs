@@ -46,15 +46,7 @@ pub(super) fn event_of(fields: &[(String, String)], trigger: &str) -> Result<Eve
         .find(|(k, _)| k == "wasmtrigger.event")
         .map(|(_, v)| v)
         .ok_or("the entry has no `wasmtrigger.event` field")?;
-    let event: Event = serde_json::from_str(text)
-        .map_err(|e| format!("`wasmtrigger.event` is not an event: {e}"))?;
-    if event.trigger != trigger {
-        return Err(format!(
-            "the entry's event is for trigger `{}`, not `{trigger}`",
-            event.trigger.escape_debug()
-        ));
-    }
-    Ok(event)
+    crate::distribute::event_of(text, trigger)
 }
 
 /// Decides, for entries with their sequence numbers, which run now.

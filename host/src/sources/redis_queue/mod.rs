@@ -130,7 +130,8 @@ async fn connect(
         .await
         .map_err(|e| match e {
             crate::distribute::DistributeError::Redis(e) => QueueError::Redis(e),
-            crate::distribute::DistributeError::Url(why) => QueueError::Url(why),
+            crate::distribute::DistributeError::Url(why)
+            | crate::distribute::DistributeError::Nats(why) => QueueError::Url(why),
         })
 }
 

@@ -33,11 +33,14 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, Context};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+mod gate;
 
 use crate::capabilities::HostServices;
 use crate::config::NatsConfig;
@@ -50,6 +53,8 @@ use crate::trigger::Trigger;
 const GAUGE_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait between attempts to reach the server or the consumer.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How soon keyed messages held for their turn are looked at again.
+const HELD_RECHECK: Duration = Duration::from_millis(20);
 /// Delay of a message whose dead-lettering failed: it is run again then.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(30);
 
@@ -117,9 +122,12 @@ pub async fn run(
         in_flight: &in_flight,
     };
     let mut backoff = Duration::from_millis(100);
+    // Messages waiting for their turn stay this replica's across sessions:
+    // the client reconnects underneath, and their acknowledgers still work.
+    let mut held = gate::Held::default();
     loop {
         let result = tokio::select! {
-            r = session.run(&js, &mut backoff) => r,
+            r = session.run(&js, &mut backoff, &mut held) => r,
             _ = stop.cancelled() => break,
         };
         if let Err(e) = result {
@@ -144,24 +152,8 @@ async fn connect(
 ) -> Option<async_nats::Client> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let attempt = async {
-            let url = services.secrets.endpoint_url(&config.server).await?;
-            let (address, credentials) = split_credentials(&url)?;
-            let mut options = async_nats::ConnectOptions::new()
-                .name(format!("wasmtrigger {trigger}"))
-                .connection_timeout(Duration::from_secs(5))
-                .max_reconnects(None);
-            options = match credentials {
-                Credentials::None => options,
-                Credentials::Token(token) => options.token(token),
-                Credentials::User(user, pass) => options.user_and_password(user, pass),
-            };
-            options
-                .connect(address.as_str())
-                .await
-                // The error text names the server, not the URL's credentials.
-                .map_err(|e| format!("cannot connect: {}", e.kind()))
-        };
+        let name = format!("wasmtrigger {trigger}");
+        let attempt = crate::distribute::nats::client(&config.server, &services.secrets, &name);
         let result = tokio::select! {
             r = attempt => r,
             _ = stop.cancelled() => return None,
@@ -180,30 +172,6 @@ async fn connect(
     }
 }
 
-/// What a NATS URL carries in its user-info part.
-#[derive(Debug, PartialEq)]
-enum Credentials {
-    None,
-    /// `nats://TOKEN@host`.
-    Token(String),
-    /// `nats://USER:PASSWORD@host`.
-    User(String, String),
-}
-
-/// Splits the credentials off a URL (the client takes them separately).
-fn split_credentials(url: &str) -> Result<(String, Credentials), String> {
-    // Never echo the URL: it holds the credentials.
-    let mut parsed = url::Url::parse(url).map_err(|_| "invalid NATS URL".to_string())?;
-    let credentials = match super::userinfo(&parsed) {
-        (None, None) => Credentials::None,
-        (Some(token), None) => Credentials::Token(token),
-        (user, Some(pass)) => Credentials::User(user.unwrap_or_default(), pass),
-    };
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    Ok((parsed.to_string(), credentials))
-}
-
 struct Session<'a> {
     trigger: &'a Arc<Trigger>,
     config: &'a NatsConfig,
@@ -214,15 +182,25 @@ struct Session<'a> {
 
 impl Session<'_> {
     /// One consumer's life: bind (or create) it, then take messages forever.
-    async fn run(&self, js: &Context, backoff: &mut Duration) -> Result<(), SessionError> {
+    async fn run(
+        &self,
+        js: &Context,
+        backoff: &mut Duration,
+        held: &mut gate::Held,
+    ) -> Result<(), SessionError> {
         let config = self.config;
-        let stream = js
-            .get_stream(&config.stream)
-            .await
-            .map_err(|e| SessionError::Stream {
-                stream: config.stream.clone(),
-                error: e.to_string(),
-            })?;
+        let stream = match &config.distributed {
+            // The leader may not have published yet: whoever comes first makes them.
+            Some(names) => crate::distribute::nats::ensure_streams(js, names).await,
+            None => js
+                .get_stream(&config.stream)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+        .map_err(|error| SessionError::Stream {
+            stream: config.stream.clone(),
+            error,
+        })?;
         let max_ack_pending = config
             .max_ack_pending
             .unwrap_or_else(|| self.submitter.queue_capacity());
@@ -251,13 +229,15 @@ impl Session<'_> {
         tracing::info!(trigger = %self.trigger.name, stream = %config.stream, consumer = %config.consumer, max_ack_pending, "nats consumer bound");
         *backoff = Duration::from_millis(100);
         let mut gauges = tokio::time::interval(GAUGE_EVERY);
+        let mut recheck = tokio::time::interval(HELD_RECHECK);
         loop {
             tokio::select! {
                 next = messages.next() => match next {
-                    Some(Ok(message)) => self.hand_on(message).await,
+                    Some(Ok(message)) => self.take(message, &stream, held).await,
                     Some(Err(e)) => return Err(SessionError::Messages(e.to_string())),
                     None => return Err(SessionError::Messages("the message stream ended".into())),
                 },
+                _ = recheck.tick(), if !held.is_empty() => self.admit(&stream, held).await,
                 _ = gauges.tick() => {
                     if let Ok(info) = consumer.info().await {
                         let metrics = self.submitter.metrics();
@@ -269,15 +249,101 @@ impl Session<'_> {
         }
     }
 
-    /// Turns a message into an event and waits for room in the queue.
-    async fn hand_on(&self, message: jetstream::Message) {
+    /// Hands on a message just delivered; a distributed trigger's keyed
+    /// messages go through the gate first.
+    async fn take(&self, message: jetstream::Message, stream: &Stream, held: &mut gate::Held) {
         let Ok(info) = message.info() else {
             tracing::warn!(trigger = %self.trigger.name, subject = %message.subject, "nats: a message without JetStream metadata; ignored");
             return;
         };
         let (sequence, delivered) = (info.stream_sequence, info.delivered);
         let (message, acker) = message.split();
-        let acker = Arc::new(acker);
+        let taken = gate::Taken {
+            message,
+            acker: Arc::new(acker),
+            sequence,
+            delivered,
+        };
+        let Some(names) = &self.config.distributed else {
+            return self.hand_on(taken).await;
+        };
+        if delivered > 1 {
+            self.metrics()
+                .distributed(&self.trigger.name, "redelivered", 1);
+        }
+        let subject = taken.message.subject.to_string();
+        if !crate::distribute::nats::is_keyed(names, &subject) {
+            return self.hand_on(taken).await;
+        }
+        // Kept from redelivery while it waits.
+        self.track(&taken);
+        if held.has(&subject) {
+            // An older one of its key waits here already.
+            return held.hold(taken);
+        }
+        match gate::verdict(stream, &subject, sequence).await {
+            Ok(gate::Verdict::Run) => self.hand_on(taken).await,
+            Ok(gate::Verdict::Duplicate) => self.duplicate(taken),
+            Ok(gate::Verdict::Wait) => held.hold(taken),
+            Err(e) => {
+                tracing::debug!(trigger = %self.trigger.name, error = %e, "distribute: cannot tell whose turn it is yet");
+                held.hold(taken)
+            }
+        }
+    }
+
+    /// Runs the held messages whose turn has come, oldest first per key,
+    /// and acknowledges those that ran elsewhere.
+    async fn admit(&self, stream: &Stream, held: &mut gate::Held) {
+        for subject in held.subjects() {
+            while let Some(sequence) = held.first(&subject) {
+                match gate::verdict(stream, &subject, sequence).await {
+                    Ok(gate::Verdict::Run) => {
+                        if let Some(taken) = held.pop(&subject) {
+                            self.hand_on(taken).await;
+                        }
+                        // The next one waits for this run.
+                        break;
+                    }
+                    Ok(gate::Verdict::Duplicate) => {
+                        if let Some(taken) = held.pop(&subject) {
+                            self.duplicate(taken);
+                        }
+                    }
+                    Ok(gate::Verdict::Wait) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Acknowledges, unrun, a message that ran before this delivery.
+    fn duplicate(&self, taken: gate::Taken) {
+        tracing::info!(trigger = %self.trigger.name, sequence = taken.sequence, subject = %taken.message.subject, "distribute: message already ran; acknowledged without running it again");
+        self.metrics()
+            .distributed(&self.trigger.name, "duplicate", 1);
+        let _ = self.settle.send(Settle::Ack(taken.acker, taken.sequence));
+    }
+
+    /// Keeps a message from redelivery until it is settled.
+    fn track(&self, taken: &gate::Taken) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(taken.sequence, taken.acker.clone());
+    }
+
+    fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.submitter.metrics()
+    }
+
+    /// Turns a message into an event and waits for room in the queue.
+    async fn hand_on(&self, taken: gate::Taken) {
+        let gate::Taken {
+            message,
+            acker,
+            sequence,
+            delivered,
+        } = taken;
         let headers = message.headers.clone().unwrap_or_default();
         let size = message.payload.len() + header_bytes(&headers);
         let dead = |error: String, payload: bytes::Bytes| {
@@ -316,16 +382,35 @@ impl Session<'_> {
             let _ = self.settle.send(dead(why, message.payload.clone()));
             return;
         }
-        let mut data = Map::new();
-        data.insert("subject".into(), Value::String(message.subject.to_string()));
-        super::payload_fields(&mut data, &message.payload);
-        data.insert("headers".into(), headers_json(&headers));
-        data.insert("stream".into(), Value::String(self.config.stream.clone()));
-        data.insert("sequence".into(), sequence.into());
-        data.insert("delivered".into(), delivered.into());
-        let mut event = Event::new(&self.trigger.name, "nats", "message", &Value::Object(data));
-        // Stable across redeliveries, so a duplicate is recognisable.
-        event.id = format!("nats:{}:{sequence}", self.config.stream);
+        let event = if self.config.distributed.is_some() {
+            // The event as the leader's source made it: same id, source and kind.
+            let text = String::from_utf8_lossy(&message.payload);
+            match crate::distribute::event_of(&text, &self.trigger.name) {
+                Ok(event) => {
+                    self.metrics()
+                        .distributed(&self.trigger.name, "consumed", 1);
+                    event
+                }
+                Err(why) => {
+                    tracing::warn!(trigger = %self.trigger.name, sequence, error = %why, "distribute: malformed message dead-lettered");
+                    self.metrics().dropped(&self.trigger.name, "malformed");
+                    let _ = self.settle.send(dead(why, message.payload.clone()));
+                    return;
+                }
+            }
+        } else {
+            let mut data = Map::new();
+            data.insert("subject".into(), Value::String(message.subject.to_string()));
+            super::payload_fields(&mut data, &message.payload);
+            data.insert("headers".into(), headers_json(&headers));
+            data.insert("stream".into(), Value::String(self.config.stream.clone()));
+            data.insert("sequence".into(), sequence.into());
+            data.insert("delivered".into(), delivered.into());
+            let mut event = Event::new(&self.trigger.name, "nats", "message", &Value::Object(data));
+            // Stable across redeliveries, so a duplicate is recognisable.
+            event.id = format!("nats:{}:{sequence}", self.config.stream);
+            event
+        };
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -415,6 +500,8 @@ async fn settler(
             }
             Settle::Dead(acker, seq, letter) => {
                 let kind = match dead_letter(&js, &trigger, &config, seq, &letter).await {
+                    // A work queue drops what is acknowledged: the key's next event may run.
+                    Ok(()) if config.distributed.is_some() => AckKind::Ack,
                     Ok(()) => AckKind::Term,
                     Err(e) => {
                         tracing::error!(trigger, sequence = seq, subject = %config.dead_letter, error = %e, "nats: cannot dead-letter a failed message; it will be delivered again");
@@ -530,15 +617,5 @@ mod tests {
         assert_eq!(json["B"], serde_json::json!(["x", "y"]));
         assert_eq!(header_bytes(&headers), 6);
         assert_eq!(one_line("a\nb\r\tc"), "a b  c");
-    }
-
-    #[test]
-    fn credentials_are_split_off_the_url() {
-        let (address, credentials) = split_credentials("nats://me:p%40ss@h:4222").unwrap();
-        assert_eq!(address, "nats://h:4222");
-        assert_eq!(credentials, Credentials::User("me".into(), "p@ss".into()));
-        let (_, token) = split_credentials("nats://t0ken@h").unwrap();
-        assert_eq!(token, Credentials::Token("t0ken".into()));
-        assert_eq!(split_credentials("nats://h").unwrap().1, Credentials::None);
     }
 }

@@ -1,82 +1,33 @@
-//! `engine.distribute`: the leader watches, every replica works.
-//!
-//! With leader election, schedules and kube watches run on the leader only
-//! (the API server must see one watch per kind, and a tick must fire once).
-//! Without this module the leader also runs all of their Wasm work. With
-//! it, the leader *publishes* what those sources produce and every replica
-//! (the leader included) drains it through a consumer group, the machinery
-//! of `type: redis-queue` (ack after the run, dead-letter, `XAUTOCLAIM`
-//! after a replica dies).
+//! The Redis transport of `engine.distribute` (see the parent module).
 //!
 //! Keys, per trigger `T` (the braces keep one trigger's keys in one Redis
 //! Cluster slot, since one script writes them together):
 //! - `<prefix>:{T}:events`: the stream; each entry holds the whole event
-//!   (`wasmtrigger.event`, JSON: its id, source, kind, time and data stay
-//!   what the source made) and, for an ordered trigger, its ordering key and
+//!   (`wasmtrigger.event`) and, for an ordered trigger, its ordering key and
 //!   that key's sequence number;
 //! - `<prefix>:{T}:seq` and `:done`: per ordering key, the last sequence
 //!   number published and the last one whose run ended. A replica runs entry
-//!   `n` of a key only once `done` is `n - 1`, so per-key order holds across
-//!   replicas; an entry whose number is already done is a duplicate and is
-//!   acknowledged unrun;
+//!   `n` of a key only once `done` is `n - 1`; an entry whose number is
+//!   already done is a duplicate and is acknowledged unrun;
 //! - `<prefix>:{T}:watch`: for a kube-watch trigger, the resourceVersion of
 //!   every object as the leader last handled it, written in the same script
-//!   as the entries. A new leader lists the objects and compares them with
-//!   this: what changed, appeared or went while nobody led is published,
-//!   nothing is missed, and nothing the old leader published is published
+//!   as the entries, so nothing the old leader published is published
 //!   again. `:watching` marks that a leader has listed once.
 //!
 //! Publishing is one Lua script per batch, so entries, sequence numbers and
-//! watch positions are written together or not at all. The stream is the
-//! durable record of these events, so they bypass the engine's journal;
-//! a publish that fails (Redis down) is retried until it succeeds, which
-//! holds the source back rather than dropping what it produced.
+//! watch positions are written together or not at all.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
+use super::{
+    Batch, DistributeError, Keys, MAX_ENTRY_BYTES, Positions, position_field, position_object,
+};
 use crate::capabilities::secrets::SecretStore;
-pub use crate::config::DistributedKeys as Keys;
 use crate::config::{DistributeSettings, Endpoint, RedisQueueConfig};
-use crate::event::Event;
-
-/// Largest event a distributed entry carries (a Kubernetes object is at most ~1.5 MiB).
-pub const MAX_ENTRY_BYTES: u64 = 16 << 20;
-
-/// Longest wait between attempts to publish while Redis is unreachable.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Why Redis could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum DistributeError {
-    /// Redis refused or could not be reached.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// The URL could not be resolved or parsed (never shown: it may hold a password).
-    #[error("{0}")]
-    Url(String),
-}
-
-/// One event to publish, with its ordering key if the trigger has one.
-pub struct Outgoing {
-    /// The event as the source made it.
-    pub event: Event,
-    /// Its ordering key.
-    pub key: Option<String>,
-}
-
-/// Where a kube watch stands on one object: (namespace, name) and its
-/// resourceVersion, or None once it is gone.
-pub type Position = ((String, String), Option<String>);
-
-/// The position of a watched object as a hash field (namespace/name).
-fn position_field((namespace, name): &(String, String)) -> String {
-    format!("{namespace}/{name}")
-}
 
 /// Writes a batch: per event `HINCRBY` its key's sequence and `XADD` it;
 /// then the watch positions; then the `watching` mark.
@@ -109,81 +60,43 @@ end
 return n
 ";
 
-/// The publishing side and the settings every replica's consumers share.
-pub struct Distributor {
-    settings: DistributeSettings,
-    secrets: SecretStore,
+/// The leader's connection, made on first use.
+#[derive(Default)]
+pub struct Publisher {
     con: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
-impl Distributor {
-    /// A distributor for `settings`; it connects on first use.
-    pub fn new(settings: DistributeSettings, secrets: SecretStore) -> Arc<Self> {
-        Arc::new(Distributor {
-            settings,
-            secrets,
-            con: tokio::sync::Mutex::new(None),
-        })
+/// How every replica drains `trigger`'s stream: a `redis-queue` consumer
+/// group that carries whole events and keeps per-key order.
+pub(super) fn consumer(settings: &DistributeSettings, trigger: &str) -> RedisQueueConfig {
+    let keys = Keys::of(&settings.prefix, trigger);
+    RedisQueueConfig {
+        server: settings.server.clone(),
+        dead_letter: format!("{}:dead", keys.stream),
+        stream: keys.stream.clone(),
+        group: "wasmtrigger".into(),
+        consumer: None,
+        claim_idle: settings.claim_idle,
+        batch: settings.batch,
+        max_entry_bytes: MAX_ENTRY_BYTES,
+        distributed: Some(keys),
+    }
+}
+
+impl Publisher {
+    /// Forgets the connection (after an error: the next use reconnects).
+    pub(super) async fn reset(&self) {
+        *self.con.lock().await = None;
     }
 
-    /// The keys of `trigger`'s distributed work.
-    pub fn keys(&self, trigger: &str) -> Keys {
-        Keys::of(&self.settings.prefix, trigger)
-    }
-
-    /// How every replica drains `trigger`'s stream: a `redis-queue` consumer
-    /// group that carries whole events and keeps per-key order.
-    pub fn consumer(&self, trigger: &str) -> RedisQueueConfig {
-        let keys = self.keys(trigger);
-        RedisQueueConfig {
-            server: self.settings.server.clone(),
-            dead_letter: format!("{}:dead", keys.stream),
-            stream: keys.stream.clone(),
-            group: "wasmtrigger".into(),
-            consumer: None,
-            claim_idle: self.settings.claim_idle,
-            batch: self.settings.batch,
-            max_entry_bytes: MAX_ENTRY_BYTES,
-            distributed: Some(keys),
-        }
-    }
-
-    /// Publishes `events` and records `positions` in one script, retrying
-    /// until Redis takes them; `listed`: the watch has listed its objects.
-    /// Gives up only when `stop` is cancelled (returns false).
-    pub async fn publish(
+    /// Publishes a batch with its positions in one script.
+    pub(super) async fn publish(
         &self,
-        trigger: &str,
-        events: &[Outgoing],
-        positions: &[Position],
-        listed: bool,
-        stop: &tokio_util::sync::CancellationToken,
-    ) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.try_publish(trigger, events, positions, listed).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(trigger, error = %e, events = events.len(), retry_in_ms = backoff.as_millis() as u64, "distribute: cannot publish yet; holding the source back");
-                    *self.con.lock().await = None;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    }
-
-    async fn try_publish(
-        &self,
-        trigger: &str,
-        events: &[Outgoing],
-        positions: &[Position],
-        listed: bool,
+        settings: &DistributeSettings,
+        secrets: &SecretStore,
+        batch: &Batch<'_>,
     ) -> Result<(), DistributeError> {
-        let keys = self.keys(trigger);
+        let keys = Keys::of(&settings.prefix, batch.trigger);
         // EVAL rather than EVALSHA: nothing to go stale after a Redis restart.
         let mut call = redis::cmd("EVAL");
         call.arg(PUBLISH)
@@ -192,30 +105,32 @@ impl Distributor {
             .arg(&keys.seq)
             .arg(&keys.watch)
             .arg(&keys.watching)
-            .arg(events.len())
-            .arg(positions.len());
-        for out in events {
+            .arg(batch.events.len())
+            .arg(batch.positions.len());
+        for out in batch.events {
             let text = serde_json::to_string(&out.event).unwrap_or_default();
             call.arg(text).arg(out.key.as_deref().unwrap_or(""));
         }
-        for (object, version) in positions {
+        for (object, version) in batch.positions {
             call.arg(position_field(object))
                 .arg(version.as_deref().unwrap_or(""));
         }
-        call.arg(if listed { "listed" } else { "" });
-        let mut con = self.connection().await?;
+        call.arg(if batch.listed { "listed" } else { "" });
+        let mut con = self.connection(settings, secrets).await?;
         let _: i64 = call.query_async(&mut con).await?;
         Ok(())
     }
 
-    /// The watch positions the last leader recorded for `trigger`, or None
-    /// if no leader has listed its objects yet.
-    pub async fn positions(
+    /// The watch positions the last leader recorded, or None if no leader
+    /// has listed yet.
+    pub(super) async fn positions(
         &self,
+        settings: &DistributeSettings,
+        secrets: &SecretStore,
         trigger: &str,
-    ) -> Result<Option<HashMap<(String, String), String>>, DistributeError> {
-        let keys = self.keys(trigger);
-        let mut con = self.connection().await?;
+    ) -> Result<Option<Positions>, DistributeError> {
+        let keys = Keys::of(&settings.prefix, trigger);
+        let mut con = self.connection(settings, secrets).await?;
         let listed: Option<String> = redis::cmd("GET")
             .arg(&keys.watching)
             .query_async(&mut con)
@@ -229,20 +144,20 @@ impl Distributor {
             .await?;
         Ok(Some(
             all.into_iter()
-                .map(|(field, version)| {
-                    let (ns, name) = field.split_once('/').unwrap_or(("", &field));
-                    ((ns.to_string(), name.to_string()), version)
-                })
+                .map(|(field, version)| (position_object(&field), version))
                 .collect(),
         ))
     }
 
-    /// Events of `trigger` published and not yet finished by any replica
-    /// (the group's lag plus its pending entries): what a schedule's overlap
-    /// rule counts as unfinished.
-    pub async fn unfinished(&self, trigger: &str) -> Result<u64, DistributeError> {
-        let keys = self.keys(trigger);
-        let mut con = self.connection().await?;
+    /// The group's lag plus its pending entries.
+    pub(super) async fn unfinished(
+        &self,
+        settings: &DistributeSettings,
+        secrets: &SecretStore,
+        trigger: &str,
+    ) -> Result<u64, DistributeError> {
+        let keys = Keys::of(&settings.prefix, trigger);
+        let mut con = self.connection(settings, secrets).await?;
         let reply: redis::Value = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&keys.stream)
@@ -259,12 +174,16 @@ impl Distributor {
         Ok((lag.max(0) + pending.max(0)) as u64)
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, DistributeError> {
+    async fn connection(
+        &self,
+        settings: &DistributeSettings,
+        secrets: &SecretStore,
+    ) -> Result<MultiplexedConnection, DistributeError> {
         let mut held = self.con.lock().await;
         if let Some(con) = held.as_ref() {
             return Ok(con.clone());
         }
-        let con = connect(&self.settings.server, &self.secrets, Duration::from_secs(5)).await?;
+        let con = connect(&settings.server, secrets, Duration::from_secs(5)).await?;
         *held = Some(con.clone());
         Ok(con)
     }
