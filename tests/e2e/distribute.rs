@@ -567,3 +567,49 @@ async fn killed_leader_and_restarted_server(via: Via) {
     }
     let _ = &c.ws;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_nats_a_change_larger_than_the_server_takes_runs_on_the_leader() {
+    // nats-server takes at most 1 MiB per message by default; a ConfigMap
+    // may hold more. Its change is not lost: the leader runs it itself.
+    let mut c = cluster(2, "60s", Via::Nats).await;
+    let leader = leader_watching(&c.replicas).await;
+    let big = json!({ "data": { "n": "1", "pad": "x".repeat(1_200_000) } });
+    c.server
+        .merge_patch("", "configmaps", "default", "cm-0", &big)
+        .expect("patch");
+    patch(&c.server, 1, 1);
+    let base = c.replicas[leader].as_ref().unwrap().base_url();
+    support::eventually("both changes run", || {
+        let runs: usize = c
+            .replicas
+            .iter()
+            .map(|r| r.as_ref().unwrap().runs("watch").len())
+            .sum();
+        (runs >= 2).then_some(())
+    })
+    .await;
+    let metrics = get(&format!("{base}/metrics")).await;
+    let line = |outcome: &str| {
+        format!("wasmtrigger_distributed_events_total{{trigger=\"watch\",outcome=\"{outcome}\"}} 1")
+    };
+    assert!(
+        metrics.contains(&line("local")) && metrics.contains(&line("published")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("distributed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let leader_log = c.replicas[leader].as_ref().unwrap().lines();
+    assert!(
+        leader_log.iter().any(|l| l["message"].as_str().is_some_and(
+            |m| m.starts_with("distribute: events larger than the server's largest message")
+        )),
+        "no warning on the leader"
+    );
+    for r in c.replicas.iter_mut().filter_map(Option::take) {
+        r.stop();
+    }
+}

@@ -1,5 +1,5 @@
 //! Where a distributing leader's singleton sources put their events: into
-//! the trigger's Redis stream for every replica (`crate::distribute`)
+//! the trigger's stream for every replica (`crate::distribute`)
 //! instead of this engine's queue. The sources keep calling the same
 //! `Submitter` methods; a submitter made by [`Submitter::publishing`] routes them.
 
@@ -14,7 +14,7 @@ use crate::event::Event;
 use crate::trigger::Trigger;
 
 /// The distributor and the source's stop signal (a publish retries until
-/// Redis takes it or the source stops).
+/// the server takes it or the source stops).
 #[derive(Clone)]
 pub(super) struct Outlet {
     distributor: Arc<Distributor>,
@@ -86,18 +86,37 @@ impl Submitter {
                 .map(|k| k.1.clone());
             outgoing.push(Outgoing { event, key });
         }
-        let published = out
+        let Some(too_large) = out
             .distributor
             .publish(&trigger.name, &outgoing, &positions, listed, &out.stop)
-            .await;
-        if !published {
+            .await
+        else {
             return 0;
-        }
-        let n = outgoing.len();
+        };
+        let n = outgoing.len() - too_large.len();
         if n > 0 {
             self.metrics
                 .distributed(&trigger.name, "published", n as u64);
         }
-        n
+        if too_large.is_empty() {
+            return outgoing.len();
+        }
+        // Larger than the server takes: run here rather than lose them.
+        tracing::warn!(trigger = %trigger.name, events = too_large.len(), "distribute: events larger than the server's largest message run on the leader, outside the per-key order of the stream");
+        self.metrics
+            .distributed(&trigger.name, "local", too_large.len() as u64);
+        let mut local = Vec::with_capacity(too_large.len());
+        let mut outgoing: Vec<Option<Outgoing>> = outgoing.into_iter().map(Some).collect();
+        for i in too_large {
+            if let Some(out) = outgoing.get_mut(i).and_then(Option::take) {
+                local.push(out.event);
+            }
+        }
+        let here = Submitter {
+            outlet: None,
+            ..self.clone()
+        };
+        // Boxed: `submit_waiting` publishes when a submitter has an outlet (this one has none).
+        n + Box::pin(here.submit_waiting(trigger, local)).await
     }
 }

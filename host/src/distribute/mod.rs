@@ -147,7 +147,9 @@ impl Distributor {
 
     /// Publishes `events` and then records `positions`, retrying until the
     /// server takes them; `listed`: the watch has listed its objects.
-    /// Gives up only when `stop` is cancelled (returns false).
+    /// Returns the indices of events larger than the server takes (NATS's
+    /// `max_payload`), which were not published; None if `stop` was
+    /// cancelled first.
     pub async fn publish(
         &self,
         trigger: &str,
@@ -155,7 +157,7 @@ impl Distributor {
         positions: &[Position],
         listed: bool,
         stop: &tokio_util::sync::CancellationToken,
-    ) -> bool {
+    ) -> Option<Vec<usize>> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let batch = Batch {
@@ -165,11 +167,14 @@ impl Distributor {
                 listed,
             };
             let result = match &self.transport {
-                Carrier::Redis(p) => p.publish(&self.settings, &self.secrets, &batch).await,
+                Carrier::Redis(p) => p
+                    .publish(&self.settings, &self.secrets, &batch)
+                    .await
+                    .map(|()| Vec::new()),
                 Carrier::Nats(p) => p.publish(&self.settings, &self.secrets, &batch).await,
             };
             match result {
-                Ok(()) => return true,
+                Ok(too_large) => return Some(too_large),
                 Err(e) => {
                     tracing::warn!(trigger, error = %e, events = events.len(), retry_in_ms = backoff.as_millis() as u64, "distribute: cannot publish yet; holding the source back");
                     match &self.transport {
@@ -178,7 +183,7 @@ impl Distributor {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return false,
+                        _ = stop.cancelled() => return None,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }

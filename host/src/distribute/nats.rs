@@ -236,6 +236,8 @@ pub struct Publisher {
 struct Connected {
     js: Context,
     ensured: HashSet<String>,
+    /// The largest message the server takes.
+    max_payload: usize,
 }
 
 fn nats_error(e: impl std::fmt::Display) -> DistributeError {
@@ -254,22 +256,24 @@ impl Publisher {
         settings: &DistributeSettings,
         secrets: &SecretStore,
         trigger: &str,
-    ) -> Result<(Context, DistributedSubjects), DistributeError> {
+    ) -> Result<(Context, DistributedSubjects, usize), DistributeError> {
         let names = names(&settings.prefix, trigger);
         let mut held = self.held.lock().await;
         if held.is_none() {
             let client = client(&settings.server, secrets, "wasmtrigger distribute")
                 .await
                 .map_err(DistributeError::Nats)?;
-            if client.server_info().max_payload < (2 << 20) {
+            let max_payload = client.server_info().max_payload;
+            if max_payload < (2 << 20) {
                 tracing::warn!(
-                    max_payload = client.server_info().max_payload,
-                    "distribute: the NATS server takes messages up to max_payload bytes; a larger Kubernetes object cannot be published (raise max_payload to 8MB)"
+                    max_payload,
+                    "distribute: the NATS server takes messages up to max_payload bytes, less than the largest Kubernetes object; larger events run on the leader (raise max_payload to 8MB)"
                 );
             }
             *held = Some(Connected {
                 js: jetstream::new(client),
                 ensured: HashSet::new(),
+                max_payload,
             });
         }
         let Some(connected) = held.as_mut() else {
@@ -281,24 +285,32 @@ impl Publisher {
                 .map_err(DistributeError::Nats)?;
             connected.ensured.insert(trigger.to_string());
         }
-        Ok((connected.js.clone(), names))
+        Ok((connected.js.clone(), names, connected.max_payload))
     }
 
-    /// Publishes a batch's events, in order, then records its positions.
+    /// Publishes a batch's events, in order, then records its positions;
+    /// returns the indices of the events too large to publish.
     pub(super) async fn publish(
         &self,
         settings: &DistributeSettings,
         secrets: &SecretStore,
         batch: &Batch<'_>,
-    ) -> Result<(), DistributeError> {
-        let (js, names) = self.context(settings, secrets, batch.trigger).await?;
+    ) -> Result<Vec<usize>, DistributeError> {
+        let (js, names, max_payload) = self.context(settings, secrets, batch.trigger).await?;
         // Sent one after another on one connection, stored in that order;
         // the acknowledgements are awaited together.
         let mut acks = Vec::with_capacity(batch.events.len());
-        for out in batch.events {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", dedupe_id(&out.event).as_str());
+        let mut too_large = Vec::new();
+        for (i, out) in batch.events.iter().enumerate() {
+            let id = dedupe_id(&out.event);
             let payload = serde_json::to_vec(&out.event).unwrap_or_default();
+            // Room for the headers and the subject, which count too.
+            if payload.len() + id.len() + 256 > max_payload {
+                too_large.push(i);
+                continue;
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
             let ack = js
                 .publish_with_headers(subject(&names, out.key.as_deref()), headers, payload.into())
                 .await
@@ -327,7 +339,7 @@ impl Publisher {
         for ack in acks {
             ack.await.map_err(nats_error)?;
         }
-        Ok(())
+        Ok(too_large)
     }
 
     /// The watch positions the last leader recorded, or None if no leader
@@ -338,7 +350,7 @@ impl Publisher {
         secrets: &SecretStore,
         trigger: &str,
     ) -> Result<Option<Positions>, DistributeError> {
-        let (js, names) = self.context(settings, secrets, trigger).await?;
+        let (js, names, _) = self.context(settings, secrets, trigger).await?;
         let mut stream = js
             .get_stream(names.watch_stream())
             .await
@@ -402,7 +414,7 @@ impl Publisher {
         secrets: &SecretStore,
         trigger: &str,
     ) -> Result<u64, DistributeError> {
-        let (js, names) = self.context(settings, secrets, trigger).await?;
+        let (js, names, _) = self.context(settings, secrets, trigger).await?;
         let mut stream = js.get_stream(&names.stream).await.map_err(nats_error)?;
         Ok(stream.info().await.map_err(nats_error)?.state.messages)
     }
