@@ -1,6 +1,7 @@
 //! `distribute`: kube-watch changes per second with 1, 2 and 3 replicas
 //! under `engine.distribute` (real `wasmtrigger run` processes, leader
-//! election against the test API server, a real redis-server), against one
+//! election against the test API server, a real redis-server and a real
+//! nats-server, one set of rows each), against one
 //! engine running the same trigger locally. All processes share this
 //! machine's cores, so the table also gives the CPU each change costs
 //! across the set (user + system time of every replica over the run),
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{Mode, Table};
+use crate::support::brokers::NatsServer;
 use crate::support::redis_server::RedisServer;
 use crate::support::{self, EngineProcess, Workspace};
 
@@ -37,6 +39,7 @@ pub fn distribute(mode: Mode) -> Table {
             .expect("create");
     }
     let redis = RedisServer::start();
+    let nats = NatsServer::start();
     let mut table = Table::new(
         format!("kube-watch → log-event.wasm, {changes} ConfigMaps changed once each, by replicas"),
         &[
@@ -48,19 +51,30 @@ pub fn distribute(mode: Mode) -> Table {
         ],
     );
     let mut base = None;
-    let rows = [(1, false), (1, true), (2, true), (3, true)];
-    for (row, (replicas, distributed)) in rows.into_iter().enumerate() {
+    let (via_redis, via_nats) = (
+        format!("via: redis, url: \"{}\"", redis.url()),
+        format!("via: nats, url: \"{}\"", nats.url()),
+    );
+    let rows = [
+        (1, None),
+        (1, Some(("redis", &via_redis))),
+        (2, Some(("redis", &via_redis))),
+        (3, Some(("redis", &via_redis))),
+        (1, Some(("nats", &via_nats))),
+        (2, Some(("nats", &via_nats))),
+        (3, Some(("nats", &via_nats))),
+    ];
+    for (row, (replicas, via)) in rows.into_iter().enumerate() {
+        let distributed = via.is_some();
         let ws = Workspace::new();
         let kubeconfig = ws.path().join("kubeconfig");
         server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
         // A prefix per row: each starts with its own streams.
-        let distribute = if distributed {
-            format!(
-                "distribute: {{ via: redis, url: \"{}\", prefix: \"bench{replicas}\" }}, ",
-                redis.url()
-            )
-        } else {
-            String::new()
+        let distribute = match via {
+            Some((_, setting)) => {
+                format!("distribute: {{ {setting}, prefix: \"bench{row}\" }}, ")
+            }
+            None => String::new(),
         };
         let config = ws.write(
             "bench.yaml",
@@ -113,10 +127,9 @@ pub fn distribute(mode: Mode) -> Table {
         let base = *base.get_or_insert(rate);
         let per_change = Duration::from_secs_f64(cpu as f64 / ticks_per_second() / changes as f64);
         table.row(vec![
-            if distributed {
-                format!("{replicas} distributed")
-            } else {
-                "1 local (no distribute)".into()
+            match via {
+                Some((name, _)) => format!("{replicas} distributed via {name}"),
+                None => "1 local (no distribute)".into(),
             },
             format!("{rate:.0}"),
             format!("{:.2}×", rate / base),
@@ -129,7 +142,7 @@ pub fn distribute(mode: Mode) -> Table {
     }
     table.notes.push(format!(
         "Every object patched once per row, as fast as the in-process API server takes it; the clock stops when every change has a run on some replica. \
-         Journal off in every row (a distributed event's durable record is the stream). Every process shares this machine's {} cores with the API server and Redis.",
+         Journal off in every row (a distributed event's durable record is the stream). Every process shares this machine's {} cores with the API server, Redis and NATS.",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     table

@@ -21,6 +21,20 @@ pub(super) struct Taken {
     pub sequence: u64,
     /// How often the server has delivered it.
     pub delivered: i64,
+    /// When this delivery came.
+    pub arrived: std::time::Instant,
+}
+
+impl Taken {
+    /// Whether the gate may judge it yet. A redelivery may overlap a run of
+    /// the same message still going on the replica that had it (the server
+    /// redelivers at once after a restart, before that replica's progress
+    /// acknowledgements resume): it waits one `ack_wait` first, by which
+    /// time that run has ended and been acknowledged, and the redelivery is
+    /// found to have left the stream, or that replica is truly gone.
+    pub fn ripe(&self, ack_wait: std::time::Duration) -> bool {
+        self.delivered <= 1 || self.arrived.elapsed() >= ack_wait
+    }
 }
 
 /// What to do with a keyed message now.
@@ -68,11 +82,6 @@ impl Held {
         self.by_subject.is_empty()
     }
 
-    /// Whether a message of `subject` waits (a newer one waits behind it).
-    pub fn has(&self, subject: &str) -> bool {
-        self.by_subject.contains_key(subject)
-    }
-
     /// Keeps a message until its turn.
     pub fn hold(&mut self, taken: Taken) {
         self.by_subject
@@ -88,9 +97,12 @@ impl Held {
 
     /// The sequence of the oldest message waiting on `subject`.
     pub fn first(&self, subject: &str) -> Option<u64> {
-        self.by_subject
-            .get(subject)
-            .and_then(|m| m.keys().next().copied())
+        self.oldest(subject).map(|t| t.sequence)
+    }
+
+    /// The oldest message waiting on `subject`.
+    pub fn oldest(&self, subject: &str) -> Option<&Taken> {
+        self.by_subject.get(subject)?.values().next()
     }
 
     /// Takes the oldest message waiting on `subject`.

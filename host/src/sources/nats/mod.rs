@@ -26,7 +26,7 @@
 //! engine's journal. A replica killed mid-run leaves its messages
 //! unacknowledged, and the server redelivers them after `ackWait`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{self, Context};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,8 @@ const GAUGE_EVERY: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How soon keyed messages held for their turn are looked at again.
 const HELD_RECHECK: Duration = Duration::from_millis(20);
+/// Checks of whose turn it is sent to the server at once.
+const CHECKS_AT_ONCE: usize = 64;
 /// Delay of a message whose dead-lettering failed: it is run again then.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(30);
 
@@ -232,12 +234,27 @@ impl Session<'_> {
         let mut recheck = tokio::time::interval(HELD_RECHECK);
         loop {
             tokio::select! {
-                next = messages.next() => match next {
-                    Some(Ok(message)) => self.take(message, &stream, held).await,
-                    Some(Err(e)) => return Err(SessionError::Messages(e.to_string())),
-                    None => return Err(SessionError::Messages("the message stream ended".into())),
-                },
-                _ = recheck.tick(), if !held.is_empty() => self.admit(&stream, held).await,
+                next = messages.next() => {
+                    let mut next = Some(next);
+                    let mut fresh = HashSet::new();
+                    // What else has arrived is taken with it, so the checks
+                    // of whose turn it is go out together.
+                    while let Some(arrived) = next.take() {
+                        match arrived {
+                            Some(Ok(message)) => self.take(message, held, &mut fresh).await,
+                            Some(Err(e)) => return Err(SessionError::Messages(e.to_string())),
+                            None => return Err(SessionError::Messages("the message stream ended".into())),
+                        }
+                        if fresh.len() < config.batch {
+                            next = messages.next().now_or_never();
+                        }
+                    }
+                    self.admit(&stream, held, fresh.into_iter().collect()).await;
+                }
+                _ = recheck.tick(), if !held.is_empty() => {
+                    let subjects = held.subjects();
+                    self.admit(&stream, held, subjects).await;
+                }
                 _ = gauges.tick() => {
                     if let Ok(info) = consumer.info().await {
                         let metrics = self.submitter.metrics();
@@ -250,8 +267,14 @@ impl Session<'_> {
     }
 
     /// Hands on a message just delivered; a distributed trigger's keyed
-    /// messages go through the gate first.
-    async fn take(&self, message: jetstream::Message, stream: &Stream, held: &mut gate::Held) {
+    /// messages wait in `held` for the gate, and their subject goes in
+    /// `fresh` when the message is the oldest held of its key.
+    async fn take(
+        &self,
+        message: jetstream::Message,
+        held: &mut gate::Held,
+        fresh: &mut HashSet<String>,
+    ) {
         let Ok(info) = message.info() else {
             tracing::warn!(trigger = %self.trigger.name, subject = %message.subject, "nats: a message without JetStream metadata; ignored");
             return;
@@ -263,6 +286,7 @@ impl Session<'_> {
             acker: Arc::new(acker),
             sequence,
             delivered,
+            arrived: std::time::Instant::now(),
         };
         let Some(names) = &self.config.distributed else {
             return self.hand_on(taken).await;
@@ -277,40 +301,54 @@ impl Session<'_> {
         }
         // Kept from redelivery while it waits.
         self.track(&taken);
-        if held.has(&subject) {
-            // An older one of its key waits here already.
-            return held.hold(taken);
-        }
-        match gate::verdict(stream, &subject, sequence).await {
-            Ok(gate::Verdict::Run) => self.hand_on(taken).await,
-            Ok(gate::Verdict::Duplicate) => self.duplicate(taken),
-            Ok(gate::Verdict::Wait) => held.hold(taken),
-            Err(e) => {
-                tracing::debug!(trigger = %self.trigger.name, error = %e, "distribute: cannot tell whose turn it is yet");
-                held.hold(taken)
-            }
+        held.hold(taken);
+        if held.first(&subject) == Some(sequence) {
+            fresh.insert(subject);
         }
     }
 
-    /// Runs the held messages whose turn has come, oldest first per key,
-    /// and acknowledges those that ran elsewhere.
-    async fn admit(&self, stream: &Stream, held: &mut gate::Held) {
-        for subject in held.subjects() {
-            while let Some(sequence) = held.first(&subject) {
-                match gate::verdict(stream, &subject, sequence).await {
+    /// Runs the held messages whose turn has come (the oldest held of each
+    /// of `subjects`, checked together), and acknowledges those that ran
+    /// elsewhere, then checks the next of their key.
+    async fn admit(&self, stream: &Stream, held: &mut gate::Held, mut subjects: Vec<String>) {
+        while !subjects.is_empty() {
+            let ack_wait = self.config.ack_wait;
+            let checks: Vec<(String, u64)> = subjects
+                .drain(..)
+                .filter_map(|s| {
+                    let seq = held.oldest(&s).filter(|t| t.ripe(ack_wait))?.sequence;
+                    Some((s, seq))
+                })
+                .collect();
+            let verdicts: Vec<_> = futures::stream::iter(checks)
+                .map(|(subject, seq)| async move {
+                    let verdict = gate::verdict(stream, &subject, seq).await;
+                    (subject, seq, verdict)
+                })
+                .buffer_unordered(CHECKS_AT_ONCE)
+                .collect()
+                .await;
+            for (subject, seq, verdict) in verdicts {
+                if held.first(&subject) != Some(seq) {
+                    continue;
+                }
+                match verdict {
+                    // The next one of its key waits for this run.
                     Ok(gate::Verdict::Run) => {
                         if let Some(taken) = held.pop(&subject) {
                             self.hand_on(taken).await;
                         }
-                        // The next one waits for this run.
-                        break;
                     }
                     Ok(gate::Verdict::Duplicate) => {
                         if let Some(taken) = held.pop(&subject) {
                             self.duplicate(taken);
                         }
+                        subjects.push(subject);
                     }
-                    Ok(gate::Verdict::Wait) | Err(_) => break,
+                    Ok(gate::Verdict::Wait) => {}
+                    Err(e) => {
+                        tracing::debug!(trigger = %self.trigger.name, error = %e, "distribute: cannot tell whose turn it is yet");
+                    }
                 }
             }
         }
@@ -343,6 +381,7 @@ impl Session<'_> {
             acker,
             sequence,
             delivered,
+            ..
         } = taken;
         let headers = message.headers.clone().unwrap_or_default();
         let size = message.payload.len() + header_bytes(&headers);
