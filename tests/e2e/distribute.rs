@@ -613,3 +613,98 @@ async fn over_nats_a_change_larger_than_the_server_takes_runs_on_the_leader() {
         r.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_nats_a_change_published_again_is_stored_once_and_positions_read_back() {
+    use wasmtrigger::capabilities::secrets::SecretStore;
+    use wasmtrigger::config::{DistributeSettings, Endpoint, SecretsSettings, Transport};
+    use wasmtrigger::distribute::{Distributor, Outgoing};
+    use wasmtrigger::event::Event;
+
+    let nats = NatsServer::start();
+    let distributor = Distributor::new(
+        DistributeSettings {
+            via: Transport::Nats,
+            server: Endpoint::Url(nats.url()),
+            prefix: "t".into(),
+            claim_idle: Duration::from_secs(30),
+            batch: 64,
+        },
+        SecretStore::from_settings(&SecretsSettings::default()),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    assert_eq!(
+        distributor.positions("w.x").await.unwrap(),
+        None,
+        "nobody listed yet"
+    );
+    let update = |version: &str, pad: usize| Outgoing {
+        event: Event::new(
+            "w.x",
+            "kube-watch",
+            "update",
+            &json!({ "type": "update", "object": {
+                "metadata": { "namespace": "default", "name": "cm-1", "resourceVersion": version },
+                "data": { "pad": "x".repeat(pad) } } }),
+        ),
+        key: Some("uid-1".into()),
+    };
+    let at = |name: &str, version: Option<&str>| {
+        (
+            ("default".to_string(), name.to_string()),
+            version.map(String::from),
+        )
+    };
+    let too_large = distributor
+        .publish(
+            "w.x",
+            &[update("5", 10)],
+            &[at("cm-1", Some("5")), at("cm-2", Some("9"))],
+            true,
+            &stop,
+        )
+        .await;
+    assert_eq!(too_large, Some(vec![]));
+    // A new leader that finds the same change again (its own event id) and
+    // a deleted object: the change is dropped by the stream, the position goes.
+    let too_large = distributor
+        .publish("w.x", &[update("5", 10)], &[at("cm-2", None)], true, &stop)
+        .await;
+    assert_eq!(too_large, Some(vec![]));
+    assert_eq!(distributor.unfinished("w.x").await.unwrap(), 1);
+    let positions = distributor.positions("w.x").await.unwrap().expect("listed");
+    assert_eq!(
+        positions.into_iter().collect::<Vec<_>>(),
+        vec![(("default".to_string(), "cm-1".to_string()), "5".to_string())]
+    );
+    // Larger than the server's 1 MiB: handed back unpublished, in place.
+    let too_large = distributor
+        .publish(
+            "w.x",
+            &[update("6", 10), update("7", 1_100_000), update("8", 10)],
+            &[],
+            false,
+            &stop,
+        )
+        .await;
+    assert_eq!(too_large, Some(vec![1]));
+    assert_eq!(distributor.unfinished("w.x").await.unwrap(), 3);
+    // The trigger's `.` is escaped in the names; the key's events share one subject.
+    let names = wasmtrigger::config::DistributedSubjects::of("t", "w.x");
+    let subject = wasmtrigger::distribute::nats::subject(&names, Some("uid-1"));
+    assert!(subject.starts_with("t.w_dx.events.k."), "{subject}");
+    assert!(nats.read("t_w_dx", "t.w_dx.events.all").is_empty());
+    let messages = nats.read("t_w_dx", &subject);
+    let versions: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let event: Value = serde_json::from_str(m["data"].as_str().unwrap()).unwrap();
+            let data: Value = serde_json::from_str(event["data"].as_str().unwrap()).unwrap();
+            data["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(versions, ["5", "6", "8"], "in order, once each");
+}
