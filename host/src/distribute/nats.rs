@@ -10,7 +10,9 @@
 //!   message when it is that oldest one, holds it while an older one is
 //!   there, and acknowledges it unrun when it is gone from the stream
 //!   already (it ran, and was acknowledged, before this delivery). Two keys
-//!   whose hashes collide only share an order;
+//!   whose hashes collide only share an order. The check reads the stream's
+//!   leader (`STREAM.MSG.GET`), never a direct get, which may answer from a
+//!   replica that is behind and make a message look as if it had run;
 //! - every message carries `Nats-Msg-Id`: a kube-watch change is named by
 //!   its object and resourceVersion (`kube:<namespace>/<name>@<version>`),
 //!   anything else by its event id. The stream drops a second message with
