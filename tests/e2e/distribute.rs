@@ -58,6 +58,15 @@ fn by_object(seen: &[(String, u64)]) -> BTreeMap<String, Vec<u64>> {
     map
 }
 
+/// The `wasmtrigger_distributed_*` lines of a metrics page (what a failed assertion shows).
+fn distributed_lines(metrics: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| l.contains("distributed"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The body of a 200 answer to a GET.
 async fn get(url: &str) -> String {
     let response = reqwest::get(url).await.expect("GET answers");
@@ -449,11 +458,7 @@ async fn run_5000_changes(via: Via) {
             "wasmtrigger_distributed_events_total{{trigger=\"watch\",outcome=\"published\"}} {total}"
         )),
         "{}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("distributed"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        distributed_lines(&metrics)
     );
 
     // Hostile: whoever can write to the stream can only add entries the
@@ -596,11 +601,7 @@ async fn over_nats_a_change_larger_than_the_server_takes_runs_on_the_leader() {
     assert!(
         metrics.contains(&line("local")) && metrics.contains(&line("published")),
         "{}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("distributed"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        distributed_lines(&metrics)
     );
     let leader_log = c.replicas[leader].as_ref().unwrap().lines();
     assert!(
