@@ -462,20 +462,23 @@ async fn run_5000_changes(via: Via) {
     );
 
     // Hostile: whoever can write to the stream can only add entries the
-    // consumers refuse: not an event, or another trigger's event. Both are
-    // dead-lettered with the reason, and nothing runs.
+    // consumers refuse: not an event, 100,000 arrays deep, or another
+    // trigger's event. All are dead-lettered with the reason, and nothing runs.
     let other = wasmtrigger::event::Event::new("other", "kube-watch", "update", &json!({}));
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     c.broker.forge(&[
         "{not json".to_string(),
+        deep,
         serde_json::to_string(&other).unwrap(),
     ]);
     let errors = support::eventually("the forged entries dead-lettered", || {
         let dead = c.broker.dead_letters();
-        (dead.len() == 2).then_some(dead)
+        (dead.len() == 3).then_some(dead)
     })
     .await;
-    assert!(
-        errors.iter().any(|e| e.contains("not an event")),
+    assert_eq!(
+        errors.iter().filter(|e| e.contains("not an event")).count(),
+        2,
         "{errors:?}"
     );
     assert!(
