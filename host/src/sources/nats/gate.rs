@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
@@ -22,7 +23,7 @@ pub(super) struct Taken {
     /// How often the server has delivered it.
     pub delivered: i64,
     /// When this delivery came.
-    pub arrived: std::time::Instant,
+    pub arrived: Instant,
 }
 
 impl Taken {
@@ -32,7 +33,7 @@ impl Taken {
     /// acknowledgements resume): it waits one `ack_wait` first, by which
     /// time that run has ended and been acknowledged, and the redelivery is
     /// found to have left the stream, or that replica is truly gone.
-    pub fn ripe(&self, ack_wait: std::time::Duration) -> bool {
+    pub fn ripe(&self, ack_wait: Duration) -> bool {
         self.delivered <= 1 || self.arrived.elapsed() >= ack_wait
     }
 }
@@ -70,10 +71,18 @@ fn judge(first: Option<u64>, sequence: u64) -> Verdict {
     }
 }
 
-/// Keyed messages waiting for their turn, by subject, oldest first.
+/// First and longest wait between checks of a key whose turn has not come:
+/// a key waiting on a long run elsewhere costs the server a request per
+/// `MAX_RECHECK`, not one per `MIN_RECHECK`.
+const MIN_RECHECK: Duration = Duration::from_millis(20);
+const MAX_RECHECK: Duration = Duration::from_millis(160);
+
+/// Keyed messages waiting for their turn, by subject, oldest first, and
+/// when each key is to be checked again.
 #[derive(Default)]
 pub(super) struct Held {
     by_subject: HashMap<String, BTreeMap<u64, Taken>>,
+    recheck: HashMap<String, (Instant, Duration)>,
 }
 
 impl Held {
@@ -90,9 +99,24 @@ impl Held {
             .insert(taken.sequence, taken);
     }
 
-    /// The subjects with messages waiting.
-    pub fn subjects(&self) -> Vec<String> {
-        self.by_subject.keys().cloned().collect()
+    /// The subjects with messages waiting whose check is due.
+    pub fn due(&self, now: Instant) -> Vec<String> {
+        self.by_subject
+            .keys()
+            .filter(|s| self.recheck.get(*s).is_none_or(|(at, _)| *at <= now))
+            .cloned()
+            .collect()
+    }
+
+    /// The oldest of `subject` must wait: check it again later, and later
+    /// each time it still waits.
+    pub fn not_yet(&mut self, subject: &str, now: Instant) {
+        let (at, wait) = self
+            .recheck
+            .entry(subject.to_string())
+            .or_insert((now, MIN_RECHECK / 2));
+        *wait = (*wait * 2).min(MAX_RECHECK);
+        *at = now + *wait;
     }
 
     /// The sequence of the oldest message waiting on `subject`.
@@ -112,6 +136,8 @@ impl Held {
         if waiting.is_empty() {
             self.by_subject.remove(subject);
         }
+        // The next one is news: checked at once, then from the shortest wait.
+        self.recheck.remove(subject);
         taken
     }
 }
@@ -126,5 +152,26 @@ mod tests {
         assert_eq!(judge(Some(3), 7), Verdict::Wait);
         assert_eq!(judge(Some(9), 7), Verdict::Duplicate);
         assert_eq!(judge(None, 7), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn a_waiting_key_is_checked_less_often_the_longer_it_waits() {
+        let mut held = Held::default();
+        held.by_subject.insert("k".into(), BTreeMap::new());
+        let now = Instant::now();
+        assert_eq!(held.due(now), ["k"]);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            held.not_yet("k", now);
+            waits.push(held.recheck["k"].1);
+        }
+        assert_eq!(
+            waits,
+            [20, 40, 80, 160, 160, 160].map(Duration::from_millis)
+        );
+        assert!(held.due(now).is_empty());
+        assert_eq!(held.due(now + MAX_RECHECK), ["k"]);
+        held.recheck.clear();
+        assert_eq!(held.due(now), ["k"]);
     }
 }

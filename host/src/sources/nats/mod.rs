@@ -252,7 +252,7 @@ impl Session<'_> {
                     self.admit(&stream, held, fresh.into_iter().collect()).await;
                 }
                 _ = recheck.tick(), if !held.is_empty() => {
-                    let subjects = held.subjects();
+                    let subjects = held.due(std::time::Instant::now());
                     self.admit(&stream, held, subjects).await;
                 }
                 _ = gauges.tick() => {
@@ -345,9 +345,10 @@ impl Session<'_> {
                         }
                         subjects.push(subject);
                     }
-                    Ok(gate::Verdict::Wait) => {}
+                    Ok(gate::Verdict::Wait) => held.not_yet(&subject, std::time::Instant::now()),
                     Err(e) => {
                         tracing::debug!(trigger = %self.trigger.name, error = %e, "distribute: cannot tell whose turn it is yet");
+                        held.not_yet(&subject, std::time::Instant::now());
                     }
                 }
             }
