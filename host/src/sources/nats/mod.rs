@@ -25,6 +25,14 @@
 //! The stream is the durable store for these events: they bypass the
 //! engine's journal. A replica killed mid-run leaves its messages
 //! unacknowledged, and the server redelivers them after `ackWait`.
+//!
+//! The same consumer drains a distributed trigger's stream
+//! (`engine.distribute` via NATS, see `crate::distribute::nats`): there a
+//! message is a whole event of this trigger (anything else is dead-lettered
+//! as malformed), an ordered trigger's messages pass the gate in `gate`
+//! before they run, and a dead-lettered message is acknowledged rather than
+//! terminated, so that it leaves the work queue and its key's next event
+//! may run.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,7 +74,7 @@ enum Settle {
     Ack(Arc<Acker>, u64),
     /// Deliver again after the delay: `-NAK`.
     Nak(Arc<Acker>, u64, Duration),
-    /// Publish to the dead-letter subject, then `+TERM`.
+    /// Publish to the dead-letter subject, then `+TERM` (`+ACK` on a distributed stream).
     Dead(Arc<Acker>, u64, Box<DeadLetter>),
 }
 
