@@ -147,8 +147,12 @@ pub struct Metrics {
     pub shadow_runs: Family<OutcomeLabels, Counter>,
     /// Events of distributed triggers (`engine.distribute`) by what happened:
     /// `published` by the leader, `consumed` by this replica, `redelivered`
-    /// (claimed from a replica that went quiet), `duplicate` (already run; acknowledged unrun).
+    /// (claimed from a replica that went quiet), `duplicate` (already run;
+    /// acknowledged unrun), `local` (too large for the server; run on the leader).
     pub distributed: Family<OutcomeLabels, Counter>,
+    /// Events of a distributed trigger this replica holds until an earlier
+    /// event of their key has run, wherever it runs.
+    pub distributed_held: Family<TriggerLabels, Gauge>,
     readings: Arc<OnceLock<ReadingsFn>>,
 }
 
@@ -223,8 +227,14 @@ impl Metrics {
         let distributed = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "distributed_events",
-            "Events of distributed triggers: published, consumed, redelivered, duplicate",
+            "Events of distributed triggers: published, consumed, redelivered, duplicate, local",
             distributed.clone(),
+        );
+        let distributed_held = Family::<TriggerLabels, Gauge>::default();
+        registry.register(
+            "distributed_held_events",
+            "Events of a distributed trigger held on this replica until an earlier event of their key has run",
+            distributed_held.clone(),
         );
         let readings: Arc<OnceLock<ReadingsFn>> = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(EngineCollector {
@@ -244,6 +254,7 @@ impl Metrics {
             queue_pending,
             shadow_runs,
             distributed,
+            distributed_held,
             readings,
         })
     }
@@ -264,6 +275,16 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc_by(n);
+    }
+
+    /// Sets how many events of a distributed trigger wait here for their key's turn.
+    pub fn distributed_held(&self, trigger: &str, value: usize) {
+        let labels = TriggerLabels {
+            trigger: trigger.to_string(),
+        };
+        self.distributed_held
+            .get_or_create(&labels)
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 
     /// Counts a shadow run by how it compared.

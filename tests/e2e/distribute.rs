@@ -461,6 +461,24 @@ async fn run_5000_changes(via: Via) {
         distributed_lines(&metrics)
     );
 
+    // Every replica reports what it holds for a key's turn: nothing, now.
+    for r in &c.replicas {
+        let base = r.as_ref().unwrap().base_url();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let metrics = get(&format!("{base}/metrics")).await;
+            if metrics.contains("wasmtrigger_distributed_held_events{trigger=\"watch\"} 0") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                distributed_lines(&metrics)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     // Hostile: whoever can write to the stream can only add entries the
     // consumers refuse: not an event, 100,000 arrays deep, or another
     // trigger's event. All are dead-lettered with the reason, and nothing runs.

@@ -91,6 +91,11 @@ impl Held {
         self.by_subject.is_empty()
     }
 
+    /// How many messages wait.
+    pub fn len(&self) -> usize {
+        self.by_subject.values().map(BTreeMap::len).sum()
+    }
+
     /// Keeps a message until its turn.
     pub fn hold(&mut self, taken: Taken) {
         self.by_subject

@@ -264,10 +264,13 @@ impl Session<'_> {
                     self.admit(&stream, held, subjects).await;
                 }
                 _ = gauges.tick() => {
+                    let metrics = self.submitter.metrics();
                     if let Ok(info) = consumer.info().await {
-                        let metrics = self.submitter.metrics();
                         metrics.queue_lag(&self.trigger.name, info.num_pending as i64);
                         metrics.queue_pending(&self.trigger.name, info.num_ack_pending as i64);
+                    }
+                    if config.distributed.is_some() {
+                        metrics.distributed_held(&self.trigger.name, held.len());
                     }
                 }
             }

@@ -212,7 +212,7 @@ impl Session<'_> {
         let mut last_gauge = Instant::now() - GAUGE_EVERY;
         loop {
             if last_gauge.elapsed() >= GAUGE_EVERY {
-                self.update_gauges(&mut reader).await?;
+                self.update_gauges(&mut reader, held.len()).await?;
                 last_gauge = Instant::now();
             }
             if !held.is_empty() {
@@ -448,7 +448,13 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn update_gauges(&self, con: &mut MultiplexedConnection) -> Result<(), QueueError> {
+    /// The queue's lag and pending counts, and for a distributed stream the
+    /// entries `held` here for their turn (and a trim of what all have finished).
+    async fn update_gauges(
+        &self,
+        con: &mut MultiplexedConnection,
+        held: usize,
+    ) -> Result<(), QueueError> {
         let groups: Value = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&self.config.stream)
@@ -456,6 +462,7 @@ impl Session<'_> {
             .await?;
         if self.config.distributed.is_some() {
             gate::trim(con, &self.config.stream, &self.config.group).await?;
+            self.metrics().distributed_held(&self.trigger.name, held);
         }
         if let Some((lag, pending)) = crate::distribute::group_counts(&groups, &self.config.group) {
             let metrics = self.submitter.metrics();
