@@ -461,6 +461,19 @@ async fn run_5000_changes(via: Via) {
         distributed_lines(&metrics)
     );
 
+    // The dashboard's "Distributed" panels query what a distributing engine exports.
+    let distributed: Vec<_> = support::dashboard_metrics()
+        .into_iter()
+        .filter(|(panel, _, _)| panel.starts_with("Distributed"))
+        .collect();
+    assert!(distributed.len() >= 3, "{distributed:?}");
+    for (_, name, family) in distributed {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which a distributing engine lacks"
+        );
+    }
+
     // Every replica reports what it holds for a key's turn: nothing, now.
     for r in &c.replicas {
         let base = r.as_ref().unwrap().base_url();

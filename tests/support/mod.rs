@@ -39,3 +39,34 @@ pub fn repo() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// Every metric the shipped Grafana dashboard queries: the panel's title,
+/// the name in the query, and the family an exposition must declare
+/// (`# TYPE family …`).
+#[allow(dead_code)]
+pub fn dashboard_metrics() -> Vec<(String, String, String)> {
+    let path = repo().join("deploy/monitoring/wasmtrigger-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or_default();
+        for target in panel["targets"].as_array().expect("targets") {
+            let mut rest = target["expr"].as_str().expect("expr");
+            while let Some(i) = rest.find("wasmtrigger_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name)
+                    .to_string();
+                queried.push((title.to_string(), name, family));
+            }
+        }
+    }
+    queried
+}
