@@ -46,7 +46,9 @@ pub mod redis;
 
 use crate::capabilities::secrets::SecretStore;
 pub use crate::config::DistributedKeys as Keys;
-use crate::config::{DistributeSettings, NatsConfig, RedisQueueConfig, Transport};
+use crate::config::{
+    DistributeSettings, DistributedSubjects, NatsConfig, RedisQueueConfig, Transport,
+};
 use crate::event::Event;
 
 pub use self::redis::{as_text, connect, group_counts, group_info};
@@ -121,17 +123,12 @@ impl Distributor {
         })
     }
 
-    /// The Redis keys of `trigger`'s distributed work.
-    pub fn keys(&self, trigger: &str) -> Keys {
-        Keys::of(&self.settings.prefix, trigger)
-    }
-
     /// The name of `trigger`'s stream, as shown to operators.
     pub fn stream_name(&self, trigger: &str) -> String {
         match self.settings.via {
-            Transport::Redis => self.keys(trigger).stream,
+            Transport::Redis => Keys::of(&self.settings.prefix, trigger).stream,
             Transport::Nats => {
-                let names = nats::names(&self.settings.prefix, trigger);
+                let names = DistributedSubjects::of(&self.settings.prefix, trigger);
                 format!("NATS stream {}", names.stream)
             }
         }

@@ -51,11 +51,6 @@ pub const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// Longest a leader waits to read the recorded positions.
 const READ_POSITIONS: Duration = Duration::from_secs(60);
 
-/// The names of `trigger`'s distributed work under `prefix`.
-pub fn names(prefix: &str, trigger: &str) -> DistributedSubjects {
-    DistributedSubjects::of(prefix, trigger)
-}
-
 /// The subject of an event: its key's, or the one of unordered events.
 pub fn subject(names: &DistributedSubjects, key: Option<&str>) -> String {
     match key {
@@ -78,7 +73,7 @@ pub fn is_keyed(names: &DistributedSubjects, subject: &str) -> bool {
 /// How every replica drains `trigger`'s stream: a `nats` durable pull
 /// consumer whose messages are whole events, in per-key order.
 pub(super) fn consumer(settings: &DistributeSettings, trigger: &str) -> NatsConfig {
-    let names = names(&settings.prefix, trigger);
+    let names = DistributedSubjects::of(&settings.prefix, trigger);
     NatsConfig {
         server: settings.server.clone(),
         stream: names.stream.clone(),
@@ -259,7 +254,7 @@ impl Publisher {
         secrets: &SecretStore,
         trigger: &str,
     ) -> Result<(Context, DistributedSubjects, usize), DistributeError> {
-        let names = names(&settings.prefix, trigger);
+        let names = DistributedSubjects::of(&settings.prefix, trigger);
         let mut held = self.held.lock().await;
         if held.is_none() {
             let client = client(&settings.server, secrets, "wasmtrigger distribute")
@@ -428,8 +423,8 @@ mod tests {
 
     #[test]
     fn names_keep_distinct_triggers_distinct_and_fit_nats() {
-        let a = names("wt", "web.hook");
-        let b = names("wt", "web_dhook");
+        let a = DistributedSubjects::of("wt", "web.hook");
+        let b = DistributedSubjects::of("wt", "web_dhook");
         assert_ne!(a.stream, b.stream);
         assert_eq!(a.stream, "wt_web_dhook");
         assert_eq!(b.stream, "wt_web__dhook");
