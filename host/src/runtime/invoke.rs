@@ -150,7 +150,7 @@ impl Runtime {
     /// A fresh store for one invocation of `module` by `inv`, with its
     /// limits, captured stdio and deadline set.
     pub(super) fn arm(&self, module: &LoadedModule, inv: &Invocation) -> Armed {
-        let label: Arc<str> = module.label().into();
+        let label = module.shared_label();
         let output = GuestOutput::new(inv.trigger.clone(), label.clone(), self.stdio_limit);
         let caps = Capabilities {
             trigger: inv.trigger.clone(),

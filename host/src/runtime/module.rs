@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -127,6 +128,8 @@ pub struct LoadedModule {
     pub exports: Vec<String>,
     filter: Result<FilterPre<HostState>, String>,
     action: Result<ActionPre<HostState>, String>,
+    /// `name@version`, formatted once: every invocation tags its output with it.
+    label: Arc<str>,
 }
 
 impl fmt::Debug for LoadedModule {
@@ -225,6 +228,7 @@ impl LoadedModule {
             exports: export_names,
             filter,
             action,
+            label: label.into(),
         })
     }
 
@@ -235,7 +239,12 @@ impl LoadedModule {
 
     /// `name@version`, as in logs and run records.
     pub fn label(&self) -> String {
-        format!("{}@{}", self.name, self.version())
+        self.label.to_string()
+    }
+
+    /// [`Self::label`] shared rather than copied (one per invocation).
+    pub(crate) fn shared_label(&self) -> Arc<str> {
+        self.label.clone()
     }
 
     /// The worlds this module implements.
