@@ -123,6 +123,7 @@ pub async fn filter_cost(mode: Mode) -> Vec<Table> {
         rt.instantiate(&module, &inv).await.expect("instantiates");
     })
     .await;
+    let bare = super::floor::floor(mode, &rt, &module, &event, 2_000).await;
     let cel = CelFilter::compile(CEL).expect("CEL compiles");
     let cel_cost = per_iter(mode, 5_000, async || {
         assert!(cel.evaluate(&event).expect("CEL evaluates"));
@@ -142,6 +143,8 @@ pub async fn filter_cost(mode: Mode) -> Vec<Table> {
         ("Wasm, warm instance (`isolation: pooled`)", warm),
         ("Wasm, fresh instance per event (default)", fresh_big),
         ("  of which: instantiation alone", instantiate),
+        ("wasmtime alone, same component: fresh instance", bare.fresh),
+        ("  of which: instantiation alone", bare.instantiate),
         ("Wasm, fresh instance, 0.1 KB event", fresh_small),
         ("CEL expression (in the host)", cel_cost),
         ("`jq` process per event (shell-hook style)", jq_cost),
@@ -151,6 +154,12 @@ pub async fn filter_cost(mode: Mode) -> Vec<Table> {
     table
         .notes
         .push(format!("CEL: `{CEL}`; jq: `jq -e '{JQ}'`."));
+    table.notes.push(
+        "wasmtime alone: the same component in the same engine and pool, with an empty \
+         store, imports stubbed and `log` a no-op; the rows above it cost what the \
+         engine adds (store data, WASI context, limits, deadline, captured output)."
+            .into(),
+    );
     vec![table, tuning(mode, &event).await]
 }
 
@@ -243,6 +252,7 @@ pub async fn languages(mode: Mode) -> Table {
             "first compile",
             "cached load",
             "per event, fresh",
+            "fresh, wasmtime alone",
             "per event, warm",
         ],
     );
@@ -293,6 +303,8 @@ pub async fn languages(mode: Mode) -> Table {
             if interpreted { 20 } else { 2_000 },
         )
         .await;
+        let iters = if interpreted { 20 } else { 2_000 };
+        let bare = super::floor::floor(mode, &rt, &module, &event, iters).await;
         let inv = invocation();
         let pool = WarmPool::default();
         let warm = per_iter(mode, if interpreted { 200 } else { 5_000 }, async || {
@@ -306,6 +318,7 @@ pub async fn languages(mode: Mode) -> Table {
             compile,
             fmt_duration(cached),
             fmt_duration(per_event),
+            fmt_duration(bare.fresh),
             fmt_duration(warm),
         ]);
     }

@@ -7,6 +7,8 @@
 mod distribute;
 #[path = "filter_cost.rs"]
 mod filter_cost;
+#[path = "floor.rs"]
+mod floor;
 #[path = "kube.rs"]
 mod kube;
 #[path = "memory.rs"]
