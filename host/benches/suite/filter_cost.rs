@@ -155,9 +155,10 @@ pub async fn filter_cost(mode: Mode) -> Vec<Table> {
         .notes
         .push(format!("CEL: `{CEL}`; jq: `jq -e '{JQ}'`."));
     table.notes.push(
-        "wasmtime alone: the same component in the same engine and pool, with an empty \
-         store, imports stubbed and `log` a no-op; the rows above it cost what the \
-         engine adds (store data, WASI context, limits, deadline, captured output)."
+        "wasmtime alone: the same component in the same engine and pool, in a store \
+         holding only wasmtime-wasi's default WASI context, with `log` a no-op; what \
+         the rows above cost beyond it is the engine's share (capabilities, limits, \
+         deadline, captured output)."
             .into(),
     );
     vec![table, tuning(mode, &event).await]
