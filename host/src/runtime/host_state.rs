@@ -12,7 +12,12 @@ use crate::capabilities::Capabilities;
 
 /// Store data of one invocation.
 pub struct HostState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most filters make none, and
+    /// creating a context (it seeds two random-number generators) is a
+    /// measurable part of a fresh instance (docs/performance.md).
+    wasi: Option<Box<WasiCtx>>,
+    /// Where the WASI context, once built, sends the guest's stdout and stderr.
+    output: Arc<GuestOutput>,
     table: ResourceTable,
     /// Memory accounting for the whole invocation.
     pub(crate) limiter: Limiter,
@@ -21,18 +26,13 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Builds the state: WASI gets captured stdio, and no env, args, preopened
-    /// directories or network; clocks and randomness are allowed.
+    /// Builds the state. WASI, when the guest first calls it, gets captured
+    /// stdio and no env, args, preopened directories or network; clocks and
+    /// randomness are allowed.
     pub fn new(caps: Capabilities, output: &Arc<GuestOutput>, memory_limit: u64) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(output.stream(Stream::Stdout))
-            .stderr(output.stream(Stream::Stderr))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         HostState {
-            wasi,
+            wasi: None,
+            output: output.clone(),
             table: ResourceTable::new(),
             limiter: Limiter::new(memory_limit),
             caps,
@@ -42,8 +42,19 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let ctx = WasiCtxBuilder::new()
+                .stdout(output.stream(Stream::Stdout))
+                .stderr(output.stream(Stream::Stderr))
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build();
+            Box::new(ctx)
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
