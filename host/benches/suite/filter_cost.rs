@@ -296,15 +296,8 @@ pub async fn languages(mode: Mode) -> Table {
         let module = load(&rt, path.clone()).await;
         // Compiled languages get the many-iteration treatment.
         let interpreted = matches!(lang, "Python" | "JavaScript");
-        let per_event = fresh(
-            mode,
-            &rt,
-            &module,
-            &event,
-            if interpreted { 20 } else { 2_000 },
-        )
-        .await;
         let iters = if interpreted { 20 } else { 2_000 };
+        let per_event = fresh(mode, &rt, &module, &event, iters).await;
         let bare = super::floor::floor(mode, &rt, &module, &event, iters).await;
         let inv = invocation();
         let pool = WarmPool::default();

@@ -161,6 +161,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_wasi_context_is_built_on_first_use_and_kept_for_the_store() {
+        let services = crate::capabilities::HostServices::new(Default::default()).unwrap();
+        let (trigger, module): (Arc<str>, Arc<str>) = ("t".into(), "m@0".into());
+        let caps = Capabilities {
+            trigger: trigger.clone(),
+            module: module.clone(),
+            kv: None,
+            access: None,
+            services,
+            http_requests: 0,
+            trace: None,
+            replay: None,
+            dry_run: None,
+        };
+        let output = GuestOutput::new(trigger, module, 1024);
+        let mut state = HostState::new(caps, &output, 1 << 20);
+        assert!(state.wasi.is_none(), "no context before the guest asks");
+        let first: *const WasiCtx = state.ctx().ctx;
+        assert!(state.wasi.is_some());
+        let second: *const WasiCtx = state.ctx().ctx;
+        // The guest's WASI resources (streams, pollables) live in this one
+        // context for the whole invocation.
+        assert_eq!(first, second, "one context per store");
+    }
+
+    #[test]
     fn tables_count_toward_the_memory_limit() {
         let mut limiter = Limiter::new(1 << 20);
         assert!(
